@@ -1,0 +1,29 @@
+"""The Flask application factory: wiring only, in order (config, storage, security, routes, worker, CLI).
+
+Run it with `flask --app app run` or `gunicorn 'app:create_app()'`. Nothing happens at import.
+"""
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from receiver import api, cli, config, db, guard, routes, worker
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    app = Flask(__name__, instance_relative_config=True, static_folder=None)
+    app.config.from_mapping(config.defaults())
+    app.config.update(config.from_env())
+    if test_config:
+        app.config.update(test_config)
+
+    hops = app.config["PROXY_FIX_HOPS"]
+    if hops:
+        # Trust exactly this many proxies (Heroku's router, nginx, a tunnel) for client address and scheme.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)
+
+    db.init_app(app)
+    guard.init_app(app)
+    routes.init_app(app)
+    api.init_app(app)
+    worker.init_app(app)
+    cli.init_app(app)
+    return app

@@ -1,0 +1,83 @@
+"""Command-line twins of the operator API: `flask worker`, `flask init-db`, `flask events ...`."""
+from __future__ import annotations
+
+import json
+
+import click
+from flask import Flask, current_app
+
+from receiver import inbox, worker
+from receiver.db import create_tables, get_engine
+from receiver.guard import recent_rejections
+
+
+@click.command("worker")
+@click.option("--until-idle", is_flag=True, help="Process what is due now, then exit.")
+def worker_command(until_idle: bool) -> None:
+    """Run the worker in this process (SIGTERM: finish the current event, then exit)."""
+    if until_idle:
+        count = worker.Worker(get_engine(current_app), current_app.config).run_until_idle()
+        click.echo(f"processed {count} events")
+        return
+    worker.run_forever(current_app)
+
+
+@click.command("init-db")
+def init_db_command() -> None:
+    """Create any missing tables (the app also does this when it starts)."""
+    create_tables(get_engine(current_app))
+    click.echo("database ready")
+
+
+events_cli = click.Group("events", help="Inspect and replay stored callbacks.")
+
+
+@events_cli.command("list")
+@click.option("--kind", type=click.Choice(["message-status", "inbound-message", "inbound-sms", "delivery-receipt"]))
+@click.option("--state", type=click.Choice(["pending", "processing", "done", "failed", "dead", "invalid"]))
+@click.option("--message-id")
+@click.option("--limit", default=20, show_default=True)
+def list_command(kind, state, message_id, limit) -> None:
+    """Newest stored callbacks first."""
+    rows = inbox.list_events(get_engine(current_app), kind=kind, state=state, message_id=message_id, limit=limit)
+    click.echo(f"{'ID':>6}  {'KIND':16} {'STATE':10} {'STATUS':13} {'DLV':>3} {'ATT':>3}  MESSAGE ID")
+    for r in rows:
+        click.echo(
+            f"{r.id:>6}  {r.kind:16} {r.state:10} {(r.status or '-'):13} {r.deliveries:>3} {r.attempts:>3}  {r.message_id or '-'}"
+        )
+
+
+@events_cli.command("show")
+@click.argument("event_id", type=int)
+def show_command(event_id: int) -> None:
+    """Everything stored for one callback, as JSON."""
+    row = inbox.get_event(get_engine(current_app), event_id)
+    if row is None:
+        raise click.ClickException(f"no event {event_id}")
+    click.echo(json.dumps(inbox.event_detail(row), indent=2))
+
+
+@events_cli.command("replay")
+@click.argument("event_id", type=int)
+def replay_command(event_id: int) -> None:
+    """Put a done, failed, dead or invalid event back in the queue."""
+    if not inbox.replay(get_engine(current_app), event_id):
+        raise click.ClickException(f"event {event_id} does not exist or is pending/processing")
+    click.echo(f"event {event_id} is pending again")
+
+
+@events_cli.command("rejected")
+@click.option("--limit", default=20, show_default=True)
+def rejected_command(limit: int) -> None:
+    """Recent requests refused by signature verification, newest first."""
+    rows = recent_rejections(get_engine(current_app), limit=limit)
+    if not rows:
+        click.echo("no rejected requests")
+    for r in rows:
+        click.echo(f"{r['at']}  {r['reason']:22} {r['path']:28} {r['remote_addr'] or '-':15} {r['detail'] or ''}")
+
+
+def init_app(app: Flask) -> None:
+    app.cli.add_command(worker_command)
+    app.cli.add_command(init_db_command)
+    app.cli.add_command(events_cli)

@@ -1,0 +1,237 @@
+"""Storage: the engine and the tables. Every other module receives an engine from here.
+
+SQLAlchemy Core only. The embedded default is a SQLite file under instance/ in WAL mode with
+synchronous=FULL, so a committed write survives power loss; DATABASE_URL selects PostgreSQL.
+"""
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+
+from flask import Flask
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Double,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    text,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Engine
+
+metadata = MetaData()
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
+_Id = BigInteger().with_variant(Integer, "sqlite")
+
+# One row per callback Vonage delivered (a repeat of the same natural key only bumps `deliveries`).
+events = Table(
+    "events",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),
+    Column("dedup_key", String(512), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("query", Text, nullable=False, default=""),
+    Column("content_type", String(255), nullable=False, default=""),
+    Column("headers", Text, nullable=False, default="{}"),
+    Column("message_id", String(255)),
+    Column("status", String(64)),
+    Column("received_at", Double, nullable=False),
+    Column("last_delivery_at", Double, nullable=False),
+    Column("deliveries", Integer, nullable=False, default=1),
+    # pending -> processing -> done | failed (retry later) | dead | invalid
+    Column("state", String(16), nullable=False, default="pending"),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("available_at", Double, nullable=False),
+    Column("lease_until", Double),
+    Column("claimed_by", String(255)),
+    Column("processed_at", Double),
+    Column("last_error", Text),
+    Column("note", Text),  # what the worker did without dispatching, e.g. "part 1/3 of a multipart SMS"
+    UniqueConstraint("kind", "dedup_key", name="uq_events_kind_dedup_key"),
+    Index("ix_events_state_available_at", "state", "available_at"),
+    Index("ix_events_message_id", "message_id"),
+)
+
+# One row per message (Messages message_uuid or SMS API messageId): its current status.
+messages = Table(
+    "messages",
+    metadata,
+    Column("message_id", String(255), primary_key=True),
+    Column("direction", String(16), nullable=False),
+    Column("channel", String(32)),
+    Column("status", String(64)),
+    Column("status_rank", Integer, nullable=False, default=0),
+    Column("status_timestamp", String(64)),
+    Column("to_number", String(255)),
+    Column("from_number", String(255)),
+    Column("client_ref", String(255)),
+    Column("message_type", String(64)),
+    Column("text", Text),
+    Column("content", Text),
+    Column("incomplete", Boolean, nullable=False, default=False),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    Index("ix_messages_direction_created", "direction", "created_at"),
+)
+
+# Every status ever reported for a message, applied or not, one row per stored event.
+message_history = Table(
+    "message_history",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("message_id", String(255), nullable=False),
+    Column("event_id", BigInteger, nullable=False),
+    Column("status", String(64), nullable=False),
+    Column("timestamp", String(64)),
+    Column("applied", Boolean, nullable=False),
+    Column("error_code", String(64)),
+    Column("recorded_at", Double, nullable=False),
+    UniqueConstraint("message_id", "event_id", name="uq_history_message_event"),
+)
+
+# Parts of SMS API multipart messages, waiting to be joined.
+sms_parts = Table(
+    "sms_parts",
+    metadata,
+    Column("group_key", String(512), primary_key=True),
+    Column("part", Integer, primary_key=True),
+    Column("total", Integer, nullable=False),
+    Column("event_id", BigInteger, nullable=False),
+    Column("text", Text),
+    Column("message_id", String(255)),
+    Column("received_at", Double, nullable=False),
+    Column("dispatched_by", BigInteger),  # the event whose dispatch included this part
+)
+
+sms_groups = Table(
+    "sms_groups",
+    metadata,
+    Column("group_key", String(512), primary_key=True),
+    Column("total", Integer, nullable=False),
+    Column("first_seen", Double, nullable=False),
+    Column("completed_by", BigInteger),  # the event that dispatches the joined message
+    Column("incomplete", Boolean, nullable=False, default=False),
+)
+
+# Requests refused by signature verification (bounded; newest kept).
+rejections = Table(
+    "rejections",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("at", Double, nullable=False),
+    Column("path", String(255), nullable=False),
+    Column("remote_addr", String(255)),
+    Column("reason", String(64), nullable=False),
+    Column("detail", Text),
+)
+
+# Each worker loop writes here so operators can see it is alive.
+workers = Table(
+    "workers",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("seen_at", Double, nullable=False),
+    Column("processed", BigInteger, nullable=False, default=0),
+)
+
+
+def insert_for(bind):
+    """The dialect's INSERT, which has on_conflict_do_nothing/on_conflict_do_update."""
+    return pg_insert if bind.dialect.name == "postgresql" else sqlite_insert
+
+
+def iso(ts: float | None) -> str | None:
+    """A stored epoch time as ISO-8601 UTC, the way the API shows times."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def database_url(configured: str | None, instance_path: str) -> str:
+    """The SQLAlchemy URL to use: DATABASE_URL (Heroku spellings accepted) or the embedded file."""
+    if not configured:
+        return "sqlite:///" + os.path.join(instance_path, "receiver.sqlite3")
+    for prefix in ("postgres://", "postgresql://"):
+        if configured.startswith(prefix):
+            return "postgresql+psycopg://" + configured[len(prefix):]
+    return configured
+
+
+def make_engine(url: str, timeout: float = 5.0) -> Engine:
+    """An engine with the durability settings this project relies on.
+
+    `timeout` bounds how long a statement waits for a busy or unreachable database, so a
+    request answers 503 well within Vonage's 15 s instead of hanging.
+    """
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": timeout})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=5,
+        pool_timeout=timeout,
+        connect_args={
+            "connect_timeout": max(1, int(timeout)),
+            "options": f"-c statement_timeout={int(timeout * 1000)} -c synchronous_commit=on",
+        },
+    )
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    # FULL: the WAL is fsynced at every commit, so an acknowledged callback survives power loss.
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.close()
+
+
+def create_tables(engine: Engine) -> None:
+    """Create missing tables. Safe when several processes start at once."""
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            # Serialize concurrent starts: CREATE TABLE IF NOT EXISTS races on PostgreSQL.
+            conn.execute(text("SELECT pg_advisory_xact_lock(7306202511)"))
+            metadata.create_all(conn)
+    else:
+        metadata.create_all(engine)
+
+
+def init_app(app: Flask) -> None:
+    """Open the engine for this app and make sure the tables exist."""
+    url = database_url(app.config.get("DATABASE_URL"), app.instance_path)
+    engine = make_engine(url, app.config["DATABASE_TIMEOUT_SECONDS"])
+    create_tables(engine)
+    app.extensions["engine"] = engine
+
+
+def get_engine(app: Flask) -> Engine:
+    return app.extensions["engine"]
+
+
+def is_reachable(engine: Engine) -> bool:
+    """True when the database answers a trivial query."""
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return True
+    except Exception:  # any driver error means "not ready"
+        return False

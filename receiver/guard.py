@@ -1,0 +1,143 @@
+"""Request authentication: decides, before anything is stored, whether a request comes from Vonage.
+
+Fails closed: without a secret the app does not start (development generates one, visibly).
+Keeps the bounded log of rejected requests. Never stores or processes a rejected callback.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+
+from flask import Flask
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from receiver.db import get_engine, iso, rejections
+from receiver.signatures import Keyring, SignatureError, verify_jwt, verify_sms
+
+log = logging.getLogger("receiver.guard")
+
+MODES = ("on", "jwt-only", "off")
+DEV_SECRET_FILE = "dev-signature-secret"
+
+
+class Guard:
+    """Checks one request's signature with the app's keyring and settings."""
+
+    def __init__(self, keyring: Keyring, config: dict):
+        self.keyring = keyring
+        self.mode = config["SIGNATURE_VERIFICATION"]
+        self.sms_method = config["VONAGE_SIGNATURE_METHOD"]
+        self.iat_leeway = config["JWT_IAT_LEEWAY_SECONDS"]
+        self.max_age = config["JWT_MAX_AGE_SECONDS"] or None
+        self.sms_window = config["SMS_TIMESTAMP_WINDOW_SECONDS"]
+
+    def check_messages(self, authorization: str | None, body: bytes) -> dict:
+        """The verified JWT claims of a Messages API callback ({} when verification is off).
+
+        :raises SignatureError: `retryable` when the token is missing (answer 503, Vonage retries).
+        """
+        if self.mode == "off":
+            return {}
+        return verify_jwt(authorization, body, self.keyring, iat_leeway=self.iat_leeway, max_age=self.max_age)
+
+    def check_sms(self, params: dict[str, str]) -> None:
+        """Verify an SMS API callback's `sig`.
+
+        :raises SignatureError: when the signature is missing, wrong or stale.
+        """
+        if self.mode != "on":
+            return
+        verify_sms(params, self.keyring, self.sms_method, window=self.sms_window)
+
+
+def _secret_or_dev_secret(app: Flask) -> tuple[str | None, str | None]:
+    secret = app.config.get("VONAGE_SIGNATURE_SECRET")
+    by_key = app.config.get("VONAGE_SIGNATURE_SECRETS")
+    if secret or by_key or app.config["SIGNATURE_VERIFICATION"] == "off":
+        return secret, by_key
+    if app.config["APP_ENV"] != "development":
+        raise RuntimeError(
+            "VONAGE_SIGNATURE_SECRET is not set. Set it to your Vonage account's signature secret "
+            "(dashboard -> API settings), or VONAGE_SIGNATURE_SECRETS for several accounts. "
+            "Without it every callback would be forgeable, so the app refuses to start."
+        )
+    return development_secret(app.instance_path), None
+
+
+def development_secret(instance_path: str) -> str:
+    """The local development secret under instance/, generated (and printed) on first use."""
+    path = os.path.join(instance_path, DEV_SECRET_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        pass
+    os.makedirs(instance_path, exist_ok=True)
+    secret = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(secret + "\n")
+    print(
+        f" * Development signature secret generated and stored in {path}\n"
+        f" * Sample callbacks sent with `flask vonage trigger` are signed with it.\n"
+        f" * In production set VONAGE_SIGNATURE_SECRET to your Vonage signature secret.",
+        flush=True,
+    )
+    return secret
+
+
+def init_app(app: Flask) -> None:
+    """Build the app's Guard from config; refuse to start without a secret outside development."""
+    mode = app.config["SIGNATURE_VERIFICATION"]
+    if mode not in MODES:
+        raise RuntimeError(f"SIGNATURE_VERIFICATION={mode!r}: use one of {', '.join(MODES)}")
+    secret, by_key = _secret_or_dev_secret(app)
+    keyring = Keyring.from_config(secret, by_key, app.config.get("VONAGE_API_KEY"))
+    if mode == "off":
+        log.warning("SIGNATURE_VERIFICATION=off: callbacks are NOT verified; anyone can forge them")
+    elif mode == "jwt-only":
+        log.warning("SIGNATURE_VERIFICATION=jwt-only: SMS API callbacks are NOT verified")
+    app.extensions["guard"] = Guard(keyring, app.config)
+
+
+def get_guard(app: Flask) -> Guard:
+    return app.extensions["guard"]
+
+
+def record_rejection(app: Flask, *, path: str, remote_addr: str | None, error: SignatureError) -> None:
+    """Log and keep one rejection (the newest REJECTIONS_KEPT are kept). Never raises."""
+    log.warning("rejected %s from %s: %s (%s)", path, remote_addr, error.reason, error)
+    engine = get_engine(app)
+    keep = app.config["REJECTIONS_KEPT"]
+    try:
+        with engine.begin() as conn:
+            new_id = conn.execute(
+                rejections.insert()
+                .values(at=time.time(), path=path[:255], remote_addr=remote_addr, reason=error.reason, detail=str(error)[:500])
+                .returning(rejections.c.id)
+            ).scalar_one()
+            if new_id % 50 == 0:  # trim now and then, not on every insert
+                conn.execute(delete(rejections).where(rejections.c.id <= new_id - keep))
+    except SQLAlchemyError:
+        log.exception("could not store the rejection")
+
+
+def recent_rejections(engine, limit: int = 100) -> list[dict]:
+    """Newest first."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(rejections).order_by(rejections.c.id.desc()).limit(limit)).all()
+    return [
+        {"at": iso(r.at), "path": r.path, "remote_addr": r.remote_addr, "reason": r.reason, "detail": r.detail}
+        for r in rows
+    ]
+
+
+def rejections_by_reason(engine, since: float) -> dict[str, int]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(rejections.c.reason, func.count()).where(rejections.c.at >= since).group_by(rejections.c.reason)
+        ).all()
+    return dict(rows)

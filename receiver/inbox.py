@@ -1,0 +1,234 @@
+"""The inbox of stored callbacks: record on the request path, claim and settle on the worker path.
+
+Every function takes an engine and runs its own short transaction. Nothing here parses payloads
+or calls handlers.
+"""
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.engine import Engine
+
+from receiver.db import events, insert_for, iso
+
+CLAIMABLE_STATES = ("pending", "failed")
+# States an operator can put back to pending.
+REPLAYABLE_STATES = ("done", "failed", "dead", "invalid")
+
+
+@dataclass(frozen=True)
+class Recorded:
+    id: int
+    deliveries: int
+
+    @property
+    def duplicate(self) -> bool:
+        return self.deliveries > 1
+
+
+def record_event(
+    engine: Engine,
+    *,
+    kind: str,
+    dedup_key: str,
+    body: bytes,
+    query: str = "",
+    content_type: str = "",
+    headers: dict | None = None,
+    message_id: str | None = None,
+    status: str | None = None,
+    now: float | None = None,
+) -> Recorded:
+    """Store one callback, committed, or count one more delivery of an already stored one.
+
+    :raises sqlalchemy.exc.SQLAlchemyError: when the database cannot take the write.
+    """
+    now = time.time() if now is None else now
+    insert = insert_for(engine)
+    stmt = insert(events).values(
+        kind=kind,
+        dedup_key=dedup_key,
+        body=body,
+        query=query,
+        content_type=content_type,
+        headers=json.dumps(headers or {}),
+        message_id=message_id,
+        status=status,
+        received_at=now,
+        last_delivery_at=now,
+        deliveries=1,
+        state="pending",
+        attempts=0,
+        available_at=now,
+    )
+    # One statement, so a repeat racing its original can never create a second row.
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[events.c.kind, events.c.dedup_key],
+        set_={"deliveries": events.c.deliveries + 1, "last_delivery_at": now},
+    ).returning(events.c.id, events.c.deliveries)
+    with engine.begin() as conn:
+        row = conn.execute(stmt).one()
+    return Recorded(id=row.id, deliveries=row.deliveries)
+
+
+def _claimable(now: float):
+    return or_(
+        and_(events.c.state.in_(CLAIMABLE_STATES), events.c.available_at <= now),
+        # A worker that died mid-event leaves it "processing"; its lease running out frees it.
+        and_(events.c.state == "processing", events.c.lease_until < now),
+    )
+
+
+def claim_next(engine: Engine, worker_name: str, lease_seconds: float, now: float | None = None):
+    """Claim the oldest event that is due, for this worker alone; None when there is none.
+
+    PostgreSQL: FOR UPDATE SKIP LOCKED, so workers on several machines never take the same row.
+    SQLite: one conditional UPDATE; SQLite runs a write statement under its single write lock.
+    """
+    now = time.time() if now is None else now
+    candidate = select(events.c.id).where(_claimable(now)).order_by(events.c.id).limit(1)
+    if engine.dialect.name == "postgresql":
+        candidate = candidate.with_for_update(skip_locked=True)
+    stmt = (
+        update(events)
+        .where(events.c.id == candidate.scalar_subquery())
+        .where(_claimable(now))
+        .values(
+            state="processing",
+            attempts=events.c.attempts + 1,
+            lease_until=now + lease_seconds,
+            claimed_by=worker_name,
+        )
+        .returning(*events.c)
+    )
+    with engine.begin() as conn:
+        return conn.execute(stmt).first()
+
+
+def _settle(engine: Engine, event_id: int, worker_name: str, **values) -> bool:
+    # Only the claim holder may settle: a worker whose lease ran out must not overwrite a newer claim.
+    stmt = (
+        update(events)
+        .where(events.c.id == event_id, events.c.state == "processing", events.c.claimed_by == worker_name)
+        .values(lease_until=None, **values)
+    )
+    with engine.begin() as conn:
+        return conn.execute(stmt).rowcount == 1
+
+
+def mark_done(engine: Engine, event_id: int, worker_name: str, *, message_id=None, status=None, note=None) -> bool:
+    """The handler returned: the event is finished."""
+    values = {"state": "done", "processed_at": time.time(), "last_error": None, "note": note}
+    if message_id is not None:
+        values["message_id"] = message_id
+    if status is not None:
+        values["status"] = status
+    return _settle(engine, event_id, worker_name, **values)
+
+
+def mark_invalid(engine: Engine, event_id: int, worker_name: str, errors: dict) -> bool:
+    """The payload does not fit its schema: keep it, with the errors, and never retry on its own."""
+    return _settle(
+        engine, event_id, worker_name, state="invalid", processed_at=time.time(), last_error=json.dumps(errors)
+    )
+
+
+def retry_delay(attempts: int, base: float, cap: float) -> float:
+    """Exponential backoff with jitter: base, 2*base, 4*base ... capped."""
+    delay = min(cap, base * (2 ** max(0, attempts - 1)))
+    return delay * random.uniform(0.8, 1.0)
+
+
+def mark_failed(
+    engine: Engine,
+    event_id: int,
+    worker_name: str,
+    *,
+    attempts: int,
+    error: str,
+    max_attempts: int,
+    base: float,
+    cap: float,
+) -> str:
+    """The handler raised: schedule a retry, or after max_attempts keep the event as dead."""
+    now = time.time()
+    if attempts >= max_attempts:
+        _settle(engine, event_id, worker_name, state="dead", processed_at=now, last_error=error)
+        return "dead"
+    delay = retry_delay(attempts, base, cap)
+    _settle(engine, event_id, worker_name, state="failed", available_at=now + delay, last_error=error)
+    return "failed"
+
+
+def replay(engine: Engine, event_id: int) -> bool:
+    """Put a finished, failed, dead or invalid event back to pending with a fresh attempt count."""
+    stmt = (
+        update(events)
+        .where(events.c.id == event_id, events.c.state.in_(REPLAYABLE_STATES))
+        .values(state="pending", attempts=0, available_at=time.time(), lease_until=None, claimed_by=None)
+    )
+    with engine.begin() as conn:
+        return conn.execute(stmt).rowcount == 1
+
+
+def get_event(engine: Engine, event_id: int):
+    with engine.connect() as conn:
+        return conn.execute(select(events).where(events.c.id == event_id)).first()
+
+
+def list_events(engine: Engine, *, kind=None, state=None, message_id=None, limit: int = 50):
+    """Newest first, filtered."""
+    stmt = select(events).order_by(events.c.id.desc()).limit(max(1, min(limit, 1000)))
+    if kind:
+        stmt = stmt.where(events.c.kind == kind)
+    if state:
+        stmt = stmt.where(events.c.state == state)
+    if message_id:
+        stmt = stmt.where(events.c.message_id == message_id)
+    with engine.connect() as conn:
+        return conn.execute(stmt).all()
+
+
+def count_by_state(engine: Engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(events.c.state, func.count()).group_by(events.c.state)).all()
+    return {state: count for state, count in rows}
+
+
+def event_summary(row) -> dict:
+    """The public JSON shape of a stored event."""
+    return {
+        "id": row.id,
+        "kind": row.kind,
+        "state": row.state,
+        "message_id": row.message_id,
+        "status": row.status,
+        "received_at": iso(row.received_at),
+        "deliveries": row.deliveries,
+        "attempts": row.attempts,
+        "last_error": row.last_error,
+        "note": row.note,
+    }
+
+
+def event_detail(row) -> dict:
+    """Everything stored for one event: the summary plus the request as received."""
+    body = row.body
+    try:
+        body_text, encoding = body.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        body_text, encoding = body.hex(), "hex"
+    return {
+        **event_summary(row),
+        "query": row.query,
+        "content_type": row.content_type,
+        "headers": json.loads(row.headers or "{}"),
+        "body": body_text,
+        "body_encoding": encoding,
+        "processed_at": iso(row.processed_at),
+        "last_delivery_at": iso(row.last_delivery_at),
+    }

@@ -1,0 +1,182 @@
+"""Message state: one row per message with its current status, and every status in its history.
+
+A status only moves forward (submitted < delivered < read; failures are terminal). Reconciling
+the same stored event twice changes nothing, so a retried event is safe.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.engine import Connection, Engine
+
+from receiver.db import insert_for, message_history, messages
+from schemas import Event
+
+# Messages API statuses and SMS API DLR statuses on one scale. Anything not listed (a status
+# Vonage adds later) ranks 0: recorded in history, never moves a known status.
+STATUS_RANK = {
+    "received": 1,  # inbound messages
+    "submitted": 1,
+    "accepted": 1,
+    "buffered": 1,
+    "delivered": 2,
+    "read": 3,
+    # Terminal failures outrank everything: once a message failed, nothing moves it back.
+    "rejected": 4,
+    "undeliverable": 4,
+    "expired": 4,
+    "failed": 4,
+    "unknown": 4,
+}
+
+
+def _iso(event: Event) -> str | None:
+    if event.timestamp is None:
+        return None
+    return event.timestamp.isoformat().replace("+00:00", "Z")
+
+
+def _ensure_row(conn: Connection, event: Event, direction: str, now: float) -> None:
+    insert = insert_for(conn)
+    conn.execute(
+        insert(messages)
+        .values(
+            message_id=event.message_id,
+            direction=direction,
+            channel=event.channel,
+            status=None,
+            status_rank=-1,
+            to_number=event.to,
+            from_number=event.from_,
+            client_ref=event.client_ref,
+            created_at=now,
+            updated_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=[messages.c.message_id])
+    )
+
+
+def _record_history(conn: Connection, event: Event, status: str, applied: bool, now: float) -> None:
+    insert = insert_for(conn)
+    error_code = (event.error or {}).get("code")
+    conn.execute(
+        insert(message_history)
+        .values(
+            message_id=event.message_id,
+            event_id=event.event_id,
+            status=status,
+            timestamp=_iso(event),
+            applied=applied,
+            error_code=None if error_code is None else str(error_code),
+            recorded_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=[message_history.c.message_id, message_history.c.event_id])
+    )
+
+
+def record_status(engine: Engine, event: Event) -> bool:
+    """Apply a status event to its message; True when the message's status moved.
+
+    Sets `event.superseded` when a later status had already been recorded.
+    """
+    now = time.time()
+    rank = STATUS_RANK.get(event.status, 0)
+    with engine.begin() as conn:
+        _ensure_row(conn, event, "outbound", now)
+        # One conditional UPDATE: concurrent workers cannot both "win" with an older status.
+        moved = conn.execute(
+            update(messages)
+            .where(messages.c.message_id == event.message_id)
+            .where(or_(messages.c.status_rank < rank, messages.c.status.is_(None)))
+            .values(
+                status=event.status,
+                status_rank=rank,
+                status_timestamp=_iso(event),
+                updated_at=now,
+                client_ref=messages.c.client_ref if event.client_ref is None else event.client_ref,
+            )
+        ).rowcount == 1
+        _record_history(conn, event, event.status, moved, now)
+        current = conn.execute(select(messages.c.status).where(messages.c.message_id == event.message_id)).scalar()
+    event.superseded = not moved and current != event.status
+    return moved
+
+
+def record_inbound(engine: Engine, event: Event) -> None:
+    """Keep an inbound message (text, media, who sent it) as a message row with status 'received'."""
+    now = time.time()
+    with engine.begin() as conn:
+        _ensure_row(conn, event, "inbound", now)
+        conn.execute(
+            update(messages)
+            .where(messages.c.message_id == event.message_id)
+            .values(
+                direction="inbound",
+                status="received",
+                status_rank=STATUS_RANK["received"],
+                status_timestamp=_iso(event),
+                message_type=event.message_type,
+                text=event.text,
+                content=json.dumps(event.content) if event.content else None,
+                incomplete=event.incomplete,
+                updated_at=now,
+            )
+        )
+        _record_history(conn, event, "received", True, now)
+
+
+def _message_json(row) -> dict:
+    out = {
+        "message_id": row.message_id,
+        "direction": row.direction,
+        "channel": row.channel,
+        "status": row.status,
+        "status_timestamp": row.status_timestamp,
+        "to": row.to_number,
+        "from": row.from_number,
+        "client_ref": row.client_ref,
+    }
+    if row.direction == "inbound":
+        out.update(
+            message_type=row.message_type,
+            text=row.text,
+            content=json.loads(row.content) if row.content else {},
+            incomplete=row.incomplete,
+        )
+    return out
+
+
+def get_message(engine: Engine, message_id: str) -> dict | None:
+    """The message's current state and full history, oldest first; None when unknown."""
+    with engine.connect() as conn:
+        row = conn.execute(select(messages).where(messages.c.message_id == message_id)).first()
+        if row is None:
+            return None
+        history = conn.execute(
+            select(message_history)
+            .where(message_history.c.message_id == message_id)
+            .order_by(message_history.c.id)
+        ).all()
+    out = _message_json(row)
+    out["history"] = [
+        {
+            "status": h.status,
+            "timestamp": h.timestamp,
+            "applied": h.applied,
+            "error_code": h.error_code,
+            "event_id": h.event_id,
+        }
+        for h in history
+    ]
+    return out
+
+
+def list_messages(engine: Engine, *, direction: str | None = None, limit: int = 50) -> list[dict]:
+    """Newest first."""
+    stmt = select(messages).order_by(messages.c.updated_at.desc()).limit(max(1, min(limit, 1000)))
+    if direction:
+        stmt = stmt.where(messages.c.direction == direction)
+    with engine.connect() as conn:
+        return [_message_json(r) for r in conn.execute(stmt).all()]

@@ -1,0 +1,255 @@
+"""The worker path: claim a stored callback, parse it, reconcile message state, dispatch, mark done.
+
+Runs as a background thread of the web process (the default) or as its own process
+(`flask worker`). It never answers HTTP, and nothing it does can slow an acknowledgement.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import traceback
+
+from flask import Flask
+from sqlalchemy.exc import SQLAlchemyError
+
+import handlers
+from receiver import inbox, messages, multipart
+from receiver.db import get_engine, insert_for, workers
+from receiver.payloads import MESSAGES_KINDS, DuplicateParameter, json_object, sms_params
+from schemas import Event, InvalidPayload, load_event
+
+log = logging.getLogger("receiver.worker")
+
+HEARTBEAT_SECONDS = 5.0
+
+
+def handler_for(event: Event):
+    """The function the dispatch tables name for this event (a default when none does)."""
+    if event.kind == "status":
+        return handlers.STATUS_HANDLERS.get(event.status, handlers.DEFAULT_STATUS_HANDLER)
+    table = handlers.INBOUND_HANDLERS
+    return (
+        table.get(f"{event.channel}:{event.message_type}")
+        or table.get(event.message_type)
+        or handlers.DEFAULT_INBOUND_HANDLER
+    )
+
+
+def parse_stored(row) -> Event:
+    """The stored callback as an Event.
+
+    :raises InvalidPayload: when it does not fit its schema.
+    """
+    if row.kind in MESSAGES_KINDS:
+        payload = json_object(row.body)
+        if payload is None:
+            raise InvalidPayload({"_body": ["body is not a JSON object"]})
+    else:
+        try:
+            payload = sms_params(row.query, row.body, row.content_type)
+        except DuplicateParameter as exc:
+            raise InvalidPayload({str(exc): ["parameter appears more than once"]}) from None
+    event = load_event(row.kind, payload)
+    event.event_id = row.id
+    return event
+
+
+class Worker:
+    """One worker loop. `stop()` lets the current event finish, then `run()` returns."""
+
+    def __init__(self, engine, config: dict, name: str | None = None):
+        self.engine = engine
+        self.config = config
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._last_beat = 0.0
+        self._last_sweep = 0.0
+        self.processed = 0
+
+    # -- control -------------------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def notify(self) -> None:
+        """A new callback was stored: look for work now instead of at the next poll."""
+        self._wake.set()
+
+    # -- loop ----------------------------------------------------------------------------------
+    def run(self) -> None:
+        log.info("worker %s started", self.name)
+        while not self._stop.is_set():
+            try:
+                worked = self.run_once()
+                self._housekeeping()
+            except SQLAlchemyError as exc:
+                # Database unreachable: whatever we claimed stays leased and is claimed again later.
+                log.warning("worker %s: database error, retrying: %s", self.name, exc.__class__.__name__)
+                worked = False
+                self._stop.wait(min(5.0, self.config["WORKER_POLL_SECONDS"] * 4))
+            if not worked:
+                self._wake.wait(self.config["WORKER_POLL_SECONDS"])
+                self._wake.clear()
+        log.info("worker %s stopped after %d events", self.name, self.processed)
+
+    def run_until_idle(self, max_events: int = 10_000) -> int:
+        """Process every event that is due now; return how many were processed (tests, CLI)."""
+        count = 0
+        while count < max_events and self.run_once():
+            count += 1
+        return count
+
+    def run_once(self) -> bool:
+        """Claim and process one event; False when none was due."""
+        row = inbox.claim_next(self.engine, self.name, self.config["LEASE_SECONDS"])
+        if row is None:
+            return False
+        self.process(row)
+        self.processed += 1
+        return True
+
+    # -- one event -----------------------------------------------------------------------------
+    def process(self, row) -> None:
+        try:
+            event = parse_stored(row)
+        except InvalidPayload as exc:
+            log.warning("event %s (%s) is invalid: %s", row.id, row.kind, exc.errors)
+            inbox.mark_invalid(self.engine, row.id, self.name, exc.errors)
+            return
+
+        try:
+            event = self._reconcile(row, event)
+            if event is None:
+                return
+            handler_for(event)(event)
+        except SQLAlchemyError:
+            raise  # the database is the problem: the lease runs out and the event is claimed again
+        except Exception:
+            error = traceback.format_exc(limit=20)
+            outcome = inbox.mark_failed(
+                self.engine, row.id, self.name,
+                attempts=row.attempts,
+                error=error,
+                max_attempts=self.config["MAX_ATTEMPTS"],
+                base=self.config["RETRY_BASE_SECONDS"],
+                cap=self.config["RETRY_MAX_SECONDS"],
+            )
+            log.warning("event %s handler raised (attempt %d): now %s", row.id, row.attempts, outcome)
+            return
+        inbox.mark_done(self.engine, row.id, self.name, message_id=event.message_id, status=event.status)
+
+    def _reconcile(self, row, event: Event) -> Event | None:
+        """Update message state; the event to dispatch, or None when there is nothing to dispatch yet."""
+        if event.kind == "status":
+            messages.record_status(self.engine, event)
+            return event
+        info = multipart.part_info(event) if event.source == "sms-api" else None
+        if info:
+            joined = multipart.collect(self.engine, event, self.config["CONCAT_TIMEOUT_SECONDS"])
+            if joined is None:
+                _, part, total = info
+                inbox.mark_done(
+                    self.engine, row.id, self.name, message_id=event.message_id,
+                    note=f"part {part}/{total} of a multipart SMS stored; waiting for the rest",
+                )
+                return None
+            event = joined
+        messages.record_inbound(self.engine, event)
+        return event
+
+    def _housekeeping(self) -> None:
+        now = time.time()
+        if now - self._last_sweep >= min(30.0, self.config["CONCAT_TIMEOUT_SECONDS"] / 4):
+            self._last_sweep = now
+            if multipart.requeue_expired(self.engine, self.config["CONCAT_TIMEOUT_SECONDS"], now):
+                self._wake.set()
+        if now - self._last_beat >= HEARTBEAT_SECONDS:
+            self._last_beat = now
+            beat(self.engine, self.name, self.processed, now)
+
+
+def beat(engine, name: str, processed: int, now: float) -> None:
+    """Record that this worker is alive."""
+    insert = insert_for(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(workers)
+            .values(name=name, seen_at=now, processed=processed)
+            .on_conflict_do_update(index_elements=[workers.c.name], set_={"seen_at": now, "processed": processed})
+        )
+
+
+# -- running it ------------------------------------------------------------------------------------
+_thread_lock = threading.Lock()
+
+
+def init_app(app: Flask) -> None:
+    """Run the worker as a thread of the web process unless WORKER_IN_WEB is off.
+
+    The thread starts with the first request (gunicorn's config starts it at boot), in the
+    process that serves requests: never at import, and never in a CLI command's process.
+    """
+    app.extensions["worker"] = None
+    if app.config["WORKER_IN_WEB"]:
+        app.before_request(lambda: ensure_background_worker(app) and None)
+
+
+def ensure_background_worker(app: Flask) -> Worker:
+    """Start this process's worker thread if it is not running (idempotent, fork-aware)."""
+    current = app.extensions.get("worker")
+    if current is not None and current.pid == os.getpid():
+        return current
+    with _thread_lock:
+        current = app.extensions.get("worker")
+        if current is not None and current.pid == os.getpid():
+            return current
+        worker = Worker(get_engine(app), app.config)
+        worker.pid = os.getpid()
+        thread = threading.Thread(target=worker.run, name="receiver-worker", daemon=True)
+        worker.thread = thread
+        app.extensions["worker"] = worker
+        thread.start()
+        atexit.register(_finish, worker)
+        return worker
+
+
+def notify(app: Flask) -> None:
+    """Wake this process's worker thread, if it has one."""
+    worker = app.extensions.get("worker")
+    if worker is not None:
+        worker.notify()
+
+
+def _finish(worker: Worker) -> None:
+    # At interpreter exit: let the current event finish (bounded, under gunicorn's graceful timeout).
+    worker.stop()
+    worker.thread.join(timeout=25)
+
+
+def run_forever(app: Flask) -> Worker:
+    """`flask worker`: loop in this process until SIGTERM/SIGINT.
+
+    The first signal finishes the current event and exits; a second one stops at once.
+    """
+    worker = Worker(get_engine(app), app.config)
+
+    def on_signal(signum, _frame):
+        if worker.stopping:
+            raise SystemExit(128 + signum)
+        log.info("worker %s: signal %d, finishing the current event", worker.name, signum)
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    worker.run()
+    return worker

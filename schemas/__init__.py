@@ -1,0 +1,55 @@
+"""Payload shapes: `load_event` turns any Vonage callback body into an `Event`, or raises `InvalidPayload`.
+
+Pure parsing: no Flask, no storage, no handler calls.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import Schema, ValidationError
+
+from schemas import messages_v01, messages_v1, sms_api
+from schemas.event import Event
+
+__all__ = ["Event", "InvalidPayload", "SCHEMAS", "load_event"]
+
+# Messages kinds come in two shapes, told apart by `messages_version`; SMS API kinds in one.
+SCHEMAS: dict[str, type[Schema] | dict[str, type[Schema]]] = {
+    "message-status": {"v1": messages_v1.StatusSchema, "v0.1": messages_v01.StatusSchema},
+    "inbound-message": {"v1": messages_v1.InboundSchema, "v0.1": messages_v01.InboundSchema},
+    "inbound-sms": sms_api.InboundSmsSchema,
+    "delivery-receipt": sms_api.DeliveryReceiptSchema,
+}
+
+
+class InvalidPayload(ValueError):
+    """A callback body that cannot become an Event; `errors` is marshmallow's field -> messages dict."""
+
+    def __init__(self, errors: dict[str, Any]) -> None:
+        super().__init__(f"invalid payload: {errors}")
+        self.errors = errors
+
+
+def messages_version(payload: dict[str, Any]) -> str:
+    """"v0.1" if `to`/`from` are objects or a top-level `message` object exists, else "v1" (spec 3.1)."""
+    legacy = any(isinstance(payload.get(key), dict) for key in ("to", "from", "message"))
+    return "v0.1" if legacy else "v1"
+
+
+def load_event(kind: str, payload: dict[str, Any]) -> Event:
+    """Load one callback body of the given kind ("message-status", "inbound-message", "inbound-sms",
+    "delivery-receipt") into an Event.
+
+    :raises InvalidPayload: the body is not an object, lacks its id (or status), or has a value of a
+        type that cannot be coerced. Unknown fields, channels, statuses and message types never raise.
+    :raises KeyError: `kind` is not one of the four above (a programming error, not a bad payload).
+    """
+    schema = SCHEMAS[kind]
+    if not isinstance(payload, dict):
+        raise InvalidPayload({"_schema": ["Invalid input type: expected a JSON object."]})
+    if isinstance(schema, dict):
+        schema = schema[messages_version(payload)]
+    try:
+        return schema().load(payload)
+    except ValidationError as err:
+        raise InvalidPayload(err.normalized_messages()) from err

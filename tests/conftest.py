@@ -1,0 +1,172 @@
+"""Shared fixtures: an app on a real SQLite file (or PostgreSQL), its client and CLI runner, and
+`vonage`, which signs and sends callbacks exactly as Vonage does."""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from urllib.parse import urlencode
+
+import pytest
+import sqlalchemy
+
+from app import create_app
+from receiver import db
+from receiver.signatures import sign_jwt, sign_sms
+from receiver.worker import Worker
+
+SECRET = "test-signature-secret-Yq9vD3kE7pL2sX8w"
+API_KEY = "a1b2c3d4"
+SMS_METHOD = "sha256"
+ADMIN_TOKEN = "test-admin-token"
+PG_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+PATHS = {
+    "message-status": "/webhooks/message-status",
+    "inbound-message": "/webhooks/inbound-message",
+    "inbound-sms": "/webhooks/inbound-sms",
+    "delivery-receipt": "/webhooks/delivery-receipt",
+}
+
+
+def base_config(database_url: str) -> dict:
+    return {
+        "TESTING": True,
+        "DATABASE_URL": database_url,
+        "VONAGE_SIGNATURE_SECRET": SECRET,
+        "VONAGE_SIGNATURE_METHOD": SMS_METHOD,
+        "ADMIN_TOKEN": ADMIN_TOKEN,
+        "WORKER_IN_WEB": False,  # tests drive the worker themselves, deterministically
+        "RETRY_BASE_SECONDS": 0.0,
+        "DATABASE_TIMEOUT_SECONDS": 1.0,
+    }
+
+
+@pytest.fixture
+def make_app(tmp_path):
+    """Build apps on this test's own SQLite file; extra settings override the defaults."""
+    built = []
+
+    def factory(**overrides):
+        config = base_config(f"sqlite:///{tmp_path / 'receiver.sqlite3'}")
+        config.update(overrides)
+        app = create_app(config)
+        built.append(app)
+        return app
+
+    yield factory
+    for app in built:
+        db.get_engine(app).dispose()
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def engine(app):
+    return db.get_engine(app)
+
+
+@pytest.fixture
+def work(app):
+    """Run the worker until nothing is due; returns how many events it processed."""
+
+    def run(name: str = "test-worker") -> int:
+        return Worker(db.get_engine(app), app.config, name=name).run_until_idle()
+
+    return run
+
+
+def compact(payload) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class Vonage:
+    """Sends callbacks to the app the way Vonage does: signed JWT for Messages, `sig` for SMS API."""
+
+    def __init__(self, client, secret: str = SECRET, api_key: str = API_KEY, method: str = SMS_METHOD):
+        self.client, self.secret, self.api_key, self.method = client, secret, api_key, method
+
+    def messages(self, kind: str, payload, *, body: bytes | None = None, token: str | None = None, headers=None):
+        body = compact(payload) if body is None else body
+        token = sign_jwt(body, self.secret, api_key=self.api_key) if token is None else token
+        all_headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        all_headers.update(headers or {})
+        return self.client.post(PATHS[kind], data=body, headers=all_headers)
+
+    def status(self, payload, **kw):
+        return self.messages("message-status", payload, **kw)
+
+    def inbound(self, payload, **kw):
+        return self.messages("inbound-message", payload, **kw)
+
+    def sms(self, kind: str, params: dict, *, via: str = "GET", sign: bool = True):
+        params = dict(params, **{"api-key": params.get("api-key", self.api_key)})
+        if sign:
+            params = sign_sms(params, self.secret, self.method, nonce=str(uuid.uuid4()))
+        path = PATHS[kind]
+        if via == "GET":
+            return self.client.get(path + "?" + urlencode(params))
+        if via == "form":
+            return self.client.post(path, data=urlencode(params), content_type="application/x-www-form-urlencoded")
+        return self.client.post(path, data=compact(params), content_type="application/json")
+
+
+@pytest.fixture
+def vonage(client):
+    return Vonage(client)
+
+
+def postgres_reachable(url: str = PG_URL) -> str | None:
+    """None when PostgreSQL answers at `url`, else the reason it does not."""
+    try:
+        engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 2})
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT 1"))
+        engine.dispose()
+        return None
+    except Exception as exc:  # any failure means: skip, and say why
+        return f"PostgreSQL not reachable at {url}: {exc.__class__.__name__}"
+
+
+@pytest.fixture(scope="session")
+def pg_database():
+    """A throwaway database on the PostgreSQL server, dropped at the end of the session."""
+    reason = postgres_reachable()
+    if reason:
+        if os.environ.get("REQUIRE_POSTGRES"):
+            pytest.fail(reason + " (REQUIRE_POSTGRES is set)")
+        pytest.skip(reason)
+    name = f"receiver_test_{uuid.uuid4().hex[:10]}"
+    admin = sqlalchemy.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    url = PG_URL.rsplit("/", 1)[0] + "/" + name
+    yield url
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def pg_app(pg_database):
+    """An app on PostgreSQL with empty tables."""
+    app = create_app(base_config(pg_database))
+    engine = db.get_engine(app)
+    with engine.begin() as conn:
+        names = ", ".join(t.name for t in db.metadata.sorted_tables)
+        conn.execute(sqlalchemy.text(f"TRUNCATE {names} RESTART IDENTITY"))
+    yield app
+    engine.dispose()
