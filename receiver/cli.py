@@ -5,6 +5,7 @@ import json
 
 import click
 from flask import Flask, current_app
+from flask.cli import AppGroup, with_appcontext
 
 from receiver import inbox, worker
 from receiver.db import create_tables, get_engine
@@ -13,6 +14,7 @@ from receiver.guard import recent_rejections
 
 @click.command("worker")
 @click.option("--until-idle", is_flag=True, help="Process what is due now, then exit.")
+@with_appcontext
 def worker_command(until_idle: bool) -> None:
     """Run the worker in this process (SIGTERM: finish the current event, then exit)."""
     if until_idle:
@@ -23,13 +25,14 @@ def worker_command(until_idle: bool) -> None:
 
 
 @click.command("init-db")
+@with_appcontext
 def init_db_command() -> None:
     """Create any missing tables (the app also does this when it starts)."""
     create_tables(get_engine(current_app))
     click.echo("database ready")
 
 
-events_cli = click.Group("events", help="Inspect and replay stored callbacks.")
+events_cli = AppGroup("events", help="Inspect and replay stored callbacks.")
 
 
 @events_cli.command("list")

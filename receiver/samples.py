@@ -96,8 +96,8 @@ def inbound_message(channel: str = "sms", message_type: str = "text", version: s
     }
     if message_type == "text":
         payload["text"] = "Hi, is my order 48213 ready for pickup today?"
-    elif message_type in _CONTENT:
-        payload[message_type] = _CONTENT[message_type](channel)
+    elif (type_object := _type_object(message_type, channel)) is not None:
+        payload[message_type] = type_object
     if channel == "sms":
         payload["sms"] = {"num_messages": "1", "keyword": "HI"}
         payload["usage"] = {"price": "0.0057", "currency": "EUR"}
@@ -173,28 +173,30 @@ def delivery_receipt(status: str = "delivered", **overrides: Any) -> dict[str, s
     return _override(payload, _hyphenate(overrides))
 
 
-# The object each inbound message_type carries, per channel where the channels differ.
-_CONTENT = {
-    "image": lambda channel: {"url": _media_url(), "caption": "damaged box"},
-    "audio": lambda channel: {"url": _media_url(), "name": "voice-note.ogg"},
-    "video": lambda channel: {"url": _media_url(), "caption": "unboxing", "name": "unboxing.mp4"},
-    "file": lambda channel: {"url": _media_url(), "name": "invoice-1182.pdf", "caption": "my invoice"},
-    "vcard": lambda channel: {"url": _media_url(), "name": "priya.vcf"},
-    "sticker": lambda channel: {"url": _media_url()},
-    "location": lambda channel: {"lat": 51.507351, "long": -0.127758, "name": "Trafalgar Sq",
-                                 "address": "London WC2N 5DN"},
-    "reply": lambda channel: {"id": "slot-0900", "title": "9:00", "description": "Friday 14 March"},
-    "button": lambda channel: (
-        {"payload": {"slot": "0900", "confirmed": True}, "text": "Confirm", "subtype": "flow"}
-        if channel == "whatsapp" else {"payload": "confirm-booking-48213", "text": "Confirm"}
-    ),
-    "reaction": lambda channel: {"action": "react", "emoji": "\N{THUMBS UP SIGN}"},
-    "order": lambda channel: {
-        "catalog_id": "2806150799683508",
-        "product_items": [{"product_retailer_id": "pk1v7rudbg", "quantity": "2", "item_price": "9.99",
-                           "currency": "GBP"}],
-    },
-}
+def _type_object(message_type: str, channel: str) -> dict[str, Any] | None:
+    """The object an inbound message_type carries; None for text, unsupported and unknown types."""
+    media = {"url": f"https://api-eu.vonage.com/v3/media/{uuid.uuid4()}"}
+    return {
+        "image": {**media, "caption": "damaged box"},
+        "audio": {**media, "name": "voice-note.ogg"},
+        "video": {**media, "caption": "unboxing", "name": "unboxing.mp4"},
+        "file": {**media, "caption": "my invoice", "name": "invoice-1182.pdf"},
+        "vcard": {**media, "name": "priya.vcf"},
+        "sticker": media,
+        "location": {"lat": 51.507351, "long": -0.127758, "name": "Trafalgar Sq", "address": "London WC2N 5DN"},
+        "reply": {"id": "slot-0900", "title": "9:00", "description": "Friday 14 March"},
+        "button": (  # WhatsApp sends an object payload (e.g. a flow's answers), RCS a string
+            {"payload": {"slot": "0900", "confirmed": True}, "text": "Confirm", "subtype": "flow"}
+            if channel == "whatsapp" else {"payload": "confirm-booking-48213", "text": "Confirm"}
+        ),
+        "reaction": {"action": "react", "emoji": "\N{THUMBS UP SIGN}"},
+        "order": {
+            "catalog_id": "2806150799683508",
+            "product_items": [
+                {"product_retailer_id": "pk1v7rudbg", "quantity": "2", "item_price": "9.99", "currency": "GBP"},
+            ],
+        },
+    }.get(message_type)
 
 
 def _to_v01(payload: dict[str, Any]) -> dict[str, Any]:
@@ -268,7 +270,3 @@ def _sms_time(moment: datetime) -> str:
 
 def _sms_message_id() -> str:
     return f"{random.getrandbits(64):016X}"
-
-
-def _media_url() -> str:
-    return f"https://api-eu.vonage.com/v3/media/{uuid.uuid4()}"

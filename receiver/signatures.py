@@ -1,5 +1,5 @@
 """Check Vonage webhook signatures (Messages API JWT, SMS API `sig`) over the raw request.
-Pure functions: no Flask, no I/O, and nothing in a body is trusted or parsed before its signature is checked.
+Pure functions: no Flask, no I/O, and no body is parsed before the token or `sig` covering it has verified.
 """
 
 import base64
@@ -62,11 +62,10 @@ class Keyring:
         by_key = _parse_secrets_by_key(secrets_by_key) if _is_set(secrets_by_key) else {}
         default = _split_secrets(secret) if _is_set(secret) else []
         if default and _is_set(api_key):
-            if api_key.strip() in by_key:
-                raise ValueError(
-                    f"api key {api_key.strip()!r} has secrets in both VONAGE_SIGNATURE_SECRET and VONAGE_SIGNATURE_SECRETS"
-                )
-            by_key[api_key.strip()] = default
+            api_key = api_key.strip()
+            if api_key in by_key:
+                raise ValueError(f"api key {api_key!r} is in both VONAGE_SIGNATURE_SECRET and VONAGE_SIGNATURE_SECRETS")
+            by_key[api_key] = default
             default = []
         return cls(default, by_key)
 
@@ -97,6 +96,8 @@ def verify_jwt(
 
     `iat_leeway` tolerates clock skew for `iat` and `exp`; `max_age` (seconds, None = off) rejects old tokens.
     """
+    # HS256 is checked here (spec 4.2 step 5) rather than by PyJWT, which reads its own clock and warns on
+    # every secret shorter than 32 bytes, a length Vonage accepts for signature secrets.
     token = _bearer_token(authorization)
     if len(token) > _MAX_TOKEN_CHARS or token.count(".") != 2:
         raise SignatureError("malformed_token", "token is not three dot-separated parts of sane length")
@@ -151,7 +152,7 @@ def sign_jwt(
 
 
 def sms_params_signature(params: Mapping[str, str], secret: str, method: str) -> str:
-    """Return the lowercase hex `sig` Vonage computes over SMS API webhook parameters (spec 5.5).
+    """Return the lowercase hex `sig` Vonage computes over SMS API webhook parameters, `sig` excluded (spec 5.5).
 
     :raises ValueError: `method` is not one of SMS_SIGNATURE_METHODS.
     """
@@ -188,9 +189,10 @@ def verify_sms(
     sig = params.get("sig")
     if not sig:
         raise SignatureError("missing_sig", "SMS webhook has no sig parameter")
-    secrets = keyring.secrets_for(params.get("api-key"))
+    api_key = params.get("api-key")
+    secrets = keyring.secrets_for(api_key)
     if not secrets:
-        raise SignatureError("unknown_api_key", f"no signature secret configured for api-key {params.get('api-key')!r:.40}")
+        raise SignatureError("unknown_api_key", f"no signature secret configured for api-key {api_key!r:.40}")
 
     sig = sig.lower()
     try:
@@ -336,12 +338,13 @@ def _parse_secrets_by_key(value: str) -> dict[str, list[str]]:
         if not entry.strip():
             continue  # tolerate a trailing or doubled ";"
         api_key, equals, secrets = entry.partition("=")
-        if not equals or not api_key.strip():
+        api_key = api_key.strip()
+        if not equals or not api_key:
             # Name the position, not the entry: the entry may be a secret.
             raise ValueError(f"VONAGE_SIGNATURE_SECRETS entry {position} is not 'apikey=current[,previous]'")
-        if api_key.strip() in by_key:
-            raise ValueError(f"VONAGE_SIGNATURE_SECRETS names api key {api_key.strip()!r} twice")
-        by_key[api_key.strip()] = _split_secrets(secrets)
+        if api_key in by_key:
+            raise ValueError(f"VONAGE_SIGNATURE_SECRETS names api key {api_key!r} twice")
+        by_key[api_key] = _split_secrets(secrets)
     return by_key
 
 

@@ -31,7 +31,7 @@ class InvalidPayload(ValueError):
 
 
 def messages_version(payload: dict[str, Any]) -> str:
-    """"v0.1" if `to`/`from` are objects or a top-level `message` object exists, else "v1" (spec 3.1)."""
+    """The Messages shape: "v0.1" if `to`/`from` or a top-level `message` are objects, else "v1" (spec 3.1)."""
     legacy = any(isinstance(payload.get(key), dict) for key in ("to", "from", "message"))
     return "v0.1" if legacy else "v1"
 

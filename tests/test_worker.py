@@ -1,0 +1,281 @@
+"""The worker path: parse, reconcile, dispatch once, retry with backoff, dead-letter, keep the invalid."""
+import time
+
+import pytest
+from sqlalchemy import select, update
+
+import handlers
+from receiver import inbox, messages, samples
+from receiver.db import events
+from receiver.worker import Worker
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Replace every handler with one that records (handler name, event)."""
+    seen = []
+
+    def recorder(name):
+        return lambda event: seen.append((name, event))
+
+    for status in list(handlers.STATUS_HANDLERS):
+        monkeypatch.setitem(handlers.STATUS_HANDLERS, status, recorder(status))
+    monkeypatch.setattr(handlers, "DEFAULT_STATUS_HANDLER", recorder("default-status"))
+    for message_type in list(handlers.INBOUND_HANDLERS):
+        monkeypatch.setitem(handlers.INBOUND_HANDLERS, message_type, recorder(f"inbound-{message_type}"))
+    monkeypatch.setattr(handlers, "DEFAULT_INBOUND_HANDLER", recorder("default-inbound"))
+    return seen
+
+
+def states(engine):
+    with engine.connect() as conn:
+        return [r.state for r in conn.execute(select(events.c.state).order_by(events.c.id))]
+
+
+@pytest.mark.parametrize("status", samples.STATUSES)
+def test_status_goes_to_its_handler(vonage, work, calls, status):
+    payload = samples.message_status(status, "whatsapp")
+    vonage.status(payload)
+    assert work() == 1
+    ((name, event),) = calls
+    assert name == status
+    assert event.message_id == payload["message_uuid"] and event.status == status
+
+
+@pytest.mark.parametrize("status", samples.DLR_STATUSES)
+def test_delivery_receipt_goes_to_its_handler(vonage, work, calls, status):
+    vonage.sms("delivery-receipt", samples.delivery_receipt(status), via="json")
+    work()
+    assert [name for name, _ in calls] == [status]
+
+
+def test_unknown_status_goes_to_the_default_and_succeeds(vonage, work, calls, engine):
+    vonage.status(samples.message_status("teleported"))
+    work()
+    assert [name for name, _ in calls] == ["default-status"]
+    assert states(engine) == ["done"]
+
+
+def test_inbound_goes_to_its_message_type_handler(vonage, work, calls):
+    vonage.inbound(samples.inbound_message("mms", "image"))
+    vonage.inbound(samples.inbound_message("whatsapp", "location"))
+    work()
+    assert [name for name, _ in calls] == ["inbound-image", "default-inbound"]
+
+
+def test_channel_specific_inbound_handler_wins(vonage, work, calls, monkeypatch):
+    monkeypatch.setitem(handlers.INBOUND_HANDLERS, "whatsapp:reply", lambda e: calls.append(("wa-reply", e)))
+    vonage.inbound(samples.inbound_message("whatsapp", "reply"))
+    vonage.inbound(samples.inbound_message("rcs", "reply"))
+    work()
+    assert [name for name, _ in calls] == ["wa-reply", "default-inbound"]
+
+
+def test_v01_and_v1_reach_handlers_as_the_same_shape(vonage, work, calls):
+    uuid_v1 = samples.message_status("delivered", "messenger")
+    uuid_v01 = samples.message_status("delivered", "messenger", version="v0.1")
+    vonage.status(uuid_v1)
+    vonage.status(uuid_v01)
+    work()
+    (_, a), (_, b) = calls
+    assert (a.channel, a.status, a.source) == ("messenger", "delivered", "messages-v1")
+    assert (b.channel, b.status, b.source) == ("messenger", "delivered", "messages-v0.1")
+
+
+def test_duplicate_callback_is_dispatched_once(vonage, work, calls, engine):
+    payload = samples.message_status("delivered")
+    vonage.status(payload)
+    work()
+    vonage.status(payload)  # Vonage retried after our 200 got lost
+    work()
+    assert len(calls) == 1
+    (row,) = inbox.list_events(engine)
+    assert (row.deliveries, row.state) == (2, "done")
+
+
+def test_delivered_then_late_submitted_keeps_delivered(vonage, work, calls, engine):
+    delivered = samples.message_status("delivered")
+    submitted = dict(delivered, status="submitted", timestamp="2025-01-01T00:00:00Z")
+    vonage.status(delivered)
+    vonage.status(submitted)
+    work()
+    message = messages.get_message(engine, delivered["message_uuid"])
+    assert message["status"] == "delivered"
+    assert [(h["status"], h["applied"]) for h in message["history"]] == [("delivered", True), ("submitted", False)]
+    assert [e.superseded for _, e in calls] == [False, True]
+
+
+def test_status_only_moves_forward(vonage, work, engine):
+    base = samples.message_status("submitted", "whatsapp")
+    for status in ("read", "submitted", "delivered"):
+        vonage.status(dict(base, status=status))
+    work()
+    assert messages.get_message(engine, base["message_uuid"])["status"] == "read"
+
+
+def test_failure_is_terminal(vonage, work, engine):
+    base = samples.message_status("submitted")
+    for status in ("submitted", "rejected", "delivered"):
+        vonage.status(dict(base, status=status))
+    work()
+    assert messages.get_message(engine, base["message_uuid"])["status"] == "rejected"
+
+
+def test_status_for_an_unseen_message_creates_it(vonage, work, engine):
+    payload = samples.message_status("delivered", "viber_service")
+    vonage.status(payload)
+    work()
+    message = messages.get_message(engine, payload["message_uuid"])
+    assert (message["direction"], message["channel"], message["status"]) == ("outbound", "viber_service", "delivered")
+
+
+def test_inbound_message_keeps_its_text(vonage, work, engine):
+    payload = samples.inbound_message("whatsapp", "text", text="Book the 9am slot")
+    vonage.inbound(payload)
+    work()
+    message = messages.get_message(engine, payload["message_uuid"])
+    assert (message["direction"], message["status"], message["text"]) == ("inbound", "received", "Book the 9am slot")
+
+
+def test_inbound_media_is_kept(vonage, work, engine):
+    payload = samples.inbound_message("mms", "image")
+    vonage.inbound(payload)
+    work()
+    assert messages.get_message(engine, payload["message_uuid"])["content"]["image"]["url"] == payload["image"]["url"]
+
+
+def test_raising_handler_is_retried_then_dead_then_replayed(make_app, monkeypatch):
+    app = make_app(MAX_ATTEMPTS=3)
+    from tests.conftest import Vonage
+    from receiver.db import get_engine
+
+    engine = get_engine(app)
+    attempts = []
+
+    def flaky(event):
+        attempts.append(event.event_id)
+        raise RuntimeError("CRM is down")
+
+    monkeypatch.setitem(handlers.STATUS_HANDLERS, "delivered", flaky)
+    Vonage(app.test_client()).status(samples.message_status("delivered"))
+    worker = Worker(engine, app.config, name="w")
+    worker.run_until_idle()
+    (row,) = inbox.list_events(engine)
+    assert (row.state, row.attempts, len(attempts)) == ("dead", 3, 3)
+    assert "CRM is down" in row.last_error
+
+    monkeypatch.setitem(handlers.STATUS_HANDLERS, "delivered", lambda e: attempts.append("ok"))
+    assert inbox.replay(engine, row.id)
+    worker.run_until_idle()
+    (row,) = inbox.list_events(engine)
+    assert row.state == "done" and attempts[-1] == "ok"
+
+
+def test_retry_waits_with_exponential_backoff(make_app, monkeypatch):
+    app = make_app(RETRY_BASE_SECONDS=60.0, MAX_ATTEMPTS=5)
+    from tests.conftest import Vonage
+    from receiver.db import get_engine
+
+    engine = get_engine(app)
+    monkeypatch.setitem(handlers.STATUS_HANDLERS, "read", lambda e: 1 / 0)
+    Vonage(app.test_client()).status(samples.message_status("read", "whatsapp"))
+    before = time.time()
+    assert Worker(engine, app.config, name="w").run_until_idle() == 1  # not retried at once
+    (row,) = inbox.list_events(engine)
+    assert row.state == "failed"
+    with engine.connect() as conn:
+        available_at = conn.execute(select(events.c.available_at)).scalar()
+    assert before + 60 * 0.8 - 1 <= available_at <= time.time() + 60
+
+
+def test_retry_delays_double_up_to_the_cap():
+    delays = [inbox.retry_delay(n, 5.0, 900.0) for n in range(1, 12)]
+    assert 4.0 <= delays[0] <= 5.0 and 8.0 <= delays[1] <= 10.0
+    assert max(delays) <= 900.0 and delays[-1] >= 720.0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"{not json", b'{"message_uuid": "x"}', b'{"status": "delivered"}', b"[]"],
+)
+def test_payload_that_does_not_fit_is_kept_as_invalid(vonage, work, calls, engine, body):
+    vonage.status(None, body=body)
+    work()
+    (row,) = inbox.list_events(engine)
+    assert row.state == "invalid" and row.last_error
+    assert calls == []
+
+
+def test_killed_workers_claim_is_picked_up_after_its_lease(app, vonage, engine, calls):
+    vonage.status(samples.message_status("delivered"))
+    dead = inbox.claim_next(engine, "worker-that-dies", lease_seconds=30)
+    assert dead is not None
+    assert Worker(engine, app.config, name="other").run_until_idle() == 0  # still leased
+    with engine.begin() as conn:  # ...time passes: the lease runs out
+        conn.execute(update(events).values(lease_until=time.time() - 1))
+    assert Worker(engine, app.config, name="other").run_until_idle() == 1
+    assert len(calls) == 1
+    # The dead worker, had it come back, could no longer settle the event.
+    assert not inbox.mark_done(engine, dead.id, "worker-that-dies")
+
+
+def test_claims_take_each_event_once(app, vonage, engine):
+    for _ in range(5):
+        vonage.status(samples.message_status("submitted"))
+    claimed = [inbox.claim_next(engine, f"w{i}", 60) for i in range(6)]
+    assert sorted(r.id for r in claimed[:5]) == [1, 2, 3, 4, 5]
+    assert claimed[5] is None
+
+
+@pytest.mark.parametrize("order", [[3, 1, 2], [2, 3, 1], [1, 2, 3]])
+def test_multipart_sms_is_joined_in_part_order(vonage, work, calls, engine, order):
+    parts = samples.inbound_sms_parts("Hello there, this message was split in three parts.", 3)
+    for i in order:
+        vonage.sms("inbound-sms", parts[i - 1], via="form")
+        work()
+    ((_, event),) = calls
+    assert event.text == "Hello there, this message was split in three parts."
+    assert (event.parts, event.incomplete) == (3, False)
+    assert event.message_id == parts[0]["messageId"]
+    assert messages.get_message(engine, event.message_id)["text"] == event.text
+
+
+def test_multipart_sms_incomplete_after_timeout(make_app, calls):
+    app = make_app(CONCAT_TIMEOUT_SECONDS=0.2)
+    from tests.conftest import Vonage
+    from receiver.db import get_engine
+
+    engine = get_engine(app)
+    parts = samples.inbound_sms_parts("first half|second half|third", 3)
+    sender = Vonage(app.test_client())
+    sender.sms("inbound-sms", parts[2])
+    sender.sms("inbound-sms", parts[0])
+    worker = Worker(engine, app.config, name="w")
+    worker.run_until_idle()
+    assert calls == []
+    time.sleep(0.3)
+    worker._housekeeping()  # the periodic sweep finds the timed-out group
+    worker.run_until_idle()
+    ((_, event),) = calls
+    assert event.incomplete and event.parts == 2
+    assert event.text == parts[0]["text"] + parts[2]["text"]
+
+    sender.sms("inbound-sms", parts[1])  # the straggler still reaches a handler, on its own
+    worker.run_until_idle()
+    assert len(calls) == 2 and calls[1][1].text == parts[1]["text"] and calls[1][1].incomplete
+
+
+def test_multipart_retry_dispatches_the_same_joined_message(vonage, work, engine, monkeypatch):
+    seen = []
+
+    def flaky(event):
+        seen.append(event.text)
+        if len(seen) == 1:
+            raise RuntimeError("once")
+
+    monkeypatch.setitem(handlers.INBOUND_HANDLERS, "text", flaky)
+    for part in samples.inbound_sms_parts("abc def", 2):
+        vonage.sms("inbound-sms", part)
+    work()
+    work()
+    assert seen == ["abc def", "abc def"]
