@@ -1,0 +1,119 @@
+"""Distinct, correctly signed callbacks in a realistic mix, as raw HTTP/1.1 requests ready to replay.
+
+Signed exactly as tests/conftest.py's `Vonage` does (JWT for Messages, `sig` for the SMS API), built
+from receiver.samples so every request carries fresh ids: the project never sees a duplicate.
+"""
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from pathlib import Path
+from urllib.parse import urlencode
+
+from receiver import samples
+from receiver.signatures import sign_jwt, sign_sms
+
+SECRET = "bench-signature-secret-Jr4mW8qZ2tN6"
+API_KEY = "a1b2c3d4"
+APPLICATION_ID = "aaaaaaaa-bbbb-4ccc-8ddd-0123456789ab"
+SMS_METHOD = "sha256"
+
+# What a busy account receives: mostly status callbacks, some inbound traffic, and SMS API DLRs.
+# (weight, kind, how it is sent)
+MIX = (
+    (40, "message-status", "json"),
+    (15, "inbound-message", "json"),
+    (8, "inbound-sms", "GET"),
+    (4, "inbound-sms", "form"),
+    (23, "delivery-receipt", "GET"),
+    (10, "delivery-receipt", "form"),
+)
+PATHS = {
+    "message-status": "/webhooks/message-status",
+    "inbound-message": "/webhooks/inbound-message",
+    "inbound-sms": "/webhooks/inbound-sms",
+    "delivery-receipt": "/webhooks/delivery-receipt",
+}
+STATUS_CHANNELS = ("sms", "sms", "sms", "whatsapp", "whatsapp", "mms", "messenger", "viber_service", "rcs")
+STATUS_WEIGHTS = {"submitted": 35, "delivered": 40, "read": 15, "rejected": 5, "undeliverable": 5}
+DLR_WEIGHTS = {"delivered": 70, "accepted": 10, "buffered": 5, "failed": 6, "expired": 4, "rejected": 3, "unknown": 2}
+
+
+def server_env() -> dict[str, str]:
+    """The settings a server needs to accept what this module generates (pre-generated, so wide windows)."""
+    return {
+        "VONAGE_SIGNATURE_SECRET": SECRET,
+        "VONAGE_SIGNATURE_METHOD": SMS_METHOD,
+        "SMS_TIMESTAMP_WINDOW_SECONDS": "86400",
+        "JWT_IAT_LEEWAY_SECONDS": "86400",
+    }
+
+
+def compact(payload) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _http(method: str, target: str, headers: dict[str, str], body: bytes = b"") -> bytes:
+    lines = [f"{method} {target} HTTP/1.1", "Host: 127.0.0.1", "User-Agent: Vonage-bench/1.0"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    if method != "GET":
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def _pick(weights: dict[str, int], rng: random.Random) -> str:
+    return rng.choices(list(weights), weights=list(weights.values()))[0]
+
+
+def _messages_request(kind: str, rng: random.Random) -> bytes:
+    channel = rng.choice(STATUS_CHANNELS)
+    if kind == "message-status":
+        status = _pick(STATUS_WEIGHTS, rng)
+        if status == "read" and channel in ("sms", "mms"):
+            status = "delivered"  # SMS and MMS have no read receipts
+        payload = samples.message_status(status, channel)
+    else:
+        types = samples.INBOUND_TYPES[channel]
+        message_type = "text" if rng.random() < 0.7 else rng.choice(types[1:] or types)
+        payload = samples.inbound_message(channel, message_type)
+    body = compact(payload)
+    token = sign_jwt(body, SECRET, api_key=API_KEY, application_id=APPLICATION_ID)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    return _http("POST", PATHS[kind], headers, body)
+
+
+def _sms_request(kind: str, via: str, rng: random.Random) -> bytes:
+    params = samples.inbound_sms() if kind == "inbound-sms" else samples.delivery_receipt(_pick(DLR_WEIGHTS, rng))
+    params = sign_sms(dict(params, **{"api-key": API_KEY}), SECRET, SMS_METHOD, nonce=str(uuid.uuid4()))
+    encoded = urlencode(params)
+    if via == "GET":
+        return _http("GET", f"{PATHS[kind]}?{encoded}", {})
+    return _http("POST", PATHS[kind], {"Content-Type": "application/x-www-form-urlencoded"}, encoded.encode())
+
+
+def generate(count: int, seed: int | None = None) -> list[bytes]:
+    """`count` distinct signed requests in the MIX proportions, shuffled."""
+    rng = random.Random(seed)
+    weights = [w for w, _, _ in MIX]
+    requests = []
+    for _, kind, via in rng.choices(MIX, weights=weights, k=count):
+        if via == "json":
+            requests.append(_messages_request(kind, rng))
+        else:
+            requests.append(_sms_request(kind, via, rng))
+    return requests
+
+
+def write_slices(requests: list[bytes], directory: Path, name: str, slices: int) -> str:
+    """Write one file per wrk thread (`<name>-<i>.req`, each a run of "<length>\\n<raw request>").
+
+    Returns the prefix the Lua script takes. Thread i replays only its own file, so no request repeats.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    for i in range(slices):
+        with open(directory / f"{name}-{i + 1}.req", "wb") as f:
+            for raw in requests[i::slices]:
+                f.write(b"%d\n" % len(raw))
+                f.write(raw)
+    return str(directory / name)

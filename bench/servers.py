@@ -1,0 +1,189 @@
+"""Starting and stopping what is measured: gunicorn serving the bare handler or the project, the
+separate worker process, and a fresh database for each run. Every child is stopped on the way out.
+"""
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlalchemy
+
+import callbacks
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+BIN = Path(sys.executable).parent
+PG_ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@dataclass(frozen=True)
+class Gunicorn:
+    """The gunicorn settings shared by the bare handler and the project."""
+
+    workers: int = 2
+    worker_class: str = "sync"
+    threads: int = 1
+
+    def args(self) -> list[str]:
+        args = ["--workers", str(self.workers), "--worker-class", self.worker_class]
+        if self.worker_class == "gthread":
+            args += ["--threads", str(self.threads)]
+        return args + ["--log-level", "warning", "--graceful-timeout", "10"]
+
+    def __str__(self) -> str:
+        threads = f" --threads {self.threads}" if self.worker_class == "gthread" else ""
+        return f"gunicorn -w {self.workers} -k {self.worker_class}{threads}"
+
+
+@dataclass
+class Server:
+    name: str
+    port: int
+    master: subprocess.Popen
+    database_url: str | None = None
+    worker: subprocess.Popen | None = None  # the separate `flask worker` process, if any
+    log_path: Path | None = None
+    extra: dict = field(default_factory=dict)
+
+    def web_pids(self) -> list[int]:
+        """The gunicorn worker processes (children of the master)."""
+        return children(self.master.pid)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def peak_rss_mib(pid: int) -> float | None:
+    """VmHWM: the most resident memory this process ever had."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _start(args: list[str], env: dict, log_path: Path, cwd: Path) -> subprocess.Popen:
+    log = open(log_path, "ab")
+    try:
+        # Own session: stopping it signals exactly this process group, nothing else.
+        return subprocess.Popen(args, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    finally:
+        log.close()
+
+
+def _stop(process: subprocess.Popen, grace: float = 15.0) -> None:
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(5)
+
+
+def _wait_ready(port: int, process: subprocess.Popen, log_path: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}; see {log_path}:\n{log_path.read_text()[-2000:]}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/healthz")
+            conn.getresponse().read()
+            conn.close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"server on port {port} not ready after {timeout:.0f}s; see {log_path}")
+
+
+@contextlib.contextmanager
+def fresh_database(backend: str, workdir: Path):
+    """A database URL nobody has used yet: a file in `workdir`, or a new database on the local PostgreSQL."""
+    if backend == "sqlite":
+        yield f"sqlite:///{workdir / f'receiver-{uuid.uuid4().hex[:8]}.sqlite3'}"
+        return
+    name = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = sqlalchemy.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def postgres_problem() -> str | None:
+    """None when the local PostgreSQL answers, else why not."""
+    try:
+        engine = sqlalchemy.create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 2})
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT 1"))
+        engine.dispose()
+        return None
+    except Exception as exc:  # any failure means: skip PostgreSQL, and say why
+        return f"{exc.__class__.__name__}: {exc}".splitlines()[0]
+
+
+@contextlib.contextmanager
+def serve_bare(settings: Gunicorn, workdir: Path):
+    """gunicorn serving bench/bare.py."""
+    port, log_path = free_port(), workdir / "bare.log"
+    args = [str(BIN / "gunicorn"), *settings.args(), "--bind", f"127.0.0.1:{port}",
+            "--pythonpath", str(BENCH), "bare:create_app()"]
+    master = _start(args, dict(os.environ), log_path, BENCH)
+    try:
+        _wait_ready(port, master, log_path)
+        yield Server("bare", port, master, log_path=log_path)
+    finally:
+        _stop(master)
+
+
+@contextlib.contextmanager
+def serve_project(settings: Gunicorn, database_url: str, workdir: Path, *, worker_process: bool = False):
+    """gunicorn serving the project on `database_url`; with `worker_process`, the worker runs as `flask worker`."""
+    name = "project+worker" if worker_process else "project"
+    port, log_path = free_port(), workdir / f"{name}.log"
+    env = dict(os.environ, **callbacks.server_env(), DATABASE_URL=database_url,
+               WORKER_IN_WEB="false" if worker_process else "true", APP_ENV="production")
+    flask = [str(BIN / "flask"), "--app", "app"]
+    # Create the tables once, before several gunicorn workers race to do it.
+    subprocess.run([*flask, "init-db"], cwd=ROOT, env=env, check=True, timeout=60, capture_output=True)
+    args = [str(BIN / "gunicorn"), *settings.args(), "--bind", f"127.0.0.1:{port}", "app:create_app()"]
+    master = _start(args, env, log_path, ROOT)
+    worker = None
+    try:
+        if worker_process:
+            worker = _start([*flask, "worker"], env, workdir / f"{name}-worker.log", ROOT)
+        _wait_ready(port, master, log_path)
+        yield Server(name, port, master, database_url=database_url, worker=worker, log_path=log_path)
+    finally:
+        _stop(master)
+        if worker is not None:
+            _stop(worker)

@@ -1,0 +1,27 @@
+"""gunicorn settings for production: `gunicorn 'app:create_app()'` reads this file from the repo root.
+
+PORT and WEB_CONCURRENCY follow the Heroku-style conventions; the request timeout stays well under
+Vonage's 15 s so a stuck request is recycled before Vonage gives up on it.
+"""
+import os
+
+bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '3000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "sync"
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "10"))
+graceful_timeout = 30  # the in-process worker finishes its current event inside this
+keepalive = 5
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None  # "-" for stdout
+errorlog = "-"
+# The app must be built after the fork: it opens database connections and may start a thread.
+preload_app = False
+
+
+def post_worker_init(worker):
+    # Start the in-process worker thread at boot rather than at the first request, so a backlog
+    # left by a previous deploy is processed even before Vonage calls again.
+    from receiver.worker import ensure_background_worker
+
+    app = worker.wsgi
+    if getattr(app, "config", {}).get("WORKER_IN_WEB"):
+        ensure_background_worker(app)

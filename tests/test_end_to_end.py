@@ -1,0 +1,72 @@
+"""A Vonage-shaped signed request through a real gunicorn process: stored, acknowledged, dispatched."""
+import time
+
+import pytest
+import requests
+
+from receiver import samples
+from receiver.signatures import sign_jwt, sign_sms
+from tests.conftest import ADMIN_TOKEN, API_KEY, SECRET, compact
+from tests.servers import app_env, gunicorn
+
+pytestmark = pytest.mark.slow
+
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+@pytest.fixture
+def server(tmp_path):
+    env = app_env(
+        f"sqlite:///{tmp_path / 'e2e.sqlite3'}",
+        VONAGE_SIGNATURE_SECRET=SECRET,
+        VONAGE_SIGNATURE_METHOD="sha512",
+        ADMIN_TOKEN=ADMIN_TOKEN,
+    )
+    with gunicorn(env, log_path=tmp_path / "gunicorn.log") as srv:
+        yield srv
+
+
+def wait_for(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def test_signed_callbacks_are_acknowledged_and_processed(server):
+    status = samples.message_status("delivered", "whatsapp")
+    body = compact(status)
+    token = sign_jwt(body, SECRET, api_key=API_KEY)
+    response = requests.post(
+        server.url + "/webhooks/message-status",
+        data=body,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        timeout=5,
+    )
+    assert response.status_code == 200 and response.content == b""
+
+    dlr = sign_sms(dict(samples.delivery_receipt("delivered"), **{"api-key": API_KEY}), SECRET, "sha512")
+    assert requests.get(server.url + "/webhooks/delivery-receipt", params=dlr, timeout=5).status_code == 200
+
+    def all_done():
+        events = requests.get(server.url + "/api/events", headers=AUTH, timeout=5).json()["events"]
+        return len(events) == 2 and all(e["state"] == "done" for e in events) and events
+
+    wait_for(all_done)
+    message = requests.get(server.url + f"/api/messages/{status['message_uuid']}", headers=AUTH, timeout=5).json()
+    assert message["status"] == "delivered"
+
+
+def test_forged_callback_is_refused_and_never_stored(server):
+    body = compact(samples.message_status("delivered"))
+    token = sign_jwt(body, "not-the-secret", api_key=API_KEY)
+    response = requests.post(
+        server.url + "/webhooks/message-status", data=body, headers={"Authorization": f"Bearer {token}"}, timeout=5
+    )
+    assert response.status_code == 401 and response.json()["error"] == "bad_signature"
+    assert requests.get(server.url + "/api/events", headers=AUTH, timeout=5).json()["events"] == []
+    (rejection,) = requests.get(server.url + "/api/rejections", headers=AUTH, timeout=5).json()["rejections"]
+    assert rejection["reason"] == "bad_signature" and rejection["path"] == "/webhooks/message-status"
