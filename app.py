@@ -9,11 +9,9 @@ from receiver import api, cli, config, db, guard, routes, worker
 
 
 def create_app(test_config: dict | None = None) -> Flask:
-    app = Flask(__name__, instance_relative_config=True, static_folder=None)
-    app.config.from_mapping(config.defaults())
-    app.config.update(config.from_env())
-    if test_config:
-        app.config.update(test_config)
+    settings = {**config.defaults(), **config.from_env(), **(test_config or {})}
+    app = Flask(__name__, instance_path=settings["INSTANCE_PATH"], static_folder=None)
+    app.config.update(settings)
 
     hops = app.config["PROXY_FIX_HOPS"]
     if hops:

@@ -12,7 +12,8 @@ function setup(thread)
    table.insert(threads, thread)
 end
 
-local requests, position, wrapped, statuses, first_error
+-- Globals on purpose: done() reads wrapped, statuses and first_error back with thread:get().
+local requests, position
 
 function init(args)
    local path = args[1] .. "-" .. id .. ".req"

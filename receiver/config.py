@@ -20,6 +20,7 @@ def _str(value: str) -> str:
 
 SETTINGS: dict[str, tuple[object, object]] = {
     "APP_ENV": ("production", _str),
+    "INSTANCE_PATH": (os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "instance"), _str),
     "DATABASE_URL": (None, _str),
     "DATABASE_TIMEOUT_SECONDS": (5.0, float),
     "MAX_CONTENT_LENGTH": (1024 * 1024, int),

@@ -29,9 +29,10 @@ PATHS = {
 }
 
 
-def base_config(database_url: str) -> dict:
+def base_config(database_url: str, instance_path) -> dict:
     return {
         "TESTING": True,
+        "INSTANCE_PATH": str(instance_path),
         "DATABASE_URL": database_url,
         "VONAGE_SIGNATURE_SECRET": SECRET,
         "VONAGE_SIGNATURE_METHOD": SMS_METHOD,
@@ -48,7 +49,7 @@ def make_app(tmp_path):
     built = []
 
     def factory(**overrides):
-        config = base_config(f"sqlite:///{tmp_path / 'receiver.sqlite3'}")
+        config = base_config(f"sqlite:///{tmp_path / 'receiver.sqlite3'}", tmp_path / "instance")
         config.update(overrides)
         app = create_app(config)
         built.append(app)
@@ -161,9 +162,9 @@ def pg_database():
 
 
 @pytest.fixture
-def pg_app(pg_database):
+def pg_app(pg_database, tmp_path):
     """An app on PostgreSQL with empty tables."""
-    app = create_app(base_config(pg_database))
+    app = create_app(base_config(pg_database, tmp_path / "instance"))
     engine = db.get_engine(app)
     with engine.begin() as conn:
         names = ", ".join(t.name for t in db.metadata.sorted_tables)

@@ -92,6 +92,7 @@ def string_to_sign(items):
 
 
 def genuine_claims(**changes):
+    """The claims Vonage signs for BODY, with `changes` applied; `name=...` drops a claim."""
     claims = {
         "iat": NOW,
         "jti": "0b9e6a52-7c41-4d8e-b3f5-2a1c9e7d6f40",
@@ -104,6 +105,7 @@ def genuine_claims(**changes):
 
 
 def rejection(call, *args, **kwargs):
+    """The SignatureError that `call` must raise."""
     with pytest.raises(SignatureError) as caught:
         call(*args, **kwargs)
     return caught.value
