@@ -15,7 +15,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from receiver.db import get_engine, iso, rejections
-from receiver.signatures import Keyring, SignatureError, verify_jwt, verify_sms
+from receiver.signatures import SMS_SIGNATURE_METHODS, Keyring, SignatureError, verify_jwt, verify_sms
 
 log = logging.getLogger("receiver.guard")
 
@@ -94,6 +94,9 @@ def init_app(app: Flask) -> None:
     mode = app.config["SIGNATURE_VERIFICATION"]
     if mode not in MODES:
         raise RuntimeError(f"SIGNATURE_VERIFICATION={mode!r}: use one of {', '.join(MODES)}")
+    method = app.config["VONAGE_SIGNATURE_METHOD"]
+    if method not in SMS_SIGNATURE_METHODS:
+        raise RuntimeError(f"VONAGE_SIGNATURE_METHOD={method!r}: use one of {', '.join(SMS_SIGNATURE_METHODS)}")
     secret, by_key = _secret_or_dev_secret(app)
     keyring = Keyring.from_config(secret, by_key, app.config.get("VONAGE_API_KEY"))
     if mode == "off":

@@ -10,7 +10,7 @@ import math
 import re
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 SMS_SIGNATURE_METHODS = ("md5hash", "md5", "sha1", "sha256", "sha512")
@@ -177,7 +177,7 @@ def verify_sms(
     """Check an SMS API webhook's `sig` and the freshness of its `timestamp`.
 
     `params` must come from exactly one source (query, form or top-level JSON members), and the caller
-    must refuse a key that appears twice there (see `single_valued`): we would verify one value and
+    must refuse a key that appears twice there (receiver.payloads.sms_params does): we would verify one value and
     could end up reading the other.
 
     :raises ValueError: `method` is not one of SMS_SIGNATURE_METHODS (a configuration error).
@@ -230,19 +230,6 @@ def sign_sms(
         signed["nonce"] = str(uuid.uuid4()) if nonce is None else nonce
     signed["sig"] = sms_params_signature(signed, secret, method)
     return signed
-
-
-def single_valued(items: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """Collect (key, value) pairs, e.g. `request.args.items(multi=True)`, refusing a repeated key.
-
-    Vonage sends each parameter once; a repeat can only be tampering, signed one way and read another.
-    """
-    params: dict[str, str] = {}
-    for key, value in items:
-        if key in params:
-            raise SignatureError("duplicate_param", f"parameter {key!r:.40} appears more than once")
-        params[key] = value
-    return params
 
 
 def _bearer_token(authorization: str | None) -> str:

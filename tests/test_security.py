@@ -192,6 +192,11 @@ def test_unknown_verification_mode_refuses_to_start(make_app):
         make_app(SIGNATURE_VERIFICATION="maybe")
 
 
+def test_unknown_sms_signature_method_refuses_to_start(make_app):
+    with pytest.raises(RuntimeError, match="VONAGE_SIGNATURE_METHOD"):
+        make_app(VONAGE_SIGNATURE_METHOD="sha384")
+
+
 def test_production_without_a_secret_refuses_to_start(make_app):
     with pytest.raises(RuntimeError, match="VONAGE_SIGNATURE_SECRET is not set"):
         make_app(VONAGE_SIGNATURE_SECRET=None, APP_ENV="production")
