@@ -1,11 +1,11 @@
-"""The Flask application factory: wiring only, in order (config, storage, security, routes, worker, CLI).
+"""The Flask application factory: wiring only, in order (config, logging, storage, security, routes, metrics, worker, CLI).
 
 Run it with `flask --app app run` or `gunicorn 'app:create_app()'`. Nothing happens at import.
 """
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from receiver import api, cli, config, db, guard, routes, worker
+from receiver import api, cli, config, db, guard, logs, metrics, routes, worker
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -13,6 +13,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app = Flask(__name__, instance_path=settings["INSTANCE_PATH"], static_folder=None)
     app.config.update(settings)
 
+    logs.init_app(app)
     hops = app.config["PROXY_FIX_HOPS"]
     if hops:
         # Trust exactly this many proxies (Heroku's router, nginx, a tunnel) for client address and scheme.
@@ -22,6 +23,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     guard.init_app(app)
     routes.init_app(app)
     api.init_app(app)
+    metrics.init_app(app)
     worker.init_app(app)
     cli.init_app(app)
     return app

@@ -4,6 +4,7 @@ PORT and WEB_CONCURRENCY follow the Heroku-style conventions; the request timeou
 Vonage's 15 s so a stuck request is recycled before Vonage gives up on it.
 """
 import os
+import tempfile
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '3000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -15,6 +16,24 @@ accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None  # "-" for stdout
 errorlog = "-"
 # The app must be built after the fork: it opens database connections and may start a thread.
 preload_app = False
+
+
+def on_starting(server):
+    # Every worker process writes its Prometheus counters here; /metrics adds them up.
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        path = tempfile.mkdtemp(prefix="vonage-receiver-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    os.makedirs(path, exist_ok=True)
+    for name in os.listdir(path):  # counters of a previous run would be added to this one's
+        if name.endswith(".db"):
+            os.unlink(os.path.join(path, name))
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
 
 
 def post_worker_init(worker):

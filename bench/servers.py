@@ -27,17 +27,19 @@ PG_ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg://postgr
 
 @dataclass(frozen=True)
 class Gunicorn:
-    """The gunicorn settings shared by the bare handler and the project."""
+    """The gunicorn settings shared by the bare handler and the project: the project's own
+    gunicorn.conf.py, with the worker class and counts given here on top."""
 
     workers: int = 2
     worker_class: str = "sync"
     threads: int = 1
 
-    def args(self) -> list[str]:
-        args = ["--workers", str(self.workers), "--worker-class", self.worker_class]
+    def args(self, port: int) -> list[str]:
+        args = [str(BIN / "gunicorn"), "--config", str(ROOT / "gunicorn.conf.py"), "--bind", f"127.0.0.1:{port}",
+                "--workers", str(self.workers), "--worker-class", self.worker_class]
         if self.worker_class == "gthread":
             args += ["--threads", str(self.threads)]
-        return args + ["--log-level", "warning", "--graceful-timeout", "10"]
+        return args
 
     def __str__(self) -> str:
         threads = f" --threads {self.threads}" if self.worker_class == "gthread" else ""
@@ -72,17 +74,6 @@ def children(pid: int) -> list[int]:
         return []
 
 
-def peak_rss_mib(pid: int) -> float | None:
-    """VmHWM: the most resident memory this process ever had."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
 def _start(args: list[str], env: dict, log_path: Path, cwd: Path) -> subprocess.Popen:
     log = open(log_path, "ab")
     try:
@@ -92,7 +83,7 @@ def _start(args: list[str], env: dict, log_path: Path, cwd: Path) -> subprocess.
         log.close()
 
 
-def _stop(process: subprocess.Popen, grace: float = 15.0) -> None:
+def _stop(process: subprocess.Popen, grace: float = 40.0) -> None:
     if process.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
@@ -155,9 +146,8 @@ def postgres_problem() -> str | None:
 def serve_bare(settings: Gunicorn, workdir: Path):
     """gunicorn serving bench/bare.py."""
     port, log_path = free_port(), workdir / "bare.log"
-    args = [str(BIN / "gunicorn"), *settings.args(), "--bind", f"127.0.0.1:{port}",
-            "--pythonpath", str(BENCH), "bare:create_app()"]
-    master = _start(args, dict(os.environ), log_path, BENCH)
+    args = [*settings.args(port), "--pythonpath", str(BENCH), "bare:create_app()"]
+    master = _start(args, dict(os.environ), log_path, ROOT)
     try:
         _wait_ready(port, master, log_path)
         yield Server("bare", port, master, log_path=log_path)
@@ -175,8 +165,7 @@ def serve_project(settings: Gunicorn, database_url: str, workdir: Path, *, worke
     flask = [str(BIN / "flask"), "--app", "app"]
     # Create the tables once, before several gunicorn workers race to do it.
     subprocess.run([*flask, "init-db"], cwd=ROOT, env=env, check=True, timeout=60, capture_output=True)
-    args = [str(BIN / "gunicorn"), *settings.args(), "--bind", f"127.0.0.1:{port}", "app:create_app()"]
-    master = _start(args, env, log_path, ROOT)
+    master = _start([*settings.args(port), "app:create_app()"], env, log_path, ROOT)
     worker = None
     try:
         if worker_process:

@@ -44,6 +44,10 @@ SETTINGS: dict[str, tuple[object, object]] = {
     "SMS_TIMESTAMP_WINDOW_SECONDS": (300, int),
     "PROXY_FIX_HOPS": (0, int),
     "REJECTIONS_KEPT": (1000, int),
+    "LOG_LEVEL": ("INFO", _str),
+    "LOG_FORMAT": ("json", _str),
+    "METRICS_ENABLED": (True, _bool),
+    "METRICS_TOKEN": (None, _str),
 }
 
 

@@ -212,7 +212,12 @@ def create_tables(engine: Engine) -> None:
             conn.execute(text("SELECT pg_advisory_xact_lock(7306202511)"))
             metadata.create_all(conn)
     else:
-        metadata.create_all(engine)
+        with engine.connect() as conn:
+            # Serialize concurrent starts (gunicorn boots its workers at once): the write lock is
+            # taken first, so the second process sees the tables the first one created.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            metadata.create_all(conn)
+            conn.commit()
 
 
 def init_app(app: Flask) -> None:

@@ -6,12 +6,13 @@ a 200 is only sent once the callback is committed to the database.
 from __future__ import annotations
 
 import logging
+import time
 
 from flask import Blueprint, Flask, current_app, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
-from receiver import inbox, worker
+from receiver import inbox, metrics, worker
 from receiver.db import get_engine, is_reachable
 from receiver.guard import get_guard, record_rejection
 from receiver.payloads import SMS_KINDS, DuplicateParameter, json_object, natural_key, sms_params
@@ -63,7 +64,23 @@ def readyz():
 
 
 def receive(kind: str):
-    """Verify, store and acknowledge one callback."""
+    """Verify, store and acknowledge one callback; log one line and count it, whatever happened."""
+    started = time.perf_counter()
+    response, outcome, message_id, status = _verify_and_store(kind)
+    elapsed = time.perf_counter() - started
+    metrics.observe_callback(kind, outcome, elapsed)
+    log.info(
+        "callback %s %s",
+        kind,
+        outcome,
+        extra={"kind": kind, "message_id": message_id, "status": status, "outcome": outcome,
+               "latency_ms": round(elapsed * 1000, 2)},
+    )
+    return response
+
+
+def _verify_and_store(kind: str):
+    """(response, outcome, message id, status) for one callback."""
     body = request.get_data(cache=False)
     query = request.query_string.decode("latin-1")
     content_type = request.content_type or ""
@@ -73,7 +90,7 @@ def receive(kind: str):
     try:
         if kind in SMS_KINDS:
             if not query and not body.strip():
-                return "", 200  # Vonage's URL probe: it saves the URL only after a 200
+                return ("", 200), "probe", None, None  # Vonage's URL probe: it saves the URL only after a 200
             try:
                 fields = sms_params(query, body, content_type)
             except DuplicateParameter as exc:
@@ -84,14 +101,14 @@ def receive(kind: str):
             claims = guard.check_messages(request.headers.get("Authorization"), body)
             headers.update({k: claims[k] for k in ("api_key", "application_id", "jti", "iat") if k in claims})
             if not body.strip():
-                return error(400, "empty_body", "a Messages API callback has a JSON body")
+                return error(400, "empty_body", "a Messages API callback has a JSON body"), "bad_request", None, None
             fields = json_object(body)
     except SignatureError as exc:
+        metrics.REJECTIONS.labels(exc.reason).inc()
         record_rejection(current_app, path=request.path, remote_addr=request.remote_addr, error=exc)
-        if exc.retryable:
-            # Vonage documents rare unsigned callbacks, retried signed after a 5xx.
-            return error(503, exc.reason, str(exc))
-        return error(401, exc.reason, str(exc))
+        # Vonage documents rare unsigned callbacks, retried signed after a 5xx.
+        code = 503 if exc.retryable else 401
+        return error(code, exc.reason, str(exc)), "rejected", None, None
 
     dedup_key, message_id, status = natural_key(kind, fields, body, query)
     try:
@@ -109,10 +126,12 @@ def receive(kind: str):
     except SQLAlchemyError as exc:
         # Never 200 what we could not keep: a 5xx makes Vonage retry later.
         log.error("could not store %s callback: %s", kind, exc.__class__.__name__)
-        return error(503, "storage_unavailable", "the callback could not be stored; retry later")
-    if not recorded.duplicate:
-        worker.notify(current_app)
-    return "", 200
+        response = error(503, "storage_unavailable", "the callback could not be stored; retry later")
+        return response, "unavailable", message_id, status
+    if recorded.duplicate:
+        return ("", 200), "duplicate", message_id, status
+    worker.notify(current_app)
+    return ("", 200), "stored", message_id, status
 
 
 def _http_error(exc: HTTPException):

@@ -18,7 +18,7 @@ from flask import Flask
 from sqlalchemy.exc import SQLAlchemyError
 
 import handlers
-from receiver import inbox, messages, multipart
+from receiver import inbox, messages, metrics, multipart
 from receiver.db import get_engine, insert_for, workers
 from receiver.payloads import MESSAGES_KINDS, DuplicateParameter, json_object, sms_params
 from schemas import Event, InvalidPayload, load_event
@@ -125,6 +125,7 @@ class Worker:
         except InvalidPayload as exc:
             log.warning("event %s (%s) is invalid: %s", row.id, row.kind, exc.errors)
             inbox.mark_invalid(self.engine, row.id, self.name, exc.errors)
+            metrics.PROCESSED.labels(row.kind, "invalid").inc()
             return
 
         try:
@@ -145,8 +146,11 @@ class Worker:
                 cap=self.config["RETRY_MAX_SECONDS"],
             )
             log.warning("event %s handler raised (attempt %d): now %s", row.id, row.attempts, outcome)
+            metrics.PROCESSED.labels(row.kind, outcome).inc()
             return
         inbox.mark_done(self.engine, row.id, self.name, message_id=event.message_id, status=event.status)
+        metrics.PROCESSED.labels(row.kind, "done").inc()
+        metrics.LAG_SECONDS.observe(max(0.0, time.time() - row.received_at))
 
     def _reconcile(self, row, event: Event) -> Event | None:
         """Update message state; the event to dispatch, or None when there is nothing to dispatch yet."""
@@ -162,6 +166,7 @@ class Worker:
                     self.engine, row.id, self.name, message_id=event.message_id,
                     note=f"part {part}/{total} of a multipart SMS stored; waiting for the rest",
                 )
+                metrics.PROCESSED.labels(row.kind, "waiting").inc()
                 return None
             event = joined
         messages.record_inbound(self.engine, event)

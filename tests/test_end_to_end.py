@@ -70,3 +70,21 @@ def test_forged_callback_is_refused_and_never_stored(server):
     assert requests.get(server.url + "/api/events", headers=AUTH, timeout=5).json()["events"] == []
     (rejection,) = requests.get(server.url + "/api/rejections", headers=AUTH, timeout=5).json()["rejections"]
     assert rejection["reason"] == "bad_signature" and rejection["path"] == "/webhooks/message-status"
+
+
+def test_metrics_add_up_across_gunicorn_workers(server):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for _ in range(20):  # spread over both worker processes
+        body = compact(samples.message_status("submitted"))
+        token = sign_jwt(body, SECRET, api_key=API_KEY)
+        requests.post(server.url + "/webhooks/message-status", data=body,
+                      headers={"Authorization": f"Bearer {token}", "Connection": "close"}, timeout=5)
+    text = requests.get(server.url + "/metrics", timeout=5).text
+    stored = sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "vonage_callbacks_total" and s.labels == {"kind": "message-status", "outcome": "stored"}
+    )
+    assert stored == 20

@@ -1,0 +1,38 @@
+"""Optional (--profile): sample one gunicorn worker with py-spy during the full-speed run and summarise
+where its wall time goes (idle time included: waiting on a lock or an fsync is time too).
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+PY_SPY = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+
+
+def available() -> bool:
+    return Path(PY_SPY).exists()
+
+
+def start(pid: int, seconds: float, raw_path: Path) -> subprocess.Popen:
+    args = [PY_SPY, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200",
+            "--format", "raw", "--output", str(raw_path), "--threads", "--idle", "--nonblocking"]
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def summarise(raw_path: Path, top: int = 45) -> str:
+    """Share of samples per function, counting a function once per stack (inclusive), project code first."""
+    inclusive, total = Counter(), 0
+    for line in raw_path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        n = int(count)
+        total += n
+        seen = {re.sub(r":\d+\)$", ")", frame) for frame in stack.split(";")[1:]}
+        for frame in seen:
+            inclusive[frame] += n
+    lines = [f"{total} samples of one gunicorn worker, all threads, idle included", ""]
+    lines += [f"{100 * n / total:5.1f}%  {frame}" for frame, n in inclusive.most_common(top)]
+    return "\n".join(lines) + "\n"

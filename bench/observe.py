@@ -1,0 +1,197 @@
+"""What is read around a run: the project's backlog and end-to-end lag from its database, peak memory,
+and how much CPU something other than the benchmark used meanwhile (the machine may be shared).
+"""
+from __future__ import annotations
+
+import os
+import resource
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy
+
+from load import percentile
+
+BACKLOG_STATES = ("pending", "failed", "processing")
+_BACKLOG = sqlalchemy.text(
+    "SELECT count(*) FROM events WHERE state IN ('pending', 'failed', 'processing')"
+)
+
+
+def _engine(url: str):
+    return sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+
+
+class BacklogSampler:
+    """Counts the events not yet finished, once a second, in a background thread."""
+
+    def __init__(self, url: str, interval: float = 1.0):
+        self.engine = _engine(url)
+        self.interval = interval
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="backlog-sampler", daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(10)
+        self.engine.dispose()
+
+    def _run(self) -> None:
+        start = time.monotonic()
+        while not self._stop.wait(self.interval):
+            self.samples.append((time.monotonic() - start, backlog(self.engine)))
+
+    def verdict(self, rate: float) -> tuple[int, int, float, bool]:
+        """(max, last, growth per second over the second half, bounded?).
+
+        Bounded: over the second half of the run the backlog grew by less than 1% of the arrival rate.
+        """
+        if not self.samples:
+            return 0, 0, 0.0, True
+        counts = [n for _, n in self.samples]
+        half = self.samples[len(self.samples) // 2:]
+        slope = _slope(half)
+        return max(counts), counts[-1], slope, slope < 0.01 * rate
+
+
+def _slope(points: list[tuple[float, int]]) -> float:
+    if len(points) < 2:
+        return 0.0
+    mx = sum(t for t, _ in points) / len(points)
+    my = sum(n for _, n in points) / len(points)
+    var = sum((t - mx) ** 2 for t, _ in points)
+    return sum((t - mx) * (n - my) for t, n in points) / var if var else 0.0
+
+
+def backlog(engine) -> int:
+    try:
+        with engine.connect() as conn:
+            return conn.execute(_BACKLOG).scalar_one()
+    except sqlalchemy.exc.OperationalError:
+        return -1  # the database was busy for longer than the timeout: shown as a gap, not a crash
+
+
+def wait_drained(url: str, timeout: float) -> float | None:
+    """Seconds until the backlog reached zero, or None if it did not within `timeout`."""
+    engine = _engine(url)
+    start = time.monotonic()
+    try:
+        while time.monotonic() - start < timeout:
+            if backlog(engine) == 0:
+                return time.monotonic() - start
+            time.sleep(0.5)
+        return None
+    finally:
+        engine.dispose()
+
+
+@dataclass
+class Lag:
+    """Acknowledged -> handler finished (events.processed_at - events.received_at), in milliseconds."""
+
+    finished: int
+    unfinished: int
+    p50: float | None
+    p99: float | None
+    max: float | None
+
+
+def end_to_end_lag(url: str, since: float) -> Lag:
+    """Lag of every event received after `since` (epoch seconds)."""
+    engine = _engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sqlalchemy.text("SELECT processed_at - received_at FROM events WHERE received_at >= :since "
+                                "AND processed_at IS NOT NULL"), {"since": since},
+            ).scalars().all()
+            unfinished = conn.execute(
+                sqlalchemy.text("SELECT count(*) FROM events WHERE received_at >= :since AND processed_at IS NULL"),
+                {"since": since},
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    lags = sorted(x * 1000 for x in rows)
+    return Lag(len(lags), unfinished, percentile(lags, 50), percentile(lags, 99), lags[-1] if lags else None)
+
+
+def peak_rss_mib(pid: int) -> float | None:
+    """VmHWM: the most resident memory this process ever had."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _process_tree_jiffies(pid: int) -> int:
+    total = 0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total = int(fields[11]) + int(fields[12])  # utime + stime
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            total += _process_tree_jiffies(int(child))
+    except (OSError, IndexError, ValueError):
+        pass
+    return total
+
+
+def _postmasters() -> list[int]:
+    """PostgreSQL's main processes (their children, the backends, are counted through them)."""
+    def comm(pid) -> str:
+        try:
+            return Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            return ""
+
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and comm(entry.name) == "postgres":
+            try:
+                parent = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()[1]
+            except (OSError, IndexError):
+                continue
+            if comm(parent) != "postgres":
+                found.append(int(entry.name))
+    return found
+
+
+class ForeignCpu:
+    """CPU the rest of the machine used during a block: all busy time minus ours (in cores).
+
+    PostgreSQL's processes count as ours when `postgres` is set (they serve the project's queries).
+    """
+
+    HZ = os.sysconf("SC_CLK_TCK")
+
+    def __init__(self, *pids: int, postgres: bool = False):
+        self.pids = list(pids) + (_postmasters() if postgres else [])
+        self.cores: float | None = None
+
+    def _snapshot(self) -> tuple[float, float, float]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        busy = sum(fields) - fields[3] - fields[4]  # minus idle and iowait
+        ours = sum(_process_tree_jiffies(p) for p in self.pids)
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk, once it has been waited for
+        own = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+        return busy / self.HZ, ours / self.HZ + own, time.monotonic()
+
+    def __enter__(self):
+        self._start = self._snapshot()
+        return self
+
+    def __exit__(self, *exc):
+        busy, ours, now = self._snapshot()
+        elapsed = now - self._start[2]
+        foreign = (busy - self._start[0]) - (ours - self._start[1])
+        self.cores = max(0.0, foreign / elapsed) if elapsed > 0 else None

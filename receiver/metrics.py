@@ -1,0 +1,109 @@
+"""Prometheus metrics at /metrics: counters kept by each process, gauges read from the database.
+
+Under gunicorn several processes serve requests; with PROMETHEUS_MULTIPROC_DIR set (gunicorn.conf.py
+sets it) every process writes its counters there and a scrape adds them up. Queue gauges come from
+the database at scrape time, so they are right however many web and worker processes run.
+"""
+from __future__ import annotations
+
+import hmac
+import os
+import time
+
+from flask import Blueprint, Flask, Response, abort, current_app, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from sqlalchemy import func, select
+
+from receiver.db import events, get_engine, workers
+
+CALLBACKS = Counter(
+    "vonage_callbacks_total",
+    "Callbacks received, by kind and outcome (stored, duplicate, rejected, unavailable, bad_request, probe)",
+    ["kind", "outcome"],
+)
+ACK_SECONDS = Histogram(
+    "vonage_ack_seconds",
+    "Time from reading a callback to acknowledging it",
+    ["kind"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+REJECTIONS = Counter("vonage_signature_rejections_total", "Requests refused by signature verification", ["reason"])
+PROCESSED = Counter(
+    "vonage_events_processed_total",
+    "Worker outcomes per stored event (done, failed = retry scheduled, dead, invalid, waiting = SMS part stored)",
+    ["kind", "outcome"],
+)
+LAG_SECONDS = Histogram(
+    "vonage_processing_lag_seconds",
+    "Time from storing a callback to its handler finishing",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+)
+
+bp = Blueprint("metrics", __name__)
+
+
+class QueueCollector:
+    """Backlog and health gauges, read from the database at scrape time."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def collect(self):
+        now = time.time()
+        by_state = GaugeMetricFamily("vonage_events", "Stored callbacks by state", labels=["state"])
+        oldest = GaugeMetricFamily("vonage_oldest_pending_age_seconds", "Age of the oldest callback waiting to be processed")
+        alive = GaugeMetricFamily("vonage_workers_alive", "Worker loops seen in the last 30 seconds")
+        try:
+            with self.engine.connect() as conn:
+                counts = dict(conn.execute(select(events.c.state, func.count()).group_by(events.c.state)).all())
+                first = conn.execute(
+                    select(func.min(events.c.received_at)).where(events.c.state.in_(("pending", "failed", "processing")))
+                ).scalar()
+                seen = conn.execute(select(func.count()).where(workers.c.seen_at >= now - 30)).scalar()
+        except Exception:  # a scrape must not fail because the database is down; readyz reports that
+            return
+        for state in ("pending", "processing", "failed", "done", "dead", "invalid"):
+            by_state.add_metric([state], counts.get(state, 0))
+        oldest.add_metric([], 0 if first is None else now - first)
+        alive.add_metric([], seen)
+        yield from (by_state, oldest, alive)
+
+
+def observe_callback(kind: str, outcome: str, seconds: float) -> None:
+    CALLBACKS.labels(kind, outcome).inc()
+    ACK_SECONDS.labels(kind).observe(seconds)
+
+
+@bp.get("/metrics")
+def scrape():
+    token = current_app.config.get("METRICS_TOKEN")
+    if token:
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            abort(401)
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        from prometheus_client import REGISTRY
+
+        registry = REGISTRY
+    output = generate_latest(registry) + generate_latest(_queue_registry(current_app))
+    return Response(output, content_type=CONTENT_TYPE_LATEST)
+
+
+def _queue_registry(app: Flask) -> CollectorRegistry:
+    registry = app.extensions.get("queue_registry")
+    if registry is None:
+        registry = CollectorRegistry()
+        registry.register(QueueCollector(get_engine(app)))
+        app.extensions["queue_registry"] = registry
+    return registry
+
+
+def init_app(app: Flask) -> None:
+    if app.config["METRICS_ENABLED"]:
+        app.register_blueprint(bp)

@@ -1,0 +1,124 @@
+"""Schema migrations: a fresh database and one made by create_all both end at head with db.py's schema."""
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+import sqlalchemy
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import event, inspect, text
+
+from receiver import db, migrate
+from tests.servers import ROOT
+
+
+@pytest.fixture
+def fresh_pg_url(pg_database):
+    """An empty database of this test's own (pg_database is shared by the whole session)."""
+    name = f"receiver_migrate_{uuid.uuid4().hex[:10]}"
+    admin = sqlalchemy.create_engine(pg_database, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield pg_database.rsplit("/", 1)[0] + "/" + name
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'receiver.sqlite3'}"
+    return request.getfixturevalue("fresh_pg_url")
+
+
+@pytest.fixture
+def database(url):
+    engine = db.make_engine(url)
+    yield engine
+    engine.dispose()
+
+
+def schema_differences(engine) -> list:
+    """What autogenerate would change to make the database match db.metadata ([] when they agree)."""
+    with engine.connect() as conn:
+        return compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), db.metadata)
+
+
+def count_workers(engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(sqlalchemy.select(sqlalchemy.func.count()).select_from(db.workers)).scalar_one()
+
+
+def add_worker_row(engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(db.workers.insert().values(name="before", seen_at=1.0, processed=3))
+
+
+def test_upgrade_creates_the_schema_db_py_defines(database):
+    migrate.upgrade(database)
+    assert schema_differences(database) == []
+
+
+def test_current_revision_is_none_before_and_head_after(database):
+    assert migrate.current_revision(database) is None
+    migrate.upgrade(database)
+    assert migrate.current_revision(database) == migrate.head_revision()
+
+
+def test_second_upgrade_changes_nothing(database):
+    migrate.upgrade(database)
+    add_worker_row(database)
+    statements = []
+    event.listen(database, "before_cursor_execute", lambda _c, _cur, sql, *_: statements.append(sql))
+
+    migrate.upgrade(database)
+
+    writes = [s for s in statements if s.lstrip().split()[0].upper() not in ("SELECT", "PRAGMA")]
+    assert writes == []
+    assert count_workers(database) == 1
+
+
+def test_database_made_by_create_all_is_stamped_and_kept(database):
+    db.metadata.create_all(database)
+    add_worker_row(database)
+
+    migrate.upgrade(database)
+
+    assert migrate.current_revision(database) == migrate.head_revision()
+    assert schema_differences(database) == []
+    assert count_workers(database) == 1
+
+
+def test_partly_created_database_is_refused(database):
+    db.events.create(database)
+    with pytest.raises(RuntimeError, match="not message_history, messages, rejections, sms_groups, sms_parts, workers"):
+        migrate.upgrade(database)
+    assert "alembic_version" not in inspect(database).get_table_names()
+
+
+@pytest.mark.slow
+def test_processes_starting_together_all_succeed(url):
+    # Each process waits for the same moment, then upgrades: they contend for the lock, not for CPU at import.
+    code = (
+        "import sys, time; from receiver import db, migrate; engine = db.make_engine(sys.argv[1]); "
+        "time.sleep(max(0, float(sys.argv[2]) - time.time())); migrate.upgrade(engine); engine.dispose()"
+    )
+    start = str(time.time() + 2.0)
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, url, start], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    results = [(p.wait(timeout=60), p.stderr.read()) for p in procs]
+    for p in procs:
+        p.stderr.close()
+
+    assert results == [(0, "")] * 4
+    engine = db.make_engine(url)
+    try:
+        assert migrate.current_revision(engine) == migrate.head_revision()
+        assert schema_differences(engine) == []
+    finally:
+        engine.dispose()
