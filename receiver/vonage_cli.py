@@ -26,7 +26,7 @@ from receiver.cli import events_cli
 from receiver.db import events, get_engine, is_reachable, metadata, workers
 from receiver.guard import get_guard, rejections_by_reason
 from receiver.payloads import MESSAGES_KINDS, sms_params
-from receiver.signatures import SMS_SIGNATURE_METHODS, sign_jwt, sign_sms
+from receiver.signatures import sign_jwt, sign_sms
 from receiver.vonage_api import (
     MESSAGES_VERSIONS,
     VonageAPIError,
@@ -514,9 +514,6 @@ def _check_secret(app: Flask) -> Check:
     if any(len(s) < MIN_SECRET_LENGTH or s.lower() in EXAMPLE_SECRETS for s in secrets):
         return Check("FAIL", name, f"shorter than {MIN_SECRET_LENGTH} characters or an example value",
                      "copy the signature secret from the Vonage dashboard (API settings)")
-    if mode == "on" and method not in SMS_SIGNATURE_METHODS:
-        return Check("FAIL", name, f"VONAGE_SIGNATURE_METHOD={method!r} is not one of {', '.join(SMS_SIGNATURE_METHODS)}",
-                     "set it to the signature method chosen in the Vonage dashboard (API settings)")
     if mode == "jwt-only":
         return Check("WARN", name, "SIGNATURE_VERIFICATION=jwt-only: SMS API callbacks are not verified",
                      "set SIGNATURE_VERIFICATION=on")

@@ -358,8 +358,9 @@ def test_configure_dry_run_shows_the_diff_and_changes_nothing(vonage_app):
     with running_fake_vonage({APP_ID: application("https://old.example")}) as fake:
         result = configure(vonage_app, fake, "--base-url", "https://hooks.example", "--dry-run")
     assert result.exit_code == 0, result.output
-    assert '-        "address": "https://old.example/webhooks/inbound-message"' in result.output
-    assert '+        "address": "https://hooks.example/webhooks/inbound-message"' in result.output
+    changed = [line.split() for line in result.output.splitlines() if line.startswith(("-  ", "+  "))]
+    assert ["-", '"address":', '"https://old.example/webhooks/inbound-message",'] in changed
+    assert ["+", '"address":', '"https://hooks.example/webhooks/inbound-message",'] in changed
     assert "dry run" in result.output and fake.requests_to("PUT", "/") == []
 
 
@@ -467,7 +468,6 @@ def refuse(app, count, reason="bad_signature"):
     ({"SIGNATURE_VERIFICATION": "off"}, alive, "signature secret", "anyone can forge"),
     ({"VONAGE_SIGNATURE_SECRET": "short-secret"}, alive, "signature secret", "shorter than 16"),
     ({"VONAGE_SIGNATURE_SECRET": "Yq9vD3kE7pL2sX8wR4tN6bM1cZ5hJ0aF"}, alive, "signature secret", "example value"),
-    ({"VONAGE_SIGNATURE_METHOD": "sha384"}, alive, "signature secret", "VONAGE_SIGNATURE_METHOD='sha384'"),
 ])
 def test_doctor_fails_and_says_why(make_app, config, arrange, check, says):
     app = make_app(**config)
