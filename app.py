@@ -5,7 +5,7 @@ Run it with `flask --app app run` or `gunicorn 'app:create_app()'`. Nothing happ
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from receiver import api, cli, config, db, guard, logs, metrics, routes, worker
+from receiver import api, cli, config, db, guard, logs, metrics, routes, vonage_cli, worker
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -26,4 +26,5 @@ def create_app(test_config: dict | None = None) -> Flask:
     metrics.init_app(app)
     worker.init_app(app)
     cli.init_app(app)
+    vonage_cli.init_app(app)
     return app

@@ -3,6 +3,8 @@
 
 Creates .venv/ with the project's dependencies on first use (and again when the requirements
 change), then runs the server on port 3000 with SQLite, or the test suite. Needs only Python 3.11+.
+`python3 dev.py flask ARGS` runs a `flask --app app ARGS` command with the server's development
+settings (e.g. `python3 dev.py flask vonage trigger conversation`).
 """
 import hashlib
 import os
@@ -38,16 +40,20 @@ def ensure_venv() -> None:
 
 def main(argv: list[str]) -> int:
     command, rest = (argv[0], argv[1:]) if argv else ("", [])
-    if command not in ("serve", "test"):
+    if command not in ("serve", "test", "flask"):
         print(__doc__.strip())
         return 2
     ensure_venv()
     env = dict(os.environ)
-    if command == "serve":
+    if command in ("serve", "flask"):
         # Development: without VONAGE_SIGNATURE_SECRET the app generates one under instance/.
         env.setdefault("APP_ENV", "development")
+        env.setdefault("LOG_FORMAT", "text")
+    if command == "serve":
         port = env.get("PORT", "3000")
         args = [str(BIN / "flask"), "--app", "app", "run", "--port", port, *rest]
+    elif command == "flask":
+        args = [str(BIN / "flask"), "--app", "app", *rest]
     else:
         args = [str(BIN / "python"), "-m", "pytest", *rest]
     return subprocess.call(args, cwd=ROOT, env=env)

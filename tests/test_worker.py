@@ -10,23 +10,6 @@ from receiver.db import events
 from receiver.worker import Worker
 
 
-@pytest.fixture
-def calls(monkeypatch):
-    """Replace every handler with one that records (handler name, event)."""
-    seen = []
-
-    def recorder(name):
-        return lambda event: seen.append((name, event))
-
-    for status in list(handlers.STATUS_HANDLERS):
-        monkeypatch.setitem(handlers.STATUS_HANDLERS, status, recorder(status))
-    monkeypatch.setattr(handlers, "DEFAULT_STATUS_HANDLER", recorder("default-status"))
-    for message_type in list(handlers.INBOUND_HANDLERS):
-        monkeypatch.setitem(handlers.INBOUND_HANDLERS, message_type, recorder(f"inbound-{message_type}"))
-    monkeypatch.setattr(handlers, "DEFAULT_INBOUND_HANDLER", recorder("default-inbound"))
-    return seen
-
-
 def states(engine):
     with engine.connect() as conn:
         return [r.state for r in conn.execute(select(events.c.state).order_by(events.c.id))]
