@@ -7,8 +7,8 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
-from receiver import inbox, worker
-from receiver.db import create_tables, get_engine
+from receiver import inbox, migrate, worker
+from receiver.db import get_engine
 from receiver.guard import recent_rejections
 
 
@@ -27,9 +27,10 @@ def worker_command(until_idle: bool) -> None:
 @click.command("init-db")
 @with_appcontext
 def init_db_command() -> None:
-    """Create any missing tables (the app also does this when it starts)."""
-    create_tables(get_engine(current_app))
-    click.echo("database ready")
+    """Apply any pending schema migrations (the app also does this when it starts)."""
+    engine = get_engine(current_app)
+    migrate.upgrade(engine)
+    click.echo(f"database ready at revision {migrate.current_revision(engine)}")
 
 
 events_cli = AppGroup("events", help="Inspect and replay stored callbacks.")

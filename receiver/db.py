@@ -30,6 +30,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 
+from receiver import migrate
+
 metadata = MetaData()
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
@@ -204,27 +206,11 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-def create_tables(engine: Engine) -> None:
-    """Create missing tables. Safe when several processes start at once."""
-    if engine.dialect.name == "postgresql":
-        with engine.begin() as conn:
-            # Serialize concurrent starts: CREATE TABLE IF NOT EXISTS races on PostgreSQL.
-            conn.execute(text("SELECT pg_advisory_xact_lock(7306202511)"))
-            metadata.create_all(conn)
-    else:
-        with engine.connect() as conn:
-            # Serialize concurrent starts (gunicorn boots its workers at once): the write lock is
-            # taken first, so the second process sees the tables the first one created.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-            metadata.create_all(conn)
-            conn.commit()
-
-
 def init_app(app: Flask) -> None:
-    """Open the engine for this app and make sure the tables exist."""
+    """Open the engine for this app and bring the schema up to date (migrations/versions/)."""
     url = database_url(app.config.get("DATABASE_URL"), app.instance_path)
     engine = make_engine(url, app.config["DATABASE_TIMEOUT_SECONDS"])
-    create_tables(engine)
+    migrate.upgrade(engine)
     app.extensions["engine"] = engine
 
 

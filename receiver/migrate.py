@@ -1,7 +1,8 @@
 """Schema migrations: bring a database to the newest revision in migrations/versions/ with Alembic.
 
-Called when the app starts (db.init_app) and by `flask init-db`, the release step. Receives an engine;
-must not import Flask or the app. A schema change is a new revision file, never an edit to an old one.
+Called when the app starts (db.init_app) and by `flask init-db`, the release step: long migrations
+belong there, since gunicorn kills a worker whose boot outlasts its timeout. Receives an engine; must
+not import Flask or the app. A schema change is a new revision file, never an edit to an old one.
 """
 from __future__ import annotations
 
