@@ -70,6 +70,18 @@ def replay_command(event_id: int) -> None:
     click.echo(f"event {event_id} is pending again")
 
 
+@events_cli.command("prune")
+@click.option("--older-than", "older_than", required=True, help="Age such as 30d, 12h or 90m.")
+def prune_command(older_than: str) -> None:
+    """Delete finished (done, invalid) events older than the given age. Pending, failed and dead ones stay."""
+    try:
+        seconds = inbox.parse_age(older_than)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--older-than") from None
+    deleted = inbox.prune(get_engine(current_app), seconds)
+    click.echo(f"deleted {deleted['events']} events and {deleted['rejections']} rejections older than {older_than}")
+
+
 @events_cli.command("rejected")
 @click.option("--limit", default=20, show_default=True)
 def rejected_command(limit: int) -> None:

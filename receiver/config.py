@@ -32,6 +32,7 @@ SETTINGS: dict[str, tuple[object, object]] = {
     "RETRY_MAX_SECONDS": (900.0, float),
     "LEASE_SECONDS": (300.0, float),
     "CONCAT_TIMEOUT_SECONDS": (600.0, float),
+    "RETENTION_DAYS": (0.0, float),
     "VONAGE_SIGNATURE_SECRET": (None, _str),
     "VONAGE_SIGNATURE_SECRETS": (None, _str),
     "VONAGE_SIGNATURE_METHOD": ("md5hash", _str),

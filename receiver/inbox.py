@@ -10,12 +10,14 @@ import random
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.engine import Engine
 
-from receiver.db import events, insert_for, iso
+from receiver.db import events, insert_for, iso, rejections, sms_groups, sms_parts
 
 CLAIMABLE_STATES = ("pending", "failed")
+# Only finished events are ever pruned: pending, processing, failed and dead ones are kept.
+PRUNABLE_STATES = ("done", "invalid")
 # States an operator can put back to pending.
 REPLAYABLE_STATES = ("done", "failed", "dead", "invalid")
 
@@ -232,3 +234,36 @@ def event_detail(row) -> dict:
         "processed_at": iso(row.processed_at),
         "last_delivery_at": iso(row.last_delivery_at),
     }
+
+
+def prune(engine: Engine, older_than_seconds: float, now: float | None = None) -> dict[str, int]:
+    """Delete finished events (done, invalid) received before the cutoff, with old rejections and
+    joined SMS parts. Never touches pending, processing, failed or dead events, nor message state."""
+    cutoff = (time.time() if now is None else now) - older_than_seconds
+    with engine.begin() as conn:
+        deleted_events = conn.execute(
+            delete(events).where(events.c.state.in_(PRUNABLE_STATES), events.c.received_at < cutoff)
+        ).rowcount
+        deleted_rejections = conn.execute(delete(rejections).where(rejections.c.at < cutoff)).rowcount
+        finished_groups = select(sms_groups.c.group_key).where(
+            sms_groups.c.completed_by.is_not(None), sms_groups.c.first_seen < cutoff
+        )
+        conn.execute(delete(sms_parts).where(sms_parts.c.group_key.in_(finished_groups)))
+        conn.execute(
+            delete(sms_groups).where(sms_groups.c.completed_by.is_not(None), sms_groups.c.first_seen < cutoff)
+        )
+    return {"events": deleted_events, "rejections": deleted_rejections}
+
+
+def parse_age(text: str) -> float:
+    """Seconds in "30d", "12h", "90m" or "3600s" (a bare number is seconds).
+
+    :raises ValueError: for anything else.
+    """
+    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    text = text.strip().lower()
+    unit = units.get(text[-1:]) if text[-1:].isalpha() else 1
+    number = text[:-1] if text[-1:].isalpha() else text
+    if unit is None or not number.replace(".", "", 1).isdigit():
+        raise ValueError(f"{text!r} is not an age like 30d, 12h, 90m or 3600s")
+    return float(number) * unit

@@ -43,3 +43,6 @@ def init_app(app: Flask) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel(app.config["LOG_LEVEL"].upper())
+    # Alembic announces its dialect every time the app checks the schema revision at start;
+    # an actual migration still logs ("Running upgrade ...") at WARNING through migrate.upgrade.
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)

@@ -6,6 +6,7 @@ not import Flask or the app. A schema change is a new revision file, never an ed
 """
 from __future__ import annotations
 
+import logging
 import threading
 from functools import lru_cache
 from pathlib import Path
@@ -16,6 +17,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, Engine
+
+log = logging.getLogger("receiver.migrate")
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -41,8 +44,10 @@ def upgrade(engine: Engine) -> None:
     :raises RuntimeError: when only some of the baseline tables exist, so neither creating nor
         adopting them is safe.
     """
-    if current_revision(engine) == head_revision():
+    current, head = current_revision(engine), head_revision()
+    if current == head:
         return  # the usual start: nothing to do, no lock taken
+    log.warning("migrating the database from revision %s to %s", current, head)
     with _run_lock, engine.begin() as conn:
         _serialize(conn)
         if _made_without_alembic(conn):

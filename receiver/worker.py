@@ -26,6 +26,7 @@ from schemas import Event, InvalidPayload, load_event
 log = logging.getLogger("receiver.worker")
 
 HEARTBEAT_SECONDS = 5.0
+PRUNE_EVERY_SECONDS = 3600.0
 
 
 def handler_for(event: Event):
@@ -70,6 +71,7 @@ class Worker:
         self._wake = threading.Event()
         self._last_beat = 0.0
         self._last_sweep = 0.0
+        self._last_prune = 0.0
         self.processed = 0
 
     # -- control -------------------------------------------------------------------------------
@@ -178,6 +180,11 @@ class Worker:
             self._last_sweep = now
             if multipart.requeue_expired(self.engine, self.config["CONCAT_TIMEOUT_SECONDS"], now):
                 self._wake.set()
+        retention_days = self.config["RETENTION_DAYS"]
+        if retention_days > 0 and now - self._last_prune >= PRUNE_EVERY_SECONDS:
+            self._last_prune = now
+            deleted = inbox.prune(self.engine, retention_days * 86400, now)
+            log.info("pruned %d events older than %g days", deleted["events"], retention_days)
         if now - self._last_beat >= HEARTBEAT_SECONDS:
             self._last_beat = now
             beat(self.engine, self.name, self.processed, now)

@@ -1,7 +1,11 @@
 """CLI twins of the API: flask events list|show|replay|rejected, flask worker, flask init-db."""
 import json
+import time
+
+from sqlalchemy import update
 
 from receiver import inbox, samples
+from receiver.db import events
 
 
 def test_init_db(runner):
@@ -36,3 +40,32 @@ def test_events_list_show_replay(vonage, runner, work):
 def test_events_show_unknown_id_fails_clearly(runner):
     result = runner.invoke(args=["events", "show", "42"])
     assert result.exit_code != 0 and "no event 42" in result.output
+
+
+def test_events_prune_keeps_pending_failed_and_dead(vonage, runner, engine, work):
+    for status in ("delivered", "read", "submitted", "rejected"):
+        vonage.status(samples.message_status(status, "whatsapp"))
+    work()
+    with engine.begin() as conn:  # every event is now 40 days old, in each state but "invalid"
+        conn.execute(update(events).values(received_at=time.time() - 40 * 86400))
+        for status, state in (("read", "failed"), ("submitted", "dead"), ("rejected", "pending")):
+            conn.execute(update(events).where(events.c.status == status).values(state=state))
+    result = runner.invoke(args=["events", "prune", "--older-than", "30d"])
+    assert result.exit_code == 0 and "deleted 1 events" in result.output
+    assert inbox.count_by_state(engine) == {"failed": 1, "dead": 1, "pending": 1}
+
+
+def test_events_prune_leaves_recent_events(vonage, runner, engine, work):
+    vonage.status(samples.message_status("delivered"))
+    work()
+    assert "deleted 0 events" in runner.invoke(args=["events", "prune", "--older-than", "1d"]).output
+    assert inbox.count_by_state(engine) == {"done": 1}
+
+
+def test_events_prune_needs_a_real_age(runner):
+    result = runner.invoke(args=["events", "prune", "--older-than", "a month"])
+    assert result.exit_code != 0 and "30d" in result.output
+
+
+def test_parse_age():
+    assert [inbox.parse_age(t) for t in ("30d", "12h", "90m", "15s", "60")] == [2592000, 43200, 5400, 15, 60]
