@@ -8,7 +8,10 @@ import tempfile
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '3000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "sync"
+# Threads let one process hold many requests at once, so their callbacks share a commit
+# (receiver/groupcommit.py): a durable write per request is what limits a sync worker.
+worker_class = "gthread"
+threads = int(os.environ.get("WEB_THREADS", "8"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "10"))
 graceful_timeout = 30  # the in-process worker finishes its current event inside this
 keepalive = 5

@@ -8,7 +8,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
 from receiver import inbox, migrate, worker
-from receiver.db import get_engine
+from receiver.db import get_engine, get_worker_engine
 from receiver.guard import recent_rejections
 
 
@@ -18,7 +18,7 @@ from receiver.guard import recent_rejections
 def worker_command(until_idle: bool) -> None:
     """Run the worker in this process (SIGTERM: finish the current event, then exit)."""
     if until_idle:
-        count = worker.Worker(get_engine(current_app), current_app.config).run_until_idle()
+        count = worker.Worker(get_worker_engine(current_app), current_app.config).run_until_idle()
         click.echo(f"processed {count} events")
         return
     worker.run_forever(current_app)

@@ -151,8 +151,12 @@ workers = Table(
 
 
 def insert_for(bind):
-    """The dialect's INSERT, which has on_conflict_do_nothing/on_conflict_do_update."""
-    return pg_insert if bind.dialect.name == "postgresql" else sqlite_insert
+    """The dialect's INSERT, which has on_conflict_do_nothing/on_conflict_do_update.
+
+    `bind` is an engine, a connection or a dialect.
+    """
+    dialect = getattr(bind, "dialect", bind)
+    return pg_insert if dialect.name == "postgresql" else sqlite_insert
 
 
 def iso(ts: float | None) -> str | None:
@@ -172,18 +176,24 @@ def database_url(configured: str | None, instance_path: str) -> str:
     return configured
 
 
-def make_engine(url: str, timeout: float = 5.0) -> Engine:
+def make_engine(url: str, timeout: float = 5.0, *, durable: bool = True) -> Engine:
     """An engine with the durability settings this project relies on.
 
     `timeout` bounds how long a statement waits for a busy or unreachable database, so a
-    request answers 503 well within Vonage's 15 s instead of hanging.
+    request answers 503 well within Vonage's 15 s instead of hanging. `durable=False` is for the
+    worker's bookkeeping (claims, message state, done marks): a commit does not wait for the
+    disk, because losing the last ones in a power cut only means an idempotent handler runs
+    again. The callbacks themselves are always written with durable=True before the 200.
     """
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": timeout})
-        event.listen(engine, "connect", _sqlite_pragmas)
+        # FULL: the WAL is fsynced at every commit, so an acknowledged callback survives power loss.
+        # NORMAL: no fsync at commit (WAL mode stays consistent; the next FULL commit flushes it too).
+        synchronous = "FULL" if durable else "NORMAL"
+        event.listen(engine, "connect", lambda dbapi_connection, _: _sqlite_pragmas(dbapi_connection, synchronous))
         return engine
     return create_engine(
         url,
@@ -193,16 +203,16 @@ def make_engine(url: str, timeout: float = 5.0) -> Engine:
         pool_timeout=timeout,
         connect_args={
             "connect_timeout": max(1, int(timeout)),
-            "options": f"-c statement_timeout={int(timeout * 1000)} -c synchronous_commit=on",
+            "options": f"-c statement_timeout={int(timeout * 1000)} "
+            f"-c synchronous_commit={'on' if durable else 'off'}",
         },
     )
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
+def _sqlite_pragmas(dbapi_connection, synchronous: str) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    # FULL: the WAL is fsynced at every commit, so an acknowledged callback survives power loss.
-    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute(f"PRAGMA synchronous={synchronous}")
     cursor.close()
 
 
@@ -212,10 +222,17 @@ def init_app(app: Flask) -> None:
     engine = make_engine(url, app.config["DATABASE_TIMEOUT_SECONDS"])
     migrate.upgrade(engine)
     app.extensions["engine"] = engine
+    app.extensions["worker_engine"] = make_engine(url, app.config["DATABASE_TIMEOUT_SECONDS"], durable=False)
 
 
 def get_engine(app: Flask) -> Engine:
+    """The engine whose commits are flushed to disk (callbacks, reads, operator actions)."""
     return app.extensions["engine"]
+
+
+def get_worker_engine(app: Flask) -> Engine:
+    """The engine for the worker's own bookkeeping, whose commits need not wait for the disk."""
+    return app.extensions["worker_engine"]
 
 
 def is_reachable(engine: Engine) -> bool:

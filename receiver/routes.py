@@ -12,8 +12,9 @@ from flask import Blueprint, Flask, current_app, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
-from receiver import inbox, metrics, worker
+from receiver import metrics, worker
 from receiver.db import get_engine, is_reachable
+from receiver.groupcommit import GroupCommitter
 from receiver.guard import get_guard, record_rejection
 from receiver.payloads import SMS_KINDS, DuplicateParameter, json_object, natural_key, sms_params
 from receiver.signatures import SignatureError
@@ -112,8 +113,7 @@ def _verify_and_store(kind: str):
 
     dedup_key, message_id, status = natural_key(kind, fields, body, query)
     try:
-        recorded = inbox.record_event(
-            get_engine(current_app),
+        recorded = current_app.extensions["committer"].record(
             kind=kind,
             dedup_key=dedup_key,
             body=body,
@@ -147,6 +147,7 @@ def _unexpected(exc: Exception):
 
 
 def init_app(app: Flask) -> None:
+    app.extensions["committer"] = GroupCommitter(get_engine(app), app.config["DATABASE_TIMEOUT_SECONDS"])
     app.register_blueprint(bp)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)

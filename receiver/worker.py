@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 import handlers
 from receiver import inbox, messages, metrics, multipart
-from receiver.db import get_engine, insert_for, workers
+from receiver.db import get_worker_engine, insert_for, workers
 from receiver.payloads import MESSAGES_KINDS, DuplicateParameter, json_object, sms_params
 from schemas import Event, InvalidPayload, load_event
 
@@ -225,7 +225,7 @@ def ensure_background_worker(app: Flask) -> Worker:
         current = app.extensions.get("worker")
         if current is not None and current.pid == os.getpid():
             return current
-        worker = Worker(get_engine(app), app.config)
+        worker = Worker(get_worker_engine(app), app.config)
         worker.pid = os.getpid()
         thread = threading.Thread(target=worker.run, name="receiver-worker", daemon=True)
         worker.thread = thread
@@ -253,7 +253,7 @@ def run_forever(app: Flask) -> Worker:
 
     The first signal finishes the current event and exits; a second one stops at once.
     """
-    worker = Worker(get_engine(app), app.config)
+    worker = Worker(get_worker_engine(app), app.config)
 
     def on_signal(signum, _frame):
         if worker.stopping:

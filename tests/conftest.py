@@ -60,6 +60,7 @@ def make_app(tmp_path):
     yield factory
     for app in built:
         db.get_engine(app).dispose()
+        db.get_worker_engine(app).dispose()
 
 
 @pytest.fixture
@@ -87,7 +88,7 @@ def work(app):
     """Run the worker until nothing is due; returns how many events it processed."""
 
     def run(name: str = "test-worker") -> int:
-        return Worker(db.get_engine(app), app.config, name=name).run_until_idle()
+        return Worker(db.get_worker_engine(app), app.config, name=name).run_until_idle()
 
     return run
 
@@ -190,3 +191,4 @@ def pg_app(pg_database, tmp_path):
         conn.execute(sqlalchemy.text(f"TRUNCATE {names} RESTART IDENTITY"))
     yield app
     engine.dispose()
+    db.get_worker_engine(app).dispose()

@@ -1,0 +1,68 @@
+"""Group commit: concurrent callbacks share commits, each answered only once its own row is stored."""
+import threading
+
+from receiver import inbox
+from receiver.db import get_engine
+from receiver.groupcommit import GroupCommitter
+
+
+def record(committer, i, results, key=None):
+    results[i] = committer.record(kind="message-status", dedup_key=key or f"m{i}|delivered|t", body=b"{}")
+
+
+def run_concurrently(committer, n, key_of=lambda i: None):
+    results = [None] * n
+    threads = [threading.Thread(target=record, args=(committer, i, results, key_of(i))) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    return results
+
+
+def test_concurrent_callbacks_share_commits_and_all_are_stored(app):
+    engine = get_engine(app)
+    committer = GroupCommitter(engine, timeout=5)
+    results = run_concurrently(committer, 200)
+    assert all(r is not None and not r.duplicate for r in results)
+    assert len({r.id for r in results}) == 200
+    assert inbox.count_by_state(engine) == {"pending": 200}
+    assert committer.commits < 200, "concurrent callbacks should have been committed together"
+
+
+def test_duplicates_in_one_batch_are_counted_once_stored(app):
+    committer = GroupCommitter(get_engine(app), timeout=5)
+    results = run_concurrently(committer, 50, key_of=lambda i: f"k{i % 5}")
+    assert len({r.id for r in results}) == 5
+    assert sorted(r.deliveries for r in results if not r.duplicate) == [1] * 5
+    assert sum(r.duplicate for r in results) == 45
+
+
+def test_a_refused_callback_does_not_fail_the_others_in_its_batch(app):
+    committer = GroupCommitter(get_engine(app), timeout=5)
+    outcomes = {}
+    barrier = threading.Barrier(21)
+
+    def send(i):
+        barrier.wait()
+        try:
+            # body=None breaks the NOT NULL constraint: the database refuses this one callback.
+            committer.record(kind="inbound-message", dedup_key=f"u{i}", body=None if i == 7 else b"{}")
+            outcomes[i] = "stored"
+        except Exception as exc:
+            outcomes[i] = exc.__class__.__name__
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(21)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert outcomes.pop(7) == "IntegrityError"
+    assert set(outcomes.values()) == {"stored"}
+
+
+def test_committer_survives_fork_by_starting_a_new_thread(app):
+    committer = GroupCommitter(get_engine(app), timeout=5)
+    committer.record(kind="message-status", dedup_key="a", body=b"{}")
+    committer._pid = -1  # as seen from a forked child: the parent's thread does not exist there
+    assert committer.record(kind="message-status", dedup_key="b", body=b"{}").deliveries == 1
