@@ -25,6 +25,8 @@ def start(pid: int, seconds: float, raw_path: Path) -> subprocess.Popen:
 
 def summarise(raw_path: Path, top: int = 45) -> str:
     """Share of samples per function, counting a function once per stack (inclusive), project code first."""
+    if not raw_path.exists():
+        return f"py-spy wrote nothing to {raw_path.name} (is ptrace allowed here?)\n"
     inclusive, total = Counter(), 0
     for line in raw_path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")

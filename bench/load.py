@@ -109,7 +109,8 @@ async def _constant_rate(port: int, requests: list[bytes], rate: float, connecti
                 try:
                     if writer is None:
                         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                    status, keep_alive, body = await asyncio.wait_for(_exchange(reader, writer, raw), REQUEST_TIMEOUT)
+                    async with asyncio.timeout(REQUEST_TIMEOUT):
+                        status, keep_alive, body = await _exchange(reader, writer, raw)
                     latencies.append(loop.time() - due)
                     statuses[status] += 1
                     if status != 200 and len(errors) < 3:

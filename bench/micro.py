@@ -10,6 +10,7 @@ import timeit
 import uuid
 from urllib.parse import urlencode
 
+import servers
 from callbacks import API_KEY, SECRET, compact
 from receiver import db, inbox, samples
 from receiver.payloads import natural_key
@@ -41,9 +42,9 @@ def signature_costs() -> dict[str, float]:
 
 def storage_cost(url: str, count: int = 500) -> float:
     """Microseconds per record_event: one new callback, committed, with nobody else writing."""
+    servers.init_database(url)
     engine = db.make_engine(url)
     try:
-        db.create_tables(engine)
         payload = samples.delivery_receipt()
         query = urlencode(payload)
         key, message_id, status = natural_key("delivery-receipt", payload, b"", query)

@@ -133,65 +133,78 @@ def peak_rss_mib(pid: int) -> float | None:
     return None
 
 
-def _process_tree_jiffies(pid: int) -> int:
-    total = 0
+def _jiffies(pid: int) -> int:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total = int(fields[11]) + int(fields[12])  # utime + stime
-        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-            total += _process_tree_jiffies(int(child))
+        return int(fields[11]) + int(fields[12])  # utime + stime
     except (OSError, IndexError, ValueError):
-        pass
-    return total
+        return 0
 
 
-def _postmasters() -> list[int]:
-    """PostgreSQL's main processes (their children, the backends, are counted through them)."""
-    def comm(pid) -> str:
-        try:
-            return Path(f"/proc/{pid}/comm").read_text().strip()
-        except OSError:
-            return ""
-
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and comm(entry.name) == "postgres":
-            try:
-                parent = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()[1]
-            except (OSError, IndexError):
-                continue
-            if comm(parent) != "postgres":
-                found.append(int(entry.name))
-    return found
+def _tree(pid: int) -> list[int]:
+    """`pid` and all its descendants."""
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return [pid]
+    return [pid] + [p for kid in kids for p in _tree(int(kid))]
 
 
-class ForeignCpu:
-    """CPU the rest of the machine used during a block: all busy time minus ours (in cores).
+def _postgres_pids(database: str) -> list[int]:
+    """The backends serving `database`, and PostgreSQL's own background processes (WAL writer...)."""
+    engine = _engine(os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(sqlalchemy.text(
+                "SELECT pid FROM pg_stat_activity WHERE datname = :db OR backend_type <> 'client backend'"),
+                {"db": database}).scalars())
+    finally:
+        engine.dispose()
 
-    PostgreSQL's processes count as ours when `postgres` is set (they serve the project's queries).
+
+class CpuMeter:
+    """CPU used during a block: by the web processes, the worker process, the project's PostgreSQL
+    backends, and by the rest of the machine (`other_cores`: all busy time minus those and this
+    process with its children, i.e. wrk). Per-process deltas: a process that exits takes its time with it.
     """
 
     HZ = os.sysconf("SC_CLK_TCK")
 
-    def __init__(self, *pids: int, postgres: bool = False):
-        self.pids = list(pids) + (_postmasters() if postgres else [])
-        self.cores: float | None = None
+    def __init__(self, web_pid: int, worker_pid: int | None = None, *, postgres_database: str | None = None):
+        self.web_pid, self.worker_pid, self.database = web_pid, worker_pid, postgres_database
+        self.web_seconds = self.worker_seconds = self.postgres_seconds = 0.0
+        self.other_cores: float | None = None
 
-    def _snapshot(self) -> tuple[float, float, float]:
+    def _groups(self) -> dict[str, list[int]]:
+        return {
+            "web": _tree(self.web_pid),
+            "worker": _tree(self.worker_pid) if self.worker_pid else [],
+            "postgres": _postgres_pids(self.database) if self.database else [],
+        }
+
+    def _snapshot(self) -> tuple[float, dict[str, dict[int, int]], float, float]:
         fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        busy = sum(fields) - fields[3] - fields[4]  # minus idle and iowait
-        ours = sum(_process_tree_jiffies(p) for p in self.pids)
+        busy = (sum(fields) - fields[3] - fields[4]) / self.HZ  # minus idle and iowait
+        per_process = {group: {pid: _jiffies(pid) for pid in pids} for group, pids in self._groups().items()}
         me = resource.getrusage(resource.RUSAGE_SELF)
         kids = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk, once it has been waited for
         own = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
-        return busy / self.HZ, ours / self.HZ + own, time.monotonic()
+        return busy, per_process, own, time.monotonic()
 
     def __enter__(self):
         self._start = self._snapshot()
         return self
 
     def __exit__(self, *exc):
-        busy, ours, now = self._snapshot()
-        elapsed = now - self._start[2]
-        foreign = (busy - self._start[0]) - (ours - self._start[1])
-        self.cores = max(0.0, foreign / elapsed) if elapsed > 0 else None
+        busy, per_process, own, now = self._snapshot()
+        start_busy, start_per_process, start_own, start = self._start
+
+        def used(group: str) -> float:
+            before = start_per_process[group]
+            return sum(max(0, j - before.get(pid, 0)) for pid, j in per_process[group].items() if j) / self.HZ
+
+        self.web_seconds, self.worker_seconds, self.postgres_seconds = used("web"), used("worker"), used("postgres")
+        elapsed = now - start
+        ours = self.web_seconds + self.worker_seconds + self.postgres_seconds + own - start_own
+        if elapsed > 0:
+            self.other_cores = max(0.0, (busy - start_busy - ours) / elapsed)

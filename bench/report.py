@@ -18,17 +18,26 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
+class PacedRun:
+    """One constant-rate run; lag, backlog and drain only for the project."""
+
+    rate: float
+    why: str  # "half the bare maximum", "half its own maximum"
+    outcome: Outcome
+    other_cpu: float | None
+    lag: Lag | None = None
+    backlog: tuple[int, int, float, bool] | None = None  # max, last, growth/s, bounded
+    drained_after: float | None = None
+
+
+@dataclass
 class ServerResult:
     name: str
     database: str  # "-" for the bare handler
     full_speed: Outcome
     full_speed_other_cpu: float | None
-    rate: float
-    paced: Outcome | None = None
-    paced_other_cpu: float | None = None
-    lag: Lag | None = None
-    backlog: tuple[int, int, float, bool] | None = None  # max, last, growth/s, bounded
-    drained_after: float | None = None
+    cpu_ms: tuple[float, ...] = (0.0, 0.0, 0.0)  # CPU per request at full speed: web, `flask worker`, PostgreSQL
+    paced: list[PacedRun] = field(default_factory=list)
     web_rss: list[float] = field(default_factory=list)
     worker_rss: float | None = None
 
@@ -90,7 +99,8 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def render(info: dict[str, str], settings: dict[str, str], results: list[ServerResult],
            costs: dict[str, str], notes: list[str]) -> str:
-    bare = next((r for r in results if r.name == "bare"), None)
+    bare_rps = [r.full_speed.rps for r in results if r.name.startswith("bare")]
+    bare_mean = sum(bare_rps) / len(bare_rps) if bare_rps else 0.0
     lines = ["# Benchmark: the receiver vs a bare Flask handler", ""]
     lines += [f"- **{k}**: {v}" for k, v in info.items()]
     lines += [""] + [f"- **{k}**: {v}" for k, v in settings.items()] + [""]
@@ -99,36 +109,38 @@ def render(info: dict[str, str], settings: dict[str, str], results: list[ServerR
     rows = []
     for r in results:
         o = r.full_speed
-        ratio = f"{o.rps / bare.full_speed.rps:.2f}" if bare and r is not bare and bare.full_speed.rps else "-"
-        repeats = f" ({o.wrapped} wrap)" if o.wrapped and r.name != "bare" else ""
+        ratio = f"{o.rps / bare_mean:.2f}" if bare_mean and not r.name.startswith("bare") else "-"
+        repeats = f" ({o.wrapped} wrap)" if o.wrapped and not r.name.startswith("bare") else ""
+        web_ms, worker_ms, pg_ms = r.cpu_ms
+        cpu = " + ".join([f"{web_ms:.2f}"] + ([f"{worker_ms:.2f}"] if worker_ms else [])
+                         + ([f"{pg_ms:.2f}"] if r.database == "postgres" else []))
         rows.append([r.name, r.database, f"{o.rps:,.0f}{repeats}", _ms(o.p50), _ms(o.p99), _ms(o.p999),
-                     str(o.non_2xx), str(o.socket_errors), ratio, _cpu(r.full_speed_other_cpu)])
+                     str(o.non_2xx), str(o.socket_errors), ratio, cpu, _cpu(r.full_speed_other_cpu)])
     lines += _table(["server", "database", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "non-2xx", "socket errors",
-                     "project/bare", "other CPU load (cores)"], rows)
+                     "project/bare (mean of the bare rows)", "CPU ms per request (web [+ flask worker] [+ PostgreSQL])",
+                     "other CPU load (cores)"], rows)
 
-    paced = [r for r in results if r.paced]
-    if paced:
-        lines += ["", f"## At half the bare maximum ({paced[0].rate:,.0f} req/s, constant rate, latency from when "
-                      "each request was due)", ""]
+    runs = [(r, run) for r in results for run in r.paced]
+    if runs:
+        lines += ["", "## At a constant rate (latency counted from when each request was due, as wrk2 does)", ""]
         rows = []
-        for r in paced:
-            o = r.paced
+        for r, run in runs:
+            o, lag = run.outcome, run.lag
             backlog = "-"
-            if r.backlog:
-                peak, last, growth, bounded = r.backlog
+            if run.backlog:
+                peak, last, growth, bounded = run.backlog
                 backlog = f"{peak:,} / {last:,} ({'bounded' if bounded else f'growing {growth:+.0f}/s'})"
-            lag = r.lag
+            drained = "-" if lag is None else (f"{run.drained_after:.0f} s" if run.drained_after is not None
+                                               else "not drained")
             rows.append([
-                r.name, r.database, f"{o.rps:,.0f}", _ms(o.p50), _ms(o.p99), _ms(o.p999),
-                f"{o.non_2xx} / {o.socket_errors}",
+                r.name, r.database, f"{run.rate:,.0f} ({run.why})", f"{o.rps:,.0f}", _ms(o.p50), _ms(o.p99),
+                _ms(o.p999), f"{o.non_2xx} / {o.socket_errors}",
                 _ms(lag.p50) if lag else "-", _ms(lag.p99) if lag else "-",
-                f"{lag.unfinished:,}" if lag else "-", backlog,
-                "-" if r.name == "bare" else (f"{r.drained_after:.0f} s" if r.drained_after is not None else "not drained"),
-                _cpu(r.paced_other_cpu),
+                f"{lag.unfinished:,}" if lag else "-", backlog, drained, _cpu(run.other_cpu),
             ])
-        lines += _table(["server", "database", "answered/s", "ack p50 ms", "ack p99 ms", "ack p99.9 ms",
-                         "non-2xx / errors", "lag p50 ms", "lag p99 ms", "unfinished", "backlog max / end",
-                         "drained after", "other CPU load (cores)"], rows)
+        lines += _table(["server", "database", "offered req/s", "answered/s", "ack p50 ms", "ack p99 ms",
+                         "ack p99.9 ms", "non-2xx / unanswered", "lag p50 ms", "lag p99 ms", "unfinished",
+                         "backlog max / end", "drained after", "other CPU load (cores)"], rows)
 
     lines += ["", "## Peak memory (VmHWM)", ""]
     rows = [[r.name, r.database, ", ".join(f"{x:.0f}" for x in r.web_rss) or "-",

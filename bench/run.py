@@ -14,7 +14,7 @@ import signal
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -43,9 +43,15 @@ class Plan:
 
     @classmethod
     def from_args(cls, args) -> "Plan":
+        paced = 0 if args.full_speed_only else None
         if args.quick:
-            return cls(2, 5, 15, 30, args.wrk_threads, args.connections, 64)
-        return cls(3, 15, 60, 90, args.wrk_threads, args.connections, 64)
+            return cls(2, 5, 15 if paced is None else 0, 30, args.wrk_threads, args.connections, 64)
+        return cls(3, 15, 60 if paced is None else 0, 90, args.wrk_threads, args.connections, 64)
+
+
+def _pg_name(server: servers.Server) -> str | None:
+    url = server.database_url or ""
+    return url.rsplit("/", 1)[1] if url.startswith("postgresql") else None
 
 
 class SigningMismatch(SystemExit):
@@ -62,12 +68,13 @@ def check(outcome: load.Outcome, name: str) -> None:
 
 
 def measure(server: servers.Server, database: str, plan: Plan, workdir: Path, *, expected_rps: float,
-            rate: float | None = None, profile: bool = False) -> report.ServerResult:
+            rate: float | None = None, profile: bool = False, label: str | None = None) -> report.ServerResult:
     """Warm up, run wrk at full speed, then send at `rate` (default: half of what full speed reached)."""
-    tag = f"{server.name}-{database}".replace("+", "-")
+    label = label or server.name
+    tag = f"{label}-{database}".replace("+", "-").replace(" ", "-")
     url = server.database_url
-    ours = [server.master.pid] + ([server.worker.pid] if server.worker else [])
-    print(f"\n== {server.name} ({database}) on port {server.port}", flush=True)
+    ours = (server.master.pid, server.worker.pid if server.worker else None)
+    print(f"\n== {label} ({database}) on port {server.port}", flush=True)
 
     def replay_file(name: str, count: int) -> str:
         return callbacks.write_slices(callbacks.generate(count), workdir, f"{tag}-{name}", plan.wrk_threads)
@@ -79,44 +86,60 @@ def measure(server: servers.Server, database: str, plan: Plan, workdir: Path, *,
     if url:
         observe.wait_drained(url, plan.drain_timeout)
 
-    spy = None
+    spies = {}
     if profile and url and hotspots.available():
-        spy = hotspots.start(server.web_pids()[0], plan.duration, workdir / f"{tag}.spy")
-    with observe.ForeignCpu(*ours, postgres=database == "postgres") as cpu:
+        targets = {"web": server.web_pids()[0], "worker": server.worker.pid if server.worker else None}
+        spies = {part: hotspots.start(pid, plan.duration, workdir / f"{tag}-{part}.spy")
+                 for part, pid in targets.items() if pid}
+    with observe.CpuMeter(*ours, postgres_database=_pg_name(server)) as cpu:
         full_speed = load.run_wrk(server.port, full, plan.duration, threads=plan.wrk_threads,
                                   connections=plan.connections)
     check(full_speed, server.name)
     print(f"   full speed: {full_speed.rps:,.0f} req/s, p99 {full_speed.p99:.1f} ms, statuses {full_speed.statuses}",
           flush=True)
-    if spy:
+    for part, spy in spies.items():
         spy.wait(plan.duration + 30)
         RESULTS.mkdir(exist_ok=True)
-        (RESULTS / f"profile-{tag}.txt").write_text(hotspots.summarise(workdir / f"{tag}.spy"))
-    result = report.ServerResult(server.name, database, full_speed, cpu.cores, rate or full_speed.rps / 2)
-
-    if url:  # start the constant-rate run from an empty backlog
-        observe.wait_drained(url, plan.drain_timeout)
-    paced_requests = callbacks.generate(int(result.rate * plan.rate_duration))
-    since = time.time()
-    sampler = observe.BacklogSampler(url) if url else contextlib.nullcontext()
-    with sampler, observe.ForeignCpu(*ours, postgres=database == "postgres") as cpu:
-        result.paced = load.run_constant_rate(server.port, paced_requests, result.rate,
-                                              connections=plan.paced_connections)
-    result.paced_other_cpu = cpu.cores
-    check(result.paced, server.name)
-    print(f"   {result.rate:,.0f} req/s constant: ack p99 {result.paced.p99 or 0:.1f} ms, "
-          f"statuses {result.paced.statuses}, errors {result.paced.socket_errors}", flush=True)
-    if url:
-        result.backlog = sampler.verdict(result.rate)
-        result.drained_after = observe.wait_drained(url, plan.drain_timeout)
-        result.lag = observe.end_to_end_lag(url, since)
-        print(f"   lag p50 {result.lag.p50 or 0:.0f} ms p99 {result.lag.p99 or 0:.0f} ms, "
-              f"backlog max {result.backlog[0]}, drained after {result.drained_after}", flush=True)
+        (RESULTS / f"profile-{tag}-{part}.txt").write_text(hotspots.summarise(workdir / f"{tag}-{part}.spy"))
+    result = report.ServerResult(label, database, full_speed, cpu.other_cores,
+                                 cpu_ms=tuple(1000 * s / max(1, full_speed.requests) for s in
+                                              (cpu.web_seconds, cpu.worker_seconds, cpu.postgres_seconds)))
+    if plan.rate_duration:
+        half_bare = rate or full_speed.rps / 2
+        if url and full_speed.rps < half_bare:
+            # The bare rate overloads the project: measure the lag where it can keep up, first,
+            # so the overload's backlog cannot leak into it.
+            result.paced.append(paced_run(server, database, plan, full_speed.rps / 2, "half its own maximum"))
+        result.paced.append(paced_run(server, database, plan, half_bare, "half the bare maximum"))
 
     result.web_rss = [x for x in map(observe.peak_rss_mib, server.web_pids()) if x is not None]
     if server.worker:
         result.worker_rss = observe.peak_rss_mib(server.worker.pid)
     return result
+
+
+def paced_run(server: servers.Server, database: str, plan: Plan, rate: float, why: str) -> report.PacedRun:
+    """Send at `rate` for plan.rate_duration; for the project, sample the backlog and read the lag."""
+    url = server.database_url
+    ours = (server.master.pid, server.worker.pid if server.worker else None)
+    if url:  # start from an empty backlog
+        observe.wait_drained(url, plan.drain_timeout)
+    requests = callbacks.generate(int(rate * plan.rate_duration))
+    since = time.time()
+    sampler = observe.BacklogSampler(url) if url else contextlib.nullcontext()
+    with sampler, observe.CpuMeter(*ours, postgres_database=_pg_name(server)) as cpu:
+        outcome = load.run_constant_rate(server.port, requests, rate, connections=plan.paced_connections)
+    check(outcome, server.name)
+    run = report.PacedRun(rate, why, outcome, cpu.other_cores)
+    print(f"   {rate:,.0f} req/s constant ({why}): ack p99 {outcome.p99 or 0:.1f} ms, "
+          f"statuses {outcome.statuses}, unanswered {outcome.socket_errors}", flush=True)
+    if url:
+        run.backlog = sampler.verdict(rate)
+        run.drained_after = observe.wait_drained(url, plan.drain_timeout)
+        run.lag = observe.end_to_end_lag(url, since)
+        print(f"   lag p50 {run.lag.p50 or 0:.0f} ms p99 {run.lag.p99 or 0:.0f} ms, backlog max {run.backlog[0]}, "
+              f"drained after {run.drained_after}", flush=True)
+    return run
 
 
 def parse_args(argv=None):
@@ -129,12 +152,56 @@ def parse_args(argv=None):
                         "as its own `flask worker` process, or both")
     p.add_argument("--workers", type=int, default=2, help="gunicorn --workers (both servers)")
     p.add_argument("--worker-class", default="gthread", choices=("sync", "gthread"))
-    p.add_argument("--threads", type=int, default=4, help="gunicorn --threads, for gthread")
+    p.add_argument("--threads", type=int, default=8, help="gunicorn --threads, for gthread")
     p.add_argument("--connections", type=int, default=32, help="wrk connections")
     p.add_argument("--wrk-threads", type=int, default=1)
+    p.add_argument("--full-speed-only", action="store_true", help="skip the constant-rate runs (to compare settings)")
     p.add_argument("--profile", action="store_true",
                    help="sample one project web worker with py-spy (pip install py-spy) during full speed")
     return p.parse_args(argv)
+
+
+def describe(plan: Plan, settings: servers.Gunicorn) -> dict[str, str]:
+    return {
+        "gunicorn": f"the project's gunicorn.conf.py with `{settings}` (both servers)",
+        "load": f"wrk -t{plan.wrk_threads} -c{plan.connections}, {plan.warmup:g} s warm-up then {plan.duration:g} s; "
+                f"constant rate for {plan.rate_duration:g} s over up to {plan.paced_connections} connections",
+        "callbacks": "distinct and signed, never repeated: " + ", ".join(
+            f"{w}% {kind} ({via})" for w, kind, via in callbacks.MIX),
+        "durability": "SQLite WAL synchronous=FULL; PostgreSQL synchronous_commit=on (project defaults)",
+    }
+
+
+def measure_all(plan: Plan, settings: servers.Gunicorn, backends: list[str], variants: list[bool],
+                workdir: Path, *, profile: bool) -> list[report.ServerResult]:
+    """The bare handler, the project on each backend and worker variant, then the bare handler again."""
+    with servers.serve_bare(settings, workdir) as server:
+        bare = measure(server, "-", plan, workdir, expected_rps=3000)
+    results = [bare]
+    for backend in backends:
+        for worker_process in variants:
+            with contextlib.ExitStack() as stack:
+                url = stack.enter_context(servers.fresh_database(backend, workdir))
+                server = stack.enter_context(servers.serve_project(settings, url, workdir, worker_process=worker_process))
+                results.append(measure(server, backend, plan, workdir, rate=bare.full_speed.rps / 2, profile=profile,
+                                       expected_rps=max(500.0, bare.full_speed.rps)))
+    # The bare figure again, at full speed only: if the two differ much, the machine was noisy.
+    with servers.serve_bare(settings, workdir) as server:
+        results.append(measure(server, "-", replace(plan, rate_duration=0), workdir, expected_rps=3000,
+                               label="bare (again)"))
+    return results
+
+
+def measure_costs(backends: list[str], workdir: Path, fsync_before: tuple[float, float]) -> dict[str, str]:
+    costs = {name: f"{us:,.1f} µs" for name, us in micro.signature_costs().items()}
+    for backend in backends:
+        with servers.fresh_database(backend, workdir) as url:
+            costs[f"inbox.record_event, {backend} (one durable commit)"] = f"{micro.storage_cost(url):,.0f} µs"
+    fsync_after = micro.fsync_latency_us(str(workdir))
+    costs["write 4 KiB + fsync in the SQLite directory, p50 / p99 (start of run)"] = \
+        f"{fsync_before[0]:,.0f} / {fsync_before[1]:,.0f} µs"
+    costs["same, end of run"] = f"{fsync_after[0]:,.0f} / {fsync_after[1]:,.0f} µs"
+    return costs
 
 
 def _interrupted(signum, _frame):
@@ -145,7 +212,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     plan = Plan.from_args(args)
     load.require_wrk()
-    signal.signal(signal.SIGTERM, _interrupted)  # so every `with` below stops what it started
+    for signum in (signal.SIGINT, signal.SIGTERM):  # so every `with` below stops what it started
+        signal.signal(signum, _interrupted)
     settings = servers.Gunicorn(args.workers, args.worker_class, args.threads)
     notes = []
 
@@ -158,40 +226,12 @@ def main(argv=None) -> int:
     variants = {"thread": [False], "process": [True], "both": [False, True]}[args.worker]
 
     info = report.machine(servers.PG_ADMIN_URL if "postgres" in backends else None)
-    shown = {
-        "gunicorn": f"the project's gunicorn.conf.py with `{settings}` (both servers)",
-        "load": f"wrk -t{plan.wrk_threads} -c{plan.connections}, {plan.warmup:g} s warm-up then {plan.duration:g} s; "
-                f"constant rate for {plan.rate_duration:g} s over up to {plan.paced_connections} connections",
-        "callbacks": "distinct and signed, never repeated: " + ", ".join(
-            f"{w}% {kind} ({via})" for w, kind, via in callbacks.MIX),
-        "durability": "SQLite WAL synchronous=FULL; PostgreSQL synchronous_commit=on (project defaults)",
-    }
+    shown = describe(plan, settings)
     print("\n".join(f"{k}: {v}" for k, v in {**info, **shown}.items()), flush=True)
-
     with tempfile.TemporaryDirectory(prefix="receiver-bench-") as tmp:
-        workdir = Path(tmp)
         fsync_before = micro.fsync_latency_us(tmp)
-        results = []
-        with servers.serve_bare(settings, workdir) as server:
-            bare = measure(server, "-", plan, workdir, expected_rps=3000)
-        results.append(bare)
-        for backend in backends:
-            for worker_process in variants:
-                with contextlib.ExitStack() as stack:
-                    url = stack.enter_context(servers.fresh_database(backend, workdir))
-                    server = stack.enter_context(
-                        servers.serve_project(settings, url, workdir, worker_process=worker_process))
-                    results.append(measure(server, backend, plan, workdir, rate=bare.rate, profile=args.profile,
-                                           expected_rps=max(500.0, bare.full_speed.rps)))
-
-        costs = {name: f"{us:,.1f} µs" for name, us in micro.signature_costs().items()}
-        for backend in backends:
-            with servers.fresh_database(backend, workdir) as url:
-                costs[f"inbox.record_event, {backend} (one durable commit)"] = f"{micro.storage_cost(url):,.0f} µs"
-        fsync_after = micro.fsync_latency_us(tmp)
-        costs["write 4 KiB + fsync in the SQLite directory, p50 / p99 (start of run)"] = \
-            f"{fsync_before[0]:,.0f} / {fsync_before[1]:,.0f} µs"
-        costs["same, end of run"] = f"{fsync_after[0]:,.0f} / {fsync_after[1]:,.0f} µs"
+        results = measure_all(plan, settings, backends, variants, Path(tmp), profile=args.profile)
+        costs = measure_costs(backends, Path(tmp), fsync_before)
 
     notes.append("other CPU load: cores busy with something other than the benchmark's own processes during "
                  "the measurement (the machine may be shared); figures taken while it is high are noisy.")

@@ -155,21 +155,29 @@ def serve_bare(settings: Gunicorn, workdir: Path):
         _stop(master)
 
 
+def project_env(database_url: str, *, worker_in_web: bool = True) -> dict[str, str]:
+    return dict(os.environ, **callbacks.server_env(), DATABASE_URL=database_url,
+                WORKER_IN_WEB="true" if worker_in_web else "false", APP_ENV="production")
+
+
+def init_database(database_url: str) -> None:
+    """Bring the schema up to date once, the project's release step, before several processes race to."""
+    subprocess.run([str(BIN / "flask"), "--app", "app", "init-db"], cwd=ROOT, env=project_env(database_url),
+                   check=True, timeout=60, capture_output=True)
+
+
 @contextlib.contextmanager
 def serve_project(settings: Gunicorn, database_url: str, workdir: Path, *, worker_process: bool = False):
     """gunicorn serving the project on `database_url`; with `worker_process`, the worker runs as `flask worker`."""
     name = "project+worker" if worker_process else "project"
     port, log_path = free_port(), workdir / f"{name}.log"
-    env = dict(os.environ, **callbacks.server_env(), DATABASE_URL=database_url,
-               WORKER_IN_WEB="false" if worker_process else "true", APP_ENV="production")
-    flask = [str(BIN / "flask"), "--app", "app"]
-    # Create the tables once, before several gunicorn workers race to do it.
-    subprocess.run([*flask, "init-db"], cwd=ROOT, env=env, check=True, timeout=60, capture_output=True)
+    env = project_env(database_url, worker_in_web=not worker_process)
+    init_database(database_url)
     master = _start([*settings.args(port), "app:create_app()"], env, log_path, ROOT)
     worker = None
     try:
         if worker_process:
-            worker = _start([*flask, "worker"], env, workdir / f"{name}-worker.log", ROOT)
+            worker = _start([str(BIN / "flask"), "--app", "app", "worker"], env, workdir / f"{name}-worker.log", ROOT)
         _wait_ready(port, master, log_path)
         yield Server(name, port, master, database_url=database_url, worker=worker, log_path=log_path)
     finally:

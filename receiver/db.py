@@ -5,7 +5,11 @@ synchronous=FULL, so a committed write survives power loss; DATABASE_URL selects
 """
 from __future__ import annotations
 
+import logging
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 
 from flask import Flask
@@ -28,9 +32,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
 
 from receiver import migrate
+
+log = logging.getLogger("receiver.db")
 
 metadata = MetaData()
 
@@ -197,7 +204,9 @@ def make_engine(url: str, timeout: float = 5.0, *, durable: bool = True) -> Engi
         return engine
     return create_engine(
         url,
-        pool_pre_ping=True,
+        # Test each pooled connection before a request uses it (a database restart would
+        # otherwise cost one 503); the worker skips the round trip and retries on its own.
+        pool_pre_ping=durable,
         pool_size=5,
         max_overflow=5,
         pool_timeout=timeout,
@@ -220,9 +229,37 @@ def init_app(app: Flask) -> None:
     """Open the engine for this app and bring the schema up to date (migrations/versions/)."""
     url = database_url(app.config.get("DATABASE_URL"), app.instance_path)
     engine = make_engine(url, app.config["DATABASE_TIMEOUT_SECONDS"])
-    migrate.upgrade(engine)
+    try:
+        migrate.upgrade(engine)
+    except OperationalError as exc:
+        # A web process restarted during a database outage must still come up and answer 503
+        # until the database is back; the release step (`flask init-db`) fails loudly instead.
+        log.warning("database unreachable at start, schema not checked: %s", exc.__class__.__name__)
     app.extensions["engine"] = engine
     app.extensions["worker_engine"] = make_engine(url, app.config["DATABASE_TIMEOUT_SECONDS"], durable=False)
+
+
+_writer_locks: dict[str, threading.Lock] = {}
+_writer_locks_guard = threading.Lock()
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """`engine.begin()`; on SQLite, first take turns with this process's other writers.
+
+    SQLite has one writer at a time, and a writer that finds it busy waits in SQLite's busy
+    handler, which sleeps 1 ms, then 2, 5 ... up to 100 ms between tries: under load, threads
+    of one process pile up in those sleeps. A Python lock hands the database to the next
+    writer the moment the previous one commits.
+    """
+    if engine.dialect.name != "sqlite":
+        with engine.begin() as conn:
+            yield conn
+        return
+    with _writer_locks_guard:
+        lock = _writer_locks.setdefault(str(engine.url.database), threading.Lock())
+    with lock, engine.begin() as conn:
+        yield conn
 
 
 def get_engine(app: Flask) -> Engine:

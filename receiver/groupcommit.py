@@ -13,9 +13,10 @@ import queue
 import threading
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from receiver import inbox
+from receiver.db import write_transaction
 
 log = logging.getLogger("receiver.groupcommit")
 
@@ -92,13 +93,16 @@ class GroupCommitter:
 
     def _commit(self, batch: list[_Pending]) -> None:
         try:
-            with self.engine.begin() as conn:
+            with write_transaction(self.engine) as conn:
                 results = [inbox.insert_event(conn, p.values) for p in batch]
             self.commits += 1
         except SQLAlchemyError as exc:
-            if len(batch) == 1:
-                batch[0].error = exc
-                batch[0].done.set()
+            if len(batch) == 1 or isinstance(exc, OperationalError):
+                # The database itself is unavailable (locked, down, timed out): retrying each
+                # callback alone would only make every request wait the timeout again.
+                for pending in batch:
+                    pending.error = exc
+                    pending.done.set()
                 return
             # One callback the database refuses must not fail the others: commit each alone.
             log.warning("group commit of %d callbacks failed (%s); committing one by one", len(batch), exc.__class__.__name__)

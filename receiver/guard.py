@@ -14,7 +14,7 @@ from flask import Flask
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from receiver.db import get_engine, iso, rejections
+from receiver.db import get_engine, iso, rejections, write_transaction
 from receiver.signatures import SMS_SIGNATURE_METHODS, Keyring, SignatureError, verify_jwt, verify_sms
 
 log = logging.getLogger("receiver.guard")
@@ -116,7 +116,7 @@ def record_rejection(app: Flask, *, path: str, remote_addr: str | None, error: S
     engine = get_engine(app)
     keep = app.config["REJECTIONS_KEPT"]
     try:
-        with engine.begin() as conn:
+        with write_transaction(engine) as conn:
             new_id = conn.execute(
                 rejections.insert()
                 .values(at=time.time(), path=path[:255], remote_addr=remote_addr, reason=error.reason, detail=str(error)[:500])

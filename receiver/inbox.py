@@ -14,7 +14,7 @@ from functools import lru_cache
 from sqlalchemy import and_, bindparam, delete, func, literal_column, or_, select, update
 from sqlalchemy.engine import Connection, Dialect, Engine
 
-from receiver.db import events, insert_for, iso, rejections, sms_groups, sms_parts
+from receiver.db import events, insert_for, iso, rejections, sms_groups, sms_parts, write_transaction
 
 CLAIMABLE_STATES = ("pending", "failed")
 # Only finished events are ever pruned: pending, processing, failed and dead ones are kept.
@@ -102,7 +102,7 @@ def record_event(engine: Engine, **fields) -> Recorded:
 
     :raises sqlalchemy.exc.SQLAlchemyError: when the database cannot take the write.
     """
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         return insert_event(conn, event_values(**fields))
 
 
@@ -136,7 +136,7 @@ def claim_next(engine: Engine, worker_name: str, lease_seconds: float, now: floa
         )
         .returning(*events.c)
     )
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         return conn.execute(stmt).first()
 
 
@@ -147,7 +147,7 @@ def _settle(engine: Engine, event_id: int, worker_name: str, **values) -> bool:
         .where(events.c.id == event_id, events.c.state == "processing", events.c.claimed_by == worker_name)
         .values(lease_until=None, **values)
     )
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         return conn.execute(stmt).rowcount == 1
 
 
@@ -202,7 +202,7 @@ def replay(engine: Engine, event_id: int) -> bool:
         .where(events.c.id == event_id, events.c.state.in_(REPLAYABLE_STATES))
         .values(state="pending", attempts=0, available_at=time.time(), lease_until=None, claimed_by=None)
     )
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         return conn.execute(stmt).rowcount == 1
 
 
@@ -269,7 +269,7 @@ def prune(engine: Engine, older_than_seconds: float, now: float | None = None) -
     """Delete finished events (done, invalid) received before the cutoff, with old rejections and
     joined SMS parts. Never touches pending, processing, failed or dead events, nor message state."""
     cutoff = (time.time() if now is None else now) - older_than_seconds
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         deleted_events = conn.execute(
             delete(events).where(events.c.state.in_(PRUNABLE_STATES), events.c.received_at < cutoff)
         ).rowcount

@@ -11,7 +11,7 @@ import time
 from sqlalchemy import or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from receiver.db import insert_for, message_history, messages
+from receiver.db import insert_for, message_history, messages, write_transaction
 from schemas import Event
 
 # Messages API statuses and SMS API DLR statuses on one scale. Anything not listed (a status
@@ -83,7 +83,7 @@ def record_status(engine: Engine, event: Event) -> bool:
     """
     now = time.time()
     rank = STATUS_RANK.get(event.status, 0)
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         _ensure_row(conn, event, "outbound", now)
         # One conditional UPDATE: concurrent workers cannot both "win" with an older status.
         moved = conn.execute(
@@ -107,7 +107,7 @@ def record_status(engine: Engine, event: Event) -> bool:
 def record_inbound(engine: Engine, event: Event) -> None:
     """Keep an inbound message (text, media, who sent it) as a message row with status 'received'."""
     now = time.time()
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         _ensure_row(conn, event, "inbound", now)
         conn.execute(
             update(messages)

@@ -47,7 +47,7 @@ def upgrade(engine: Engine) -> None:
     current, head = current_revision(engine), head_revision()
     if current == head:
         return  # the usual start: nothing to do, no lock taken
-    log.warning("migrating the database from revision %s to %s", current, head)
+    log.info("migrating the database from revision %s to %s", current, head)
     with _run_lock, engine.begin() as conn:
         _serialize(conn)
         if _made_without_alembic(conn):

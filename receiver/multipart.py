@@ -11,7 +11,7 @@ import time
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
 
-from receiver.db import events, insert_for, sms_groups, sms_parts
+from receiver.db import events, insert_for, sms_groups, sms_parts, write_transaction
 from schemas import Event
 
 
@@ -40,7 +40,7 @@ def collect(engine: Engine, event: Event, timeout: float, now: float | None = No
     key, part, total = part_info(event)
     now = time.time() if now is None else now
     insert = insert_for(engine)
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         conn.execute(
             insert(sms_groups)
             .values(group_key=key, total=total, first_seen=now, incomplete=False)
@@ -108,7 +108,7 @@ def collect(engine: Engine, event: Event, timeout: float, now: float | None = No
 def requeue_expired(engine: Engine, timeout: float, now: float | None = None) -> int:
     """Put one part event of each timed-out group back in the queue, so it dispatches what arrived."""
     now = time.time() if now is None else now
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         latest = (
             select(func.max(sms_parts.c.event_id))
             .join(sms_groups, sms_groups.c.group_key == sms_parts.c.group_key)

@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 import handlers
 from receiver import inbox, messages, metrics, multipart
-from receiver.db import get_worker_engine, insert_for, workers
+from receiver.db import get_worker_engine, insert_for, workers, write_transaction
 from receiver.payloads import MESSAGES_KINDS, DuplicateParameter, json_object, sms_params
 from schemas import Event, InvalidPayload, load_event
 
@@ -193,7 +193,7 @@ class Worker:
 def beat(engine, name: str, processed: int, now: float) -> None:
     """Record that this worker is alive."""
     insert = insert_for(engine)
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         conn.execute(
             insert(workers)
             .values(name=name, seen_at=now, processed=processed)

@@ -1,0 +1,197 @@
+"""A bounded load generator for the fault tests: distinct, correctly signed callbacks, sent and retried
+the way Vonage does.
+
+Callbacks are built from receiver.samples in a realistic mix and signed exactly as tests/conftest.py's
+`Vonage` does. `send` delivers them from a few threads and retries anything that got no answer or a
+5xx, with a short backoff, until it gets a 2xx or the deadline passes; its `Report` says which
+deliveries were acknowledged, after how many attempts, and what every attempt was answered.
+"""
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from urllib.parse import urlencode
+
+import requests
+
+from receiver import samples
+from receiver.signatures import sign_jwt, sign_sms
+from tests.conftest import API_KEY, PATHS, SECRET, SMS_METHOD, compact
+from tests.recording_app import effect_key
+
+# What a busy account receives: mostly statuses, some inbound traffic, SMS API receipts.
+# (weight, route kind, transport)
+MIX = (
+    (40, "message-status", "json"),
+    (15, "inbound-message", "json"),
+    (8, "inbound-sms", "GET"),
+    (4, "inbound-sms", "form"),
+    (23, "delivery-receipt", "GET"),
+    (10, "delivery-receipt", "form"),
+)
+STATUS_CHANNELS = ("sms", "sms", "sms", "whatsapp", "whatsapp", "mms", "messenger", "viber_service", "rcs")
+STATUS_WEIGHTS = {"submitted": 35, "delivered": 40, "read": 15, "rejected": 5, "undeliverable": 5}
+DLR_WEIGHTS = {"delivered": 70, "accepted": 10, "buffered": 5, "failed": 6, "expired": 4, "rejected": 3, "unknown": 2}
+EVENT_KINDS = {"message-status": "status", "delivery-receipt": "status",
+               "inbound-message": "inbound", "inbound-sms": "inbound"}
+
+
+@dataclass(frozen=True, eq=False)
+class Callback:
+    """One signed request, ready to send as many times as needed (a retry or a duplicate is the same bytes)."""
+
+    kind: str  # the route's kind, as stored in events.kind
+    method: str
+    path: str  # with the query string for a GET
+    body: bytes
+    headers: dict
+    message_id: str
+    status: str | None  # None for inbound messages (events.status is None for them too)
+
+    @property
+    def key(self) -> str:
+        """The natural identity the recording app writes to test_effects when this callback is dispatched."""
+        return effect_key(EVENT_KINDS[self.kind], self.message_id, self.status)
+
+
+def messages_callback(kind: str, payload: dict, *, secret: str = SECRET, api_key: str = API_KEY) -> Callback:
+    body = compact(payload)
+    token = sign_jwt(body, secret, api_key=api_key)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    status = payload["status"] if kind == "message-status" else None
+    return Callback(kind, "POST", PATHS[kind], body, headers, payload["message_uuid"], status)
+
+
+def sms_callback(kind: str, params: dict, via: str = "GET", *, secret: str = SECRET, api_key: str = API_KEY,
+                 method: str = SMS_METHOD) -> Callback:
+    signed = sign_sms(dict(params, **{"api-key": api_key}), secret, method, nonce=str(uuid.uuid4()))
+    status = signed["status"] if kind == "delivery-receipt" else None
+    encoded = urlencode(signed)
+    if via == "GET":
+        return Callback(kind, "GET", f"{PATHS[kind]}?{encoded}", b"", {}, signed["messageId"], status)
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    return Callback(kind, "POST", PATHS[kind], encoded.encode(), headers, signed["messageId"], status)
+
+
+def _pick(weights: dict[str, int], rng: random.Random) -> str:
+    return rng.choices(list(weights), weights=list(weights.values()))[0]
+
+
+def build(count: int, seed: int | None = None) -> list[Callback]:
+    """`count` distinct signed callbacks in the MIX proportions (fresh ids each, so no two share a key)."""
+    rng = random.Random(seed)
+    built = []
+    for _, kind, via in rng.choices(MIX, weights=[w for w, _, _ in MIX], k=count):
+        if kind == "message-status":
+            channel = rng.choice(STATUS_CHANNELS)
+            status = _pick(STATUS_WEIGHTS, rng)
+            if status == "read" and channel in ("sms", "mms"):
+                status = "delivered"  # SMS and MMS have no read receipts
+            built.append(messages_callback(kind, samples.message_status(status, channel)))
+        elif kind == "inbound-message":
+            channel = rng.choice(STATUS_CHANNELS)
+            types = samples.INBOUND_TYPES[channel]
+            message_type = "text" if rng.random() < 0.7 else rng.choice(types)
+            built.append(messages_callback(kind, samples.inbound_message(channel, message_type)))
+        elif kind == "inbound-sms":
+            built.append(sms_callback(kind, samples.inbound_sms(), via))
+        else:
+            built.append(sms_callback(kind, samples.delivery_receipt(_pick(DLR_WEIGHTS, rng)), via))
+    return built
+
+
+@dataclass
+class Report:
+    """What one `send` run saw. A delivery is one intended send of a callback; an attempt is one HTTP request."""
+
+    deliveries: int
+    seconds: float = 0.0
+    answers: Counter = field(default_factory=Counter)  # status code (or "no answer") -> attempts
+    attempts: list[int] = field(default_factory=list)  # per delivery
+    final: list = field(default_factory=list)  # per delivery: the last answer (200, 401, "no answer"...) or None
+    # Every attempt: (sent at, answered at, status code or "no answer"), time.monotonic() seconds.
+    timeline: list[tuple[float, float, object]] = field(default_factory=list)
+    done: int = 0  # deliveries finished so far, readable while `send` runs
+
+    @property
+    def acknowledged(self) -> list[int]:
+        """Indexes of the deliveries that got a 2xx."""
+        return [i for i, code in enumerate(self.final) if isinstance(code, int) and 200 <= code < 300]
+
+    @property
+    def retries(self) -> int:
+        return sum(self.attempts) - sum(1 for a in self.attempts if a)
+
+    def summary(self) -> str:
+        codes = ", ".join(f"{code}: {n}" for code, n in sorted(self.answers.items(), key=str))
+        return (f"{self.deliveries} deliveries in {self.seconds:.1f}s, {len(self.acknowledged)} acknowledged, "
+                f"{sum(self.attempts)} attempts ({self.retries} retries, max {max(self.attempts, default=0)} "
+                f"for one delivery); answers {{{codes}}}")
+
+
+def _attempt(session: requests.Session, url: str, callback: Callback, timeout) -> object:
+    try:
+        response = session.request(callback.method, url + callback.path, data=callback.body or None,
+                                   headers=callback.headers, timeout=timeout)
+        response.close()
+        return response.status_code
+    except requests.RequestException:
+        return "no answer"
+
+
+def send(urls: str | list[str], deliveries: list[Callback], *, threads: int = 4, deadline: float = 60.0,
+         timeout: tuple[float, float] = (2.0, 10.0), backoff: float = 0.05, max_backoff: float = 0.5,
+         report: Report | None = None) -> Report:
+    """Deliver each callback in order from `threads` threads (delivery i goes to urls[i % len(urls)]).
+
+    A delivery that got no answer or a 5xx is retried, with backoff and jitter, until a 2xx or a 4xx,
+    or until `deadline` seconds after the start; then its last answer stays in `final`.
+    Pass a `report` to watch `report.done` from another thread while this runs.
+    """
+    urls = [urls] if isinstance(urls, str) else list(urls)
+    report = report or Report(len(deliveries))
+    report.attempts = [0] * len(deliveries)
+    report.final = [None] * len(deliveries)
+    lock = threading.Lock()
+    next_index = iter(range(len(deliveries)))
+    started = time.monotonic()
+    stop_at = started + deadline
+
+    def run() -> None:
+        rng = random.Random()
+        with requests.Session() as session:
+            while True:
+                with lock:
+                    i = next(next_index, None)
+                if i is None:
+                    return
+                url, callback = urls[i % len(urls)], deliveries[i]
+                while True:
+                    sent = time.monotonic()
+                    code = _attempt(session, url, callback, timeout)
+                    answered = time.monotonic()
+                    with lock:
+                        report.attempts[i] += 1
+                        report.answers[code] += 1
+                        report.timeline.append((sent, answered, code))
+                        report.final[i] = code
+                    retry = code == "no answer" or code >= 500
+                    if not retry or answered >= stop_at:
+                        break
+                    delay = min(max_backoff, backoff * 2 ** min(report.attempts[i] - 1, 10))
+                    time.sleep(min(delay * rng.uniform(0.5, 1.0), max(0.0, stop_at - answered)))
+                with lock:
+                    report.done += 1
+
+    workers = [threading.Thread(target=run, name=f"load-{n}", daemon=True) for n in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        # Every attempt is bounded by `timeout`, so the threads finish shortly after the deadline.
+        t.join(timeout=deadline + sum(timeout) + 5)
+    report.seconds = time.monotonic() - started
+    return report
