@@ -14,7 +14,16 @@ from functools import lru_cache
 from sqlalchemy import and_, bindparam, delete, func, literal_column, or_, select, update
 from sqlalchemy.engine import Connection, Dialect, Engine
 
-from receiver.db import events, insert_for, iso, rejections, sms_groups, sms_parts, write_transaction
+from receiver.db import (
+    events,
+    execute_prepared,
+    insert_for,
+    iso,
+    rejections,
+    sms_groups,
+    sms_parts,
+    write_transaction,
+)
 
 CLAIMABLE_STATES = ("pending", "failed")
 # Only finished events are ever pruned: pending, processing, failed and dead ones are kept.
@@ -106,11 +115,30 @@ def record_event(engine: Engine, **fields) -> Recorded:
         return insert_event(conn, event_values(**fields))
 
 
-def _claimable(now: float):
+def _claimable():
+    now = bindparam("now")
     return or_(
-        and_(events.c.state.in_(CLAIMABLE_STATES), events.c.available_at <= now),
+        and_(or_(events.c.state == "pending", events.c.state == "failed"), events.c.available_at <= now),
         # A worker that died mid-event leaves it "processing"; its lease running out frees it.
         and_(events.c.state == "processing", events.c.lease_until < now),
+    )
+
+
+def _claim_statement(dialect_name: str):
+    candidate = select(events.c.id).where(_claimable()).order_by(events.c.id).limit(1)
+    if dialect_name == "postgresql":
+        candidate = candidate.with_for_update(skip_locked=True)
+    return (
+        update(events)
+        .where(events.c.id == candidate.scalar_subquery())
+        .where(_claimable())
+        .values(
+            state="processing",
+            attempts=events.c.attempts + literal_column("1"),
+            lease_until=bindparam("lease_until"),
+            claimed_by=bindparam("worker"),
+        )
+        .returning(*events.c)
     )
 
 
@@ -121,34 +149,27 @@ def claim_next(engine: Engine, worker_name: str, lease_seconds: float, now: floa
     SQLite: one conditional UPDATE; SQLite runs a write statement under its single write lock.
     """
     now = time.time() if now is None else now
-    candidate = select(events.c.id).where(_claimable(now)).order_by(events.c.id).limit(1)
-    if engine.dialect.name == "postgresql":
-        candidate = candidate.with_for_update(skip_locked=True)
-    stmt = (
-        update(events)
-        .where(events.c.id == candidate.scalar_subquery())
-        .where(_claimable(now))
-        .values(
-            state="processing",
-            attempts=events.c.attempts + 1,
-            lease_until=now + lease_seconds,
-            claimed_by=worker_name,
-        )
-        .returning(*events.c)
-    )
+    params = {"now": now, "lease_until": now + lease_seconds, "worker": worker_name}
     with write_transaction(engine) as conn:
-        return conn.execute(stmt).first()
+        build = lambda: _claim_statement(conn.dialect.name)  # noqa: E731
+        return execute_prepared(conn, "claim_next", build, params).first()
 
 
 def _settle(engine: Engine, event_id: int, worker_name: str, **values) -> bool:
     # Only the claim holder may settle: a worker whose lease ran out must not overwrite a newer claim.
-    stmt = (
-        update(events)
-        .where(events.c.id == event_id, events.c.state == "processing", events.c.claimed_by == worker_name)
-        .values(lease_until=None, **values)
-    )
+    names = tuple(sorted(values))
+
+    def build():
+        return (
+            update(events)
+            .where(events.c.id == bindparam("event_id"), events.c.state == "processing",
+                   events.c.claimed_by == bindparam("worker"))
+            .values(lease_until=None, **{name: bindparam(f"v_{name}") for name in names})
+        )
+
+    params = {"event_id": event_id, "worker": worker_name, **{f"v_{k}": v for k, v in values.items()}}
     with write_transaction(engine) as conn:
-        return conn.execute(stmt).rowcount == 1
+        return execute_prepared(conn, "settle:" + ",".join(names), build, params).rowcount == 1
 
 
 def mark_done(engine: Engine, event_id: int, worker_name: str, *, message_id=None, status=None, note=None) -> bool:

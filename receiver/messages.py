@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 import time
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from receiver.db import insert_for, message_history, messages, write_transaction
+from receiver.db import execute_prepared, insert_for, message_history, messages, write_transaction
 from schemas import Event
 
 # Messages API statuses and SMS API DLR statuses on one scale. Anything not listed (a status
@@ -39,41 +39,66 @@ def _iso(event: Event) -> str | None:
 
 
 def _ensure_row(conn: Connection, event: Event, direction: str, now: float) -> None:
-    insert = insert_for(conn)
-    conn.execute(
-        insert(messages)
-        .values(
-            message_id=event.message_id,
-            direction=direction,
-            channel=event.channel,
-            status=None,
-            status_rank=-1,
-            to_number=event.to,
-            from_number=event.from_,
-            client_ref=event.client_ref,
-            created_at=now,
-            updated_at=now,
+    def build():
+        return (
+            insert_for(conn)(messages)
+            .values(
+                message_id=bindparam("message_id"),
+                direction=bindparam("direction"),
+                channel=bindparam("channel"),
+                status=None,
+                status_rank=-1,
+                to_number=bindparam("to"),
+                from_number=bindparam("from"),
+                client_ref=bindparam("client_ref"),
+                incomplete=False,  # column defaults are not applied to prepared statements
+                created_at=bindparam("now"),
+                updated_at=bindparam("now"),
+            )
+            .on_conflict_do_nothing(index_elements=[messages.c.message_id])
         )
-        .on_conflict_do_nothing(index_elements=[messages.c.message_id])
-    )
+
+    execute_prepared(conn, "messages.ensure_row", build, {
+        "message_id": event.message_id, "direction": direction, "channel": event.channel, "to": event.to,
+        "from": event.from_, "client_ref": event.client_ref, "now": now,
+    })
 
 
 def _record_history(conn: Connection, event: Event, status: str, applied: bool, now: float) -> None:
-    insert = insert_for(conn)
-    error_code = (event.error or {}).get("code")
-    conn.execute(
-        insert(message_history)
-        .values(
-            message_id=event.message_id,
-            event_id=event.event_id,
-            status=status,
-            timestamp=_iso(event),
-            applied=applied,
-            error_code=None if error_code is None else str(error_code),
-            recorded_at=now,
+    def build():
+        return (
+            insert_for(conn)(message_history)
+            .values({name: bindparam(name) for name in (
+                "message_id", "event_id", "status", "timestamp", "applied", "error_code", "recorded_at")})
+            .on_conflict_do_nothing(index_elements=[message_history.c.message_id, message_history.c.event_id])
         )
-        .on_conflict_do_nothing(index_elements=[message_history.c.message_id, message_history.c.event_id])
+
+    error_code = (event.error or {}).get("code")
+    execute_prepared(conn, "messages.history", build, {
+        "message_id": event.message_id, "event_id": event.event_id, "status": status, "timestamp": _iso(event),
+        "applied": applied, "error_code": None if error_code is None else str(error_code), "recorded_at": now,
+    })
+
+
+def _move_status():
+    rank = bindparam("rank")
+    return (
+        update(messages)
+        .where(messages.c.message_id == bindparam("message_id"))
+        # One conditional UPDATE: concurrent workers cannot both "win" with an older status.
+        .where(or_(messages.c.status_rank < rank, messages.c.status.is_(None)))
+        .values(
+            status=bindparam("status"),
+            status_rank=rank,
+            status_timestamp=bindparam("timestamp"),
+            updated_at=bindparam("now"),
+            client_ref=func.coalesce(bindparam("client_ref"), messages.c.client_ref),
+        )
     )
+
+
+def _current_status():
+    return select(messages.c.status).where(messages.c.message_id == bindparam("message_id"))
 
 
 def record_status(engine: Engine, event: Event) -> bool:
@@ -82,26 +107,31 @@ def record_status(engine: Engine, event: Event) -> bool:
     Sets `event.superseded` when a later status had already been recorded.
     """
     now = time.time()
-    rank = STATUS_RANK.get(event.status, 0)
     with write_transaction(engine) as conn:
         _ensure_row(conn, event, "outbound", now)
-        # One conditional UPDATE: concurrent workers cannot both "win" with an older status.
-        moved = conn.execute(
-            update(messages)
-            .where(messages.c.message_id == event.message_id)
-            .where(or_(messages.c.status_rank < rank, messages.c.status.is_(None)))
-            .values(
-                status=event.status,
-                status_rank=rank,
-                status_timestamp=_iso(event),
-                updated_at=now,
-                client_ref=messages.c.client_ref if event.client_ref is None else event.client_ref,
-            )
-        ).rowcount == 1
+        moved = execute_prepared(conn, "messages.move_status", _move_status, {
+            "message_id": event.message_id, "rank": STATUS_RANK.get(event.status, 0), "status": event.status,
+            "timestamp": _iso(event), "now": now, "client_ref": event.client_ref,
+        }).rowcount == 1
         _record_history(conn, event, event.status, moved, now)
-        current = conn.execute(select(messages.c.status).where(messages.c.message_id == event.message_id)).scalar()
+        current = execute_prepared(conn, "messages.current_status", _current_status,
+                                   {"message_id": event.message_id}).scalar()
     event.superseded = not moved and current != event.status
     return moved
+
+
+def _receive():
+    return (
+        update(messages)
+        .where(messages.c.message_id == bindparam("message_id"))
+        .values(
+            direction="inbound",
+            status="received",
+            status_rank=STATUS_RANK["received"],
+            **{name: bindparam(name) for name in (
+                "status_timestamp", "message_type", "text", "content", "incomplete", "updated_at")},
+        )
+    )
 
 
 def record_inbound(engine: Engine, event: Event) -> None:
@@ -109,21 +139,11 @@ def record_inbound(engine: Engine, event: Event) -> None:
     now = time.time()
     with write_transaction(engine) as conn:
         _ensure_row(conn, event, "inbound", now)
-        conn.execute(
-            update(messages)
-            .where(messages.c.message_id == event.message_id)
-            .values(
-                direction="inbound",
-                status="received",
-                status_rank=STATUS_RANK["received"],
-                status_timestamp=_iso(event),
-                message_type=event.message_type,
-                text=event.text,
-                content=json.dumps(event.content) if event.content else None,
-                incomplete=event.incomplete,
-                updated_at=now,
-            )
-        )
+        execute_prepared(conn, "messages.receive", _receive, {
+            "message_id": event.message_id, "status_timestamp": _iso(event), "message_type": event.message_type,
+            "text": event.text, "content": json.dumps(event.content) if event.content else None,
+            "incomplete": event.incomplete, "updated_at": now,
+        })
         _record_history(conn, event, "received", True, now)
 
 

@@ -4,6 +4,7 @@ Pure parsing: no Flask, no storage, no handler calls.
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from marshmallow import Schema, ValidationError
@@ -50,6 +51,12 @@ def load_event(kind: str, payload: dict[str, Any]) -> Event:
     if isinstance(schema, dict):
         schema = schema[messages_version(payload)]
     try:
-        return schema().load(payload)
+        return _instance(schema).load(payload)
     except ValidationError as err:
         raise InvalidPayload(err.normalized_messages()) from err
+
+
+@lru_cache(maxsize=None)
+def _instance(schema_class):
+    # One instance per schema class: building a schema (and its nested ones) costs more than loading.
+    return schema_class()
