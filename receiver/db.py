@@ -10,6 +10,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+
 from datetime import datetime, timezone
 
 from flask import Flask
@@ -36,6 +37,11 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
 from receiver import migrate
+
+try:
+    import fcntl
+except ImportError:  # Windows: threads of one process still take turns
+    fcntl = None
 
 log = logging.getLogger("receiver.db")
 
@@ -239,25 +245,56 @@ def init_app(app: Flask) -> None:
     app.extensions["worker_engine"] = make_engine(url, app.config["DATABASE_TIMEOUT_SECONDS"], durable=False)
 
 
-_writer_locks: dict[str, threading.Lock] = {}
+_writer_locks: dict[str, "_SqliteWriterLock"] = {}
 _writer_locks_guard = threading.Lock()
+
+
+class _SqliteWriterLock:
+    """Turns for the writers of one SQLite file: a thread lock within this process, and an
+    advisory file lock (flock) across the processes of this machine, where fcntl exists."""
+
+    def __init__(self, database: str):
+        self._thread_lock = threading.Lock()
+        self._path = database + ".writer-lock" if database and database != ":memory:" else None
+        self._fd: int | None = None
+        self._pid: int | None = None
+
+    def __enter__(self):
+        self._thread_lock.acquire()
+        if fcntl is not None and self._path:
+            try:
+                if self._pid != os.getpid():  # a forked child needs its own open file
+                    self._fd, self._pid = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600), os.getpid()
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            except OSError:
+                pass  # no lock file (read-only folder): SQLite's own locking still keeps data safe
+        return self
+
+    def __exit__(self, *exc):
+        if fcntl is not None and self._fd is not None and self._pid == os.getpid():
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            except OSError:
+                pass
+        self._thread_lock.release()
 
 
 @contextmanager
 def write_transaction(engine: Engine) -> Iterator[Connection]:
-    """`engine.begin()`; on SQLite, first take turns with this process's other writers.
+    """`engine.begin()`; on SQLite, first wait for this file's other writers to finish.
 
     SQLite has one writer at a time, and a writer that finds it busy waits in SQLite's busy
-    handler, which sleeps 1 ms, then 2, 5 ... up to 100 ms between tries: under load, threads
-    of one process pile up in those sleeps. A Python lock hands the database to the next
-    writer the moment the previous one commits.
+    handler, which sleeps 1 ms, then 2, 5 ... up to 100 ms between tries: under load, writers
+    pile up in those sleeps. A lock hands the database to the next writer the moment the
+    previous one commits: a thread lock within the process, a file lock across processes.
     """
     if engine.dialect.name != "sqlite":
         with engine.begin() as conn:
             yield conn
         return
+    database = str(engine.url.database)
     with _writer_locks_guard:
-        lock = _writer_locks.setdefault(str(engine.url.database), threading.Lock())
+        lock = _writer_locks.setdefault(database, _SqliteWriterLock(database))
     with lock, engine.begin() as conn:
         yield conn
 
