@@ -19,25 +19,13 @@ API_KEY = "a1b2c3d4"
 APPLICATION_ID = "aaaaaaaa-bbbb-4ccc-8ddd-0123456789ab"
 SMS_METHOD = "sha256"
 
-# What a busy account receives: mostly status callbacks, some inbound traffic, and SMS API DLRs.
-# (weight, kind, how it is sent)
-MIX = (
-    (40, "message-status", "json"),
-    (15, "inbound-message", "json"),
-    (8, "inbound-sms", "GET"),
-    (4, "inbound-sms", "form"),
-    (23, "delivery-receipt", "GET"),
-    (10, "delivery-receipt", "form"),
-)
+MIX = samples.TRAFFIC_MIX
 PATHS = {
     "message-status": "/webhooks/message-status",
     "inbound-message": "/webhooks/inbound-message",
     "inbound-sms": "/webhooks/inbound-sms",
     "delivery-receipt": "/webhooks/delivery-receipt",
 }
-STATUS_CHANNELS = ("sms", "sms", "sms", "whatsapp", "whatsapp", "mms", "messenger", "viber_service", "rcs")
-STATUS_WEIGHTS = {"submitted": 35, "delivered": 40, "read": 15, "rejected": 5, "undeliverable": 5}
-DLR_WEIGHTS = {"delivered": 70, "accepted": 10, "buffered": 5, "failed": 6, "expired": 4, "rejected": 3, "unknown": 2}
 
 
 def server_env() -> dict[str, str]:
@@ -62,29 +50,14 @@ def _http(method: str, target: str, headers: dict[str, str], body: bytes = b"") 
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
-def _pick(weights: dict[str, int], rng: random.Random) -> str:
-    return rng.choices(list(weights), weights=list(weights.values()))[0]
-
-
-def _messages_request(kind: str, rng: random.Random) -> bytes:
-    channel = rng.choice(STATUS_CHANNELS)
-    if kind == "message-status":
-        status = _pick(STATUS_WEIGHTS, rng)
-        if status == "read" and channel in ("sms", "mms"):
-            status = "delivered"  # SMS and MMS have no read receipts
-        payload = samples.message_status(status, channel)
-    else:
-        types = samples.INBOUND_TYPES[channel]
-        message_type = "text" if rng.random() < 0.7 else rng.choice(types[1:] or types)
-        payload = samples.inbound_message(channel, message_type)
+def _messages_request(kind: str, payload: dict) -> bytes:
     body = compact(payload)
     token = sign_jwt(body, SECRET, api_key=API_KEY, application_id=APPLICATION_ID)
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     return _http("POST", PATHS[kind], headers, body)
 
 
-def _sms_request(kind: str, via: str, rng: random.Random) -> bytes:
-    params = samples.inbound_sms() if kind == "inbound-sms" else samples.delivery_receipt(_pick(DLR_WEIGHTS, rng))
+def _sms_request(kind: str, via: str, params: dict) -> bytes:
     params = sign_sms(dict(params, **{"api-key": API_KEY}), SECRET, SMS_METHOD, nonce=str(uuid.uuid4()))
     encoded = urlencode(params)
     if via == "GET":
@@ -93,16 +66,11 @@ def _sms_request(kind: str, via: str, rng: random.Random) -> bytes:
 
 
 def generate(count: int, seed: int | None = None) -> list[bytes]:
-    """`count` distinct signed requests in the MIX proportions, shuffled."""
-    rng = random.Random(seed)
-    weights = [w for w, _, _ in MIX]
-    requests = []
-    for _, kind, via in rng.choices(MIX, weights=weights, k=count):
-        if via == "json":
-            requests.append(_messages_request(kind, rng))
-        else:
-            requests.append(_sms_request(kind, via, rng))
-    return requests
+    """`count` distinct signed requests in the samples.TRAFFIC_MIX proportions, shuffled."""
+    return [
+        _messages_request(kind, payload) if via == "json" else _sms_request(kind, via, payload)
+        for kind, via, payload in samples.traffic(count, random.Random(seed))
+    ]
 
 
 def write_slices(requests: list[bytes], directory: Path, name: str, slices: int) -> str:

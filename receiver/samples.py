@@ -270,3 +270,46 @@ def _sms_time(moment: datetime) -> str:
 
 def _sms_message_id() -> str:
     return f"{random.getrandbits(64):016X}"
+
+
+# What a busy account receives: mostly status callbacks, some inbound traffic, SMS API receipts.
+# (weight in %, route kind, how the SMS API sends it: "json" for the Messages API)
+TRAFFIC_MIX = (
+    (40, "message-status", "json"),
+    (15, "inbound-message", "json"),
+    (8, "inbound-sms", "GET"),
+    (4, "inbound-sms", "form"),
+    (23, "delivery-receipt", "GET"),
+    (10, "delivery-receipt", "form"),
+)
+_MIX_CHANNELS = ("sms", "sms", "sms", "whatsapp", "whatsapp", "mms", "messenger", "viber_service", "rcs")
+_MIX_STATUSES = {"submitted": 35, "delivered": 40, "read": 15, "rejected": 5, "undeliverable": 5}
+_MIX_DLR_STATUSES = {"delivered": 70, "accepted": 10, "buffered": 5, "failed": 6, "expired": 4, "rejected": 3,
+                     "unknown": 2}
+
+
+def traffic(count: int, rng: random.Random) -> list[tuple[str, str, dict[str, Any]]]:
+    """`count` distinct callbacks in the TRAFFIC_MIX proportions, as (kind, transport, payload).
+
+    For load tests and the benchmark; each caller signs and sends them its own way.
+    """
+    def pick(weights: dict[str, int]) -> str:
+        return rng.choices(list(weights), weights=list(weights.values()))[0]
+
+    out = []
+    for _, kind, via in rng.choices(TRAFFIC_MIX, weights=[w for w, _, _ in TRAFFIC_MIX], k=count):
+        channel = rng.choice(_MIX_CHANNELS)
+        if kind == "message-status":
+            status = pick(_MIX_STATUSES)
+            if status == "read" and channel in ("sms", "mms"):
+                status = "delivered"  # SMS and MMS have no read receipts
+            payload = message_status(status, channel)
+        elif kind == "inbound-message":
+            types = INBOUND_TYPES[channel]
+            payload = inbound_message(channel, "text" if rng.random() < 0.7 else rng.choice(types))
+        elif kind == "inbound-sms":
+            payload = inbound_sms()
+        else:
+            payload = delivery_receipt(pick(_MIX_DLR_STATUSES))
+        out.append((kind, via, payload))
+    return out

@@ -23,19 +23,6 @@ from receiver.signatures import sign_jwt, sign_sms
 from tests.conftest import API_KEY, PATHS, SECRET, SMS_METHOD, compact
 from tests.recording_app import effect_key
 
-# What a busy account receives: mostly statuses, some inbound traffic, SMS API receipts.
-# (weight, route kind, transport)
-MIX = (
-    (40, "message-status", "json"),
-    (15, "inbound-message", "json"),
-    (8, "inbound-sms", "GET"),
-    (4, "inbound-sms", "form"),
-    (23, "delivery-receipt", "GET"),
-    (10, "delivery-receipt", "form"),
-)
-STATUS_CHANNELS = ("sms", "sms", "sms", "whatsapp", "whatsapp", "mms", "messenger", "viber_service", "rcs")
-STATUS_WEIGHTS = {"submitted": 35, "delivered": 40, "read": 15, "rejected": 5, "undeliverable": 5}
-DLR_WEIGHTS = {"delivered": 70, "accepted": 10, "buffered": 5, "failed": 6, "expired": 4, "rejected": 3, "unknown": 2}
 EVENT_KINDS = {"message-status": "status", "delivery-receipt": "status",
                "inbound-message": "inbound", "inbound-sms": "inbound"}
 
@@ -77,31 +64,12 @@ def sms_callback(kind: str, params: dict, via: str = "GET", *, secret: str = SEC
     return Callback(kind, "POST", PATHS[kind], encoded.encode(), headers, signed["messageId"], status)
 
 
-def _pick(weights: dict[str, int], rng: random.Random) -> str:
-    return rng.choices(list(weights), weights=list(weights.values()))[0]
-
-
 def build(count: int, seed: int | None = None) -> list[Callback]:
-    """`count` distinct signed callbacks in the MIX proportions (fresh ids each, so no two share a key)."""
-    rng = random.Random(seed)
-    built = []
-    for _, kind, via in rng.choices(MIX, weights=[w for w, _, _ in MIX], k=count):
-        if kind == "message-status":
-            channel = rng.choice(STATUS_CHANNELS)
-            status = _pick(STATUS_WEIGHTS, rng)
-            if status == "read" and channel in ("sms", "mms"):
-                status = "delivered"  # SMS and MMS have no read receipts
-            built.append(messages_callback(kind, samples.message_status(status, channel)))
-        elif kind == "inbound-message":
-            channel = rng.choice(STATUS_CHANNELS)
-            types = samples.INBOUND_TYPES[channel]
-            message_type = "text" if rng.random() < 0.7 else rng.choice(types)
-            built.append(messages_callback(kind, samples.inbound_message(channel, message_type)))
-        elif kind == "inbound-sms":
-            built.append(sms_callback(kind, samples.inbound_sms(), via))
-        else:
-            built.append(sms_callback(kind, samples.delivery_receipt(_pick(DLR_WEIGHTS, rng)), via))
-    return built
+    """`count` distinct signed callbacks in the samples.TRAFFIC_MIX proportions (fresh ids, no shared keys)."""
+    return [
+        messages_callback(kind, payload) if via == "json" else sms_callback(kind, payload, via)
+        for kind, via, payload in samples.traffic(count, random.Random(seed))
+    ]
 
 
 @dataclass

@@ -102,8 +102,10 @@ def test_partly_created_database_is_refused(database):
 @pytest.mark.slow
 def test_processes_starting_together_all_succeed(url):
     # Each process waits for the same moment, then upgrades: they contend for the lock, not for CPU at import.
+    # A generous busy timeout: on a loaded machine the first process's WAL switch and migration can
+    # outlast the default 5 s (the app itself logs that and starts anyway; this test wants all four to migrate).
     code = (
-        "import sys, time; from receiver import db, migrate; engine = db.make_engine(sys.argv[1]); "
+        "import sys, time; from receiver import db, migrate; engine = db.make_engine(sys.argv[1], 30); "
         "time.sleep(max(0, float(sys.argv[2]) - time.time())); migrate.upgrade(engine); engine.dispose()"
     )
     start = str(time.time() + 2.0)

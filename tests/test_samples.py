@@ -239,3 +239,17 @@ def test_whatsapp_button_payload_is_an_object_rcs_a_string():
 def test_unsupported_has_no_object():
     payload = samples.inbound_message("whatsapp", "unsupported")
     assert "unsupported" not in payload and "text" not in payload
+
+
+def test_traffic_mix_is_distinct_and_loads():
+    import random as _random
+
+    from schemas import load_event
+
+    traffic = samples.traffic(300, _random.Random(7))
+    kinds = {kind for kind, _, _ in traffic}
+    assert kinds == {kind for _, kind, _ in samples.TRAFFIC_MIX}
+    ids = [p.get("message_uuid") or p.get("messageId") for _, _, p in traffic]
+    assert len(set(ids)) == len(ids)
+    for kind, _, payload in traffic:
+        load_event(kind, payload)
