@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -226,7 +228,18 @@ def make_engine(url: str, timeout: float = 5.0, *, durable: bool = True) -> Engi
 
 def _sqlite_pragmas(dbapi_connection, synchronous: str) -> None:
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    # Switching a new file to WAL needs it to itself, and SQLite answers "database is locked" at
+    # once (no busy wait) while another process is switching it: gunicorn's workers all open
+    # the file together on the first start. WAL is persistent, so this loop runs once per file.
+    for attempt in range(100):
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError:
+            if attempt == 99:
+                raise
+            time.sleep(0.05)
     cursor.execute(f"PRAGMA synchronous={synchronous}")
     cursor.close()
 

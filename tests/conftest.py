@@ -182,6 +182,27 @@ def pg_database():
 
 
 @pytest.fixture
+def fresh_pg_url(pg_database):
+    """An empty PostgreSQL database of this test's own (pg_database is shared by the whole session)."""
+    name = f"receiver_fresh_{uuid.uuid4().hex[:10]}"
+    admin = sqlalchemy.create_engine(pg_database, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    yield pg_database.rsplit("/", 1)[0] + "/" + name
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request, tmp_path):
+    """An empty database: a SQLite file, and (second run) a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'receiver.sqlite3'}"
+    return request.getfixturevalue("fresh_pg_url")
+
+
+@pytest.fixture
 def pg_app(pg_database, tmp_path):
     """An app on PostgreSQL with empty tables."""
     app = create_app(base_config(pg_database, tmp_path / "instance"))

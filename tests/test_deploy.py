@@ -12,7 +12,6 @@ import socket
 import ssl
 import subprocess
 import time
-import uuid
 
 import pytest
 import requests
@@ -21,7 +20,7 @@ from sqlalchemy import inspect, text
 
 from receiver import config, db, migrate
 from tests.conftest import ADMIN_TOKEN, SECRET
-from tests.servers import BIN, ROOT, Server, app_env, free_port, gunicorn
+from tests.servers import BIN, ROOT, Server, app_env, free_port, gunicorn, wait_for
 
 DEPLOY = ROOT / "deploy"
 SITE = DEPLOY / "nginx-vonage-receiver.conf"
@@ -70,34 +69,8 @@ def worker_names(database_url: str) -> list[str]:
         engine.dispose()
 
 
-def wait_for(predicate, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
-@pytest.fixture
-def fresh_pg_url(pg_database):
-    """An empty database of this test's own (pg_database is shared by the whole session)."""
-    name = f"receiver_deploy_{uuid.uuid4().hex[:10]}"
-    admin = sqlalchemy.create_engine(pg_database, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield pg_database.rsplit("/", 1)[0] + "/" + name
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'receiver.sqlite3'}"
-    return request.getfixturevalue("fresh_pg_url")
 
 
 # -- configuration files -------------------------------------------------------------------------

@@ -1,5 +1,4 @@
 """A Vonage-shaped signed request through a real gunicorn process: stored, acknowledged, dispatched."""
-import time
 
 import pytest
 import requests
@@ -7,7 +6,7 @@ import requests
 from receiver import samples
 from receiver.signatures import sign_jwt, sign_sms
 from tests.conftest import ADMIN_TOKEN, API_KEY, SECRET, compact
-from tests.servers import app_env, gunicorn
+from tests.servers import app_env, gunicorn, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -26,14 +25,6 @@ def server(tmp_path):
         yield srv
 
 
-def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def test_signed_callbacks_are_acknowledged_and_processed(server):

@@ -2,7 +2,6 @@
 import subprocess
 import sys
 import time
-import uuid
 
 import pytest
 import sqlalchemy
@@ -15,28 +14,8 @@ from tests.servers import ROOT
 
 
 @pytest.fixture
-def fresh_pg_url(pg_database):
-    """An empty database of this test's own (pg_database is shared by the whole session)."""
-    name = f"receiver_migrate_{uuid.uuid4().hex[:10]}"
-    admin = sqlalchemy.create_engine(pg_database, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield pg_database.rsplit("/", 1)[0] + "/" + name
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'receiver.sqlite3'}"
-    return request.getfixturevalue("fresh_pg_url")
-
-
-@pytest.fixture
-def database(url):
-    engine = db.make_engine(url)
+def database(database_url):
+    engine = db.make_engine(database_url)
     yield engine
     engine.dispose()
 
@@ -100,7 +79,7 @@ def test_partly_created_database_is_refused(database):
 
 
 @pytest.mark.slow
-def test_processes_starting_together_all_succeed(url):
+def test_processes_starting_together_all_succeed(database_url):
     # Each process waits for the same moment, then upgrades: they contend for the lock, not for CPU at import.
     # A generous busy timeout: on a loaded machine the first process's WAL switch and migration can
     # outlast the default 5 s (the app itself logs that and starts anyway; this test wants all four to migrate).
@@ -110,7 +89,7 @@ def test_processes_starting_together_all_succeed(url):
     )
     start = str(time.time() + 2.0)
     procs = [
-        subprocess.Popen([sys.executable, "-c", code, url, start], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen([sys.executable, "-c", code, database_url, start], cwd=ROOT, stderr=subprocess.PIPE, text=True)
         for _ in range(4)
     ]
     results = [(p.wait(timeout=60), p.stderr.read()) for p in procs]
@@ -118,7 +97,7 @@ def test_processes_starting_together_all_succeed(url):
         p.stderr.close()
 
     assert results == [(0, "")] * 4
-    engine = db.make_engine(url)
+    engine = db.make_engine(database_url)
     try:
         assert migrate.current_revision(engine) == migrate.head_revision()
         assert schema_differences(engine) == []
