@@ -132,27 +132,34 @@ class Worker:
 
         try:
             event = self._reconcile(row, event)
-            if event is None:
-                return
-            handler_for(event)(event)
         except SQLAlchemyError:
-            raise  # the database is the problem: the lease runs out and the event is claimed again
+            raise  # our database is the problem: the lease runs out and the event is claimed again
         except Exception:
-            error = traceback.format_exc(limit=20)
-            outcome = inbox.mark_failed(
-                self.engine, row.id, self.name,
-                attempts=row.attempts,
-                error=error,
-                max_attempts=self.config["MAX_ATTEMPTS"],
-                base=self.config["RETRY_BASE_SECONDS"],
-                cap=self.config["RETRY_MAX_SECONDS"],
-            )
-            log.warning("event %s handler raised (attempt %d): now %s", row.id, row.attempts, outcome)
-            metrics.PROCESSED.labels(row.kind, outcome).inc()
+            self._fail(row)
+            return
+        if event is None:
+            return
+        try:
+            handler_for(event)(event)
+        except Exception:  # whatever the handler raised, its own database errors included
+            self._fail(row)
             return
         inbox.mark_done(self.engine, row.id, self.name, message_id=event.message_id, status=event.status)
         metrics.PROCESSED.labels(row.kind, "done").inc()
         metrics.LAG_SECONDS.observe(max(0.0, time.time() - row.received_at))
+
+    def _fail(self, row) -> None:
+        """Keep the traceback; retry later, or after MAX_ATTEMPTS keep the event as dead."""
+        outcome = inbox.mark_failed(
+            self.engine, row.id, self.name,
+            attempts=row.attempts,
+            error=traceback.format_exc(limit=20),
+            max_attempts=self.config["MAX_ATTEMPTS"],
+            base=self.config["RETRY_BASE_SECONDS"],
+            cap=self.config["RETRY_MAX_SECONDS"],
+        )
+        log.warning("event %s failed (attempt %d): now %s", row.id, row.attempts, outcome)
+        metrics.PROCESSED.labels(row.kind, outcome).inc()
 
     def _reconcile(self, row, event: Event) -> Event | None:
         """Update message state; the event to dispatch, or None when there is nothing to dispatch yet."""

@@ -262,3 +262,16 @@ def test_multipart_retry_dispatches_the_same_joined_message(vonage, work, engine
     work()
     work()
     assert seen == ["abc def", "abc def"]
+
+
+def test_handler_raising_a_database_error_is_retried_like_any_other(vonage, work, engine, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    def crm_down(event):
+        raise OperationalError("INSERT INTO crm ...", {}, Exception("the CRM database is down"))
+
+    monkeypatch.setitem(handlers.STATUS_HANDLERS, "delivered", crm_down)
+    vonage.status(samples.message_status("delivered"))
+    work()
+    (row,) = inbox.list_events(engine)
+    assert row.state == "dead" and "CRM database is down" in row.last_error
