@@ -32,77 +32,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Server:
-    """A child process serving HTTP on 127.0.0.1:<port>; stopped (and reaped) by `stop()`."""
-
-    def __init__(self, args: list[str], env: dict, port: int | None = None, log_path: Path | None = None):
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self.args, self.env = args, env
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, ready_path: str = "/healthz", timeout: float = 20.0) -> "Server":
-        if self.log_path:
-            with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
-                self.proc = subprocess.Popen(
-                    self.args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-                )
-        else:
-            self.proc = subprocess.Popen(
-                self.args, cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.args[0]} exited with {self.proc.returncode}: {self.log_tail()}")
-            try:
-                if requests.get(self.url + ready_path, timeout=1).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"{self.args[0]} did not become ready: {self.log_tail()}")
-
-    def log_tail(self) -> str:
-        if self.log_path and self.log_path.exists():
-            return self.log_path.read_text(errors="replace")[-3000:]
-        return ""
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return None if self.proc is None else self.proc.returncode
-        try:
-            os.killpg(self.proc.pid, sig)
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            return self.proc.wait(timeout=10)
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-
-def app_env(database_url: str, **extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLASK_", "VONAGE_", "DATABASE_"))}
-    env.update(DATABASE_URL=database_url, PYTHONUNBUFFERED="1", **extra)
-    return env
-
-
-def gunicorn(env: dict, *, port: int | None = None, workers: int = 2, log_path: Path | None = None,
-             app: str = "app:create_app()") -> Server:
-    port = port or free_port()
-    env = dict(env, PORT=str(port), HOST="127.0.0.1", WEB_CONCURRENCY=str(workers))
-    return Server([str(BIN / "gunicorn"), app], env, port=port, log_path=log_path)
-
-
 class Child:
-    """A child process that serves no HTTP (`flask worker`): started in its own session, stopped like a Server."""
+    """A child process in its own session (so its whole group can be signalled); stopped and reaped by `stop()`."""
 
     def __init__(self, args: list[str], env: dict, log_path: Path | None = None):
         self.args, self.env, self.log_path = args, env, log_path
@@ -122,6 +53,11 @@ class Child:
             if self.log_path:
                 out.close()
         return self
+
+    def log_tail(self) -> str:
+        if self.log_path and self.log_path.exists():
+            return self.log_path.read_text(errors="replace")[-3000:]
+        return ""
 
     def kill(self) -> int:
         """SIGKILL this process group now, as a crash or the OOM killer would; returns the pid it had."""
@@ -145,6 +81,43 @@ class Child:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+class Server(Child):
+    """A child process serving HTTP on 127.0.0.1:<port>; `start()` returns once it answers."""
+
+    def __init__(self, args: list[str], env: dict, port: int | None = None, log_path: Path | None = None):
+        super().__init__(args, env, log_path)
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self, ready_path: str = "/healthz", timeout: float = 20.0) -> "Server":
+        super().start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.args[0]} exited with {self.proc.returncode}: {self.log_tail()}")
+            try:
+                if requests.get(self.url + ready_path, timeout=1).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"{self.args[0]} did not become ready: {self.log_tail()}")
+
+
+def app_env(database_url: str, **extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLASK_", "VONAGE_", "DATABASE_"))}
+    env.update(DATABASE_URL=database_url, PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def gunicorn(env: dict, *, port: int | None = None, workers: int = 2, log_path: Path | None = None,
+             app: str = "app:create_app()") -> Server:
+    port = port or free_port()
+    env = dict(env, PORT=str(port), HOST="127.0.0.1", WEB_CONCURRENCY=str(workers))
+    return Server([str(BIN / "gunicorn"), app], env, port=port, log_path=log_path)
 
 
 def flask_worker(env: dict, *, app: str = "app", log_path: Path | None = None) -> Child:
