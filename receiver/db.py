@@ -315,9 +315,9 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
 _prepared: dict[tuple[str, str], tuple[str, tuple | None, object]] = {}
 
 
-def execute_prepared(conn: Connection, name: str, build: Callable[[], object], params: dict):
+def execute_prepared(conn: Connection, name: str, build: Callable[[], object], params: dict | list[dict]):
     """Run the statement `build()` returns, built and compiled once per dialect, with `params`
-    as the values of its bindparam()s.
+    as the values of its bindparam()s (a list of dicts runs it once for each, as executemany).
 
     Building a Core statement and computing its cache key costs several times more CPU than
     running it; the worker runs its few statements for every event, so they are compiled once.
@@ -330,8 +330,14 @@ def execute_prepared(conn: Connection, name: str, build: Callable[[], object], p
         compiled = build().compile(dialect=conn.dialect)
         entry = _prepared[key] = (str(compiled), compiled.positiontup, compiled)
     sql, positions, compiled = entry
-    values = compiled.construct_params(params)
-    return conn.exec_driver_sql(sql, tuple(values[n] for n in positions) if positions else values)
+
+    def driver_params(one: dict):
+        values = compiled.construct_params(one)
+        return tuple(values[n] for n in positions) if positions else values
+
+    if isinstance(params, list):
+        return conn.exec_driver_sql(sql, [driver_params(one) for one in params])
+    return conn.exec_driver_sql(sql, driver_params(params))
 
 
 def get_engine(app: Flask) -> Engine:

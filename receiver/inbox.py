@@ -125,12 +125,12 @@ def _claimable():
 
 
 def _claim_statement(dialect_name: str):
-    candidate = select(events.c.id).where(_claimable()).order_by(events.c.id).limit(1)
+    candidates = select(events.c.id).where(_claimable()).order_by(events.c.id).limit(bindparam("limit"))
     if dialect_name == "postgresql":
-        candidate = candidate.with_for_update(skip_locked=True)
+        candidates = candidates.with_for_update(skip_locked=True)
     return (
         update(events)
-        .where(events.c.id == candidate.scalar_subquery())
+        .where(events.c.id.in_(candidates))
         .where(_claimable())
         .values(
             state="processing",
@@ -142,51 +142,99 @@ def _claim_statement(dialect_name: str):
     )
 
 
-def claim_next(engine: Engine, worker_name: str, lease_seconds: float, now: float | None = None):
-    """Claim the oldest event that is due, for this worker alone; None when there is none.
+def claim_batch(engine: Engine, worker_name: str, lease_seconds: float, limit: int, now: float | None = None) -> list:
+    """Claim up to `limit` of the oldest events that are due, for this worker alone, oldest first.
 
     PostgreSQL: FOR UPDATE SKIP LOCKED, so workers on several machines never take the same row.
     SQLite: one conditional UPDATE; SQLite runs a write statement under its single write lock.
+    One statement claims the whole batch: under load a worker pays for one transaction per
+    batch instead of one per event.
     """
     now = time.time() if now is None else now
-    params = {"now": now, "lease_until": now + lease_seconds, "worker": worker_name}
+    params = {"now": now, "lease_until": now + lease_seconds, "worker": worker_name, "limit": max(1, int(limit))}
     with write_transaction(engine) as conn:
         build = lambda: _claim_statement(conn.dialect.name)  # noqa: E731
-        return execute_prepared(conn, "claim_next", build, params).first()
+        rows = execute_prepared(conn, "claim_batch", build, params).all()
+    return sorted(rows, key=lambda row: row.id)  # RETURNING does not promise an order
 
 
-def _settle(engine: Engine, event_id: int, worker_name: str, **values) -> bool:
-    # Only the claim holder may settle: a worker whose lease ran out must not overwrite a newer claim.
-    names = tuple(sorted(values))
+def claim_next(engine: Engine, worker_name: str, lease_seconds: float, now: float | None = None):
+    """Claim the oldest event that is due; None when there is none."""
+    rows = claim_batch(engine, worker_name, lease_seconds, 1, now)
+    return rows[0] if rows else None
 
-    def build():
-        return (
-            update(events)
-            .where(events.c.id == bindparam("event_id"), events.c.state == "processing",
-                   events.c.claimed_by == bindparam("worker"))
-            .values(lease_until=None, **{name: bindparam(f"v_{name}") for name in names})
-        )
 
-    params = {"event_id": event_id, "worker": worker_name, **{f"v_{k}": v for k, v in values.items()}}
+def release(engine: Engine, worker_name: str, event_ids: list[int]) -> int:
+    """Give back claimed events this worker will not process (it is stopping): due again at once,
+    with the claim's attempt uncounted."""
+    if not event_ids:
+        return 0
+    stmt = (
+        update(events)
+        .where(events.c.id.in_(event_ids), events.c.state == "processing", events.c.claimed_by == worker_name)
+        .values(state="pending", attempts=events.c.attempts - literal_column("1"), lease_until=None, claimed_by=None)
+    )
     with write_transaction(engine) as conn:
-        return execute_prepared(conn, "settle:" + ",".join(names), build, params).rowcount == 1
+        return conn.execute(stmt).rowcount
 
 
-def mark_done(engine: Engine, event_id: int, worker_name: str, *, message_id=None, status=None, note=None) -> bool:
-    """The handler returned: the event is finished."""
-    values = {"state": "done", "processed_at": time.time(), "last_error": None, "note": note}
+def _settle_statement(names: tuple[str, ...]):
+    # Only the claim holder may settle: a worker whose lease ran out must not overwrite a newer claim.
+    return (
+        update(events)
+        .where(events.c.id == bindparam("event_id"), events.c.state == "processing",
+               events.c.claimed_by == bindparam("worker"))
+        .values(lease_until=None, **{name: bindparam(f"v_{name}") for name in names})
+    )
+
+
+def settle(engine: Engine, worker_name: str, outcomes: list[tuple[int, dict]]) -> int:
+    """Record how each claimed event ended ((event id, column values) pairs, from done_values,
+    failed_values or invalid_values), all in one transaction. Returns how many were settled."""
+    by_columns: dict[tuple[str, ...], list[dict]] = {}
+    for event_id, values in outcomes:
+        params = {"event_id": event_id, "worker": worker_name, **{f"v_{k}": v for k, v in values.items()}}
+        by_columns.setdefault(tuple(sorted(values)), []).append(params)
+    settled = 0
+    with write_transaction(engine) as conn:
+        for names, params in by_columns.items():
+            build = lambda: _settle_statement(names)  # noqa: E731
+            many = params if len(params) > 1 else params[0]
+            settled += max(0, execute_prepared(conn, "settle:" + ",".join(names), build, many).rowcount)
+    return settled
+
+
+def done_values(*, message_id=None, status=None, note=None, now: float | None = None) -> dict:
+    """The handler returned (or there was nothing to dispatch yet): the event is finished."""
+    values = {"state": "done", "processed_at": time.time() if now is None else now, "last_error": None, "note": note}
     if message_id is not None:
         values["message_id"] = message_id
     if status is not None:
         values["status"] = status
-    return _settle(engine, event_id, worker_name, **values)
+    return values
+
+
+def invalid_values(errors: dict) -> dict:
+    """The payload does not fit its schema: keep it, with the errors, and never retry on its own."""
+    return {"state": "invalid", "processed_at": time.time(), "last_error": json.dumps(errors)}
+
+
+def failed_values(*, attempts: int, error: str, max_attempts: int, base: float, cap: float) -> dict:
+    """The handler raised: retry later with backoff, or after max_attempts keep the event as dead."""
+    now = time.time()
+    if attempts >= max_attempts:
+        return {"state": "dead", "processed_at": now, "last_error": error}
+    return {"state": "failed", "available_at": now + retry_delay(attempts, base, cap), "last_error": error}
+
+
+def mark_done(engine: Engine, event_id: int, worker_name: str, *, message_id=None, status=None, note=None) -> bool:
+    """Settle one event as done (see settle for a batch)."""
+    return settle(engine, worker_name, [(event_id, done_values(message_id=message_id, status=status, note=note))]) == 1
 
 
 def mark_invalid(engine: Engine, event_id: int, worker_name: str, errors: dict) -> bool:
-    """The payload does not fit its schema: keep it, with the errors, and never retry on its own."""
-    return _settle(
-        engine, event_id, worker_name, state="invalid", processed_at=time.time(), last_error=json.dumps(errors)
-    )
+    """Settle one event as invalid (see settle for a batch)."""
+    return settle(engine, worker_name, [(event_id, invalid_values(errors))]) == 1
 
 
 def retry_delay(attempts: int, base: float, cap: float) -> float:
@@ -195,25 +243,12 @@ def retry_delay(attempts: int, base: float, cap: float) -> float:
     return delay * random.uniform(0.8, 1.0)
 
 
-def mark_failed(
-    engine: Engine,
-    event_id: int,
-    worker_name: str,
-    *,
-    attempts: int,
-    error: str,
-    max_attempts: int,
-    base: float,
-    cap: float,
-) -> str:
-    """The handler raised: schedule a retry, or after max_attempts keep the event as dead."""
-    now = time.time()
-    if attempts >= max_attempts:
-        _settle(engine, event_id, worker_name, state="dead", processed_at=now, last_error=error)
-        return "dead"
-    delay = retry_delay(attempts, base, cap)
-    _settle(engine, event_id, worker_name, state="failed", available_at=now + delay, last_error=error)
-    return "failed"
+def mark_failed(engine: Engine, event_id: int, worker_name: str, *, attempts: int, error: str,
+                max_attempts: int, base: float, cap: float) -> str:
+    """Settle one event whose handler raised; returns its new state, "failed" or "dead"."""
+    values = failed_values(attempts=attempts, error=error, max_attempts=max_attempts, base=base, cap=cap)
+    settle(engine, worker_name, [(event_id, values)])
+    return values["state"]
 
 
 def replay(engine: Engine, event_id: int) -> bool:

@@ -11,7 +11,7 @@ import time
 from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from receiver.db import execute_prepared, insert_for, message_history, messages, write_transaction
+from receiver.db import execute_prepared, insert_for, message_history, messages
 from schemas import Event
 
 # Messages API statuses and SMS API DLR statuses on one scale. Anything not listed (a status
@@ -101,21 +101,20 @@ def _current_status():
     return select(messages.c.status).where(messages.c.message_id == bindparam("message_id"))
 
 
-def record_status(engine: Engine, event: Event) -> bool:
-    """Apply a status event to its message; True when the message's status moved.
+def record_status(conn: Connection, event: Event) -> bool:
+    """Apply a status event to its message, in the caller's transaction; True when the status moved.
 
     Sets `event.superseded` when a later status had already been recorded.
     """
     now = time.time()
-    with write_transaction(engine) as conn:
-        _ensure_row(conn, event, "outbound", now)
-        moved = execute_prepared(conn, "messages.move_status", _move_status, {
-            "message_id": event.message_id, "rank": STATUS_RANK.get(event.status, 0), "status": event.status,
-            "timestamp": _iso(event), "now": now, "client_ref": event.client_ref,
-        }).rowcount == 1
-        _record_history(conn, event, event.status, moved, now)
-        current = execute_prepared(conn, "messages.current_status", _current_status,
-                                   {"message_id": event.message_id}).scalar()
+    _ensure_row(conn, event, "outbound", now)
+    moved = execute_prepared(conn, "messages.move_status", _move_status, {
+        "message_id": event.message_id, "rank": STATUS_RANK.get(event.status, 0), "status": event.status,
+        "timestamp": _iso(event), "now": now, "client_ref": event.client_ref,
+    }).rowcount == 1
+    _record_history(conn, event, event.status, moved, now)
+    current = execute_prepared(conn, "messages.current_status", _current_status,
+                               {"message_id": event.message_id}).scalar()
     event.superseded = not moved and current != event.status
     return moved
 
@@ -134,17 +133,17 @@ def _receive():
     )
 
 
-def record_inbound(engine: Engine, event: Event) -> None:
-    """Keep an inbound message (text, media, who sent it) as a message row with status 'received'."""
+def record_inbound(conn: Connection, event: Event) -> None:
+    """Keep an inbound message (text, media, who sent it) as a message row with status 'received',
+    in the caller's transaction."""
     now = time.time()
-    with write_transaction(engine) as conn:
-        _ensure_row(conn, event, "inbound", now)
-        execute_prepared(conn, "messages.receive", _receive, {
-            "message_id": event.message_id, "status_timestamp": _iso(event), "message_type": event.message_type,
-            "text": event.text, "content": json.dumps(event.content) if event.content else None,
-            "incomplete": event.incomplete, "updated_at": now,
-        })
-        _record_history(conn, event, "received", True, now)
+    _ensure_row(conn, event, "inbound", now)
+    execute_prepared(conn, "messages.receive", _receive, {
+        "message_id": event.message_id, "status_timestamp": _iso(event), "message_type": event.message_type,
+        "text": event.text, "content": json.dumps(event.content) if event.content else None,
+        "incomplete": event.incomplete, "updated_at": now,
+    })
+    _record_history(conn, event, "received", True, now)
 
 
 def _message_json(row) -> dict:

@@ -9,7 +9,7 @@ import dataclasses
 import time
 
 from sqlalchemy import func, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from receiver.db import events, insert_for, sms_groups, sms_parts, write_transaction
 from schemas import Event
@@ -32,67 +32,67 @@ def part_info(event: Event) -> tuple[str, int, int] | None:
     return f"{raw.get('msisdn', '')}|{raw.get('to', '')}|{ref}", part, total
 
 
-def collect(engine: Engine, event: Event, timeout: float, now: float | None = None) -> Event | None:
-    """Store this part; return the message to dispatch for it, or None while parts are missing.
+def collect(conn: Connection, event: Event, timeout: float, now: float | None = None) -> Event | None:
+    """Store this part, in the caller's transaction; return the message to dispatch for it, or None
+    while parts are missing.
 
     Safe to call again for the same event (a retry gets the same joined message back).
     """
     key, part, total = part_info(event)
     now = time.time() if now is None else now
-    insert = insert_for(engine)
-    with write_transaction(engine) as conn:
-        conn.execute(
-            insert(sms_groups)
-            .values(group_key=key, total=total, first_seen=now, incomplete=False)
-            .on_conflict_do_nothing(index_elements=[sms_groups.c.group_key])
+    insert = insert_for(conn)
+    conn.execute(
+        insert(sms_groups)
+        .values(group_key=key, total=total, first_seen=now, incomplete=False)
+        .on_conflict_do_nothing(index_elements=[sms_groups.c.group_key])
+    )
+    # Lock the group: on PostgreSQL two workers holding its last two parts must not both
+    # count before either commits (each would see one part missing and nobody would join).
+    group = conn.execute(
+        select(sms_groups).where(sms_groups.c.group_key == key).with_for_update()
+    ).one()
+    conn.execute(
+        insert(sms_parts)
+        .values(
+            group_key=key,
+            part=part,
+            total=total,
+            event_id=event.event_id,
+            text=event.text,
+            message_id=event.message_id,
+            received_at=now,
         )
-        # Lock the group: on PostgreSQL two workers holding its last two parts must not both
-        # count before either commits (each would see one part missing and nobody would join).
-        group = conn.execute(
-            select(sms_groups).where(sms_groups.c.group_key == key).with_for_update()
-        ).one()
+        .on_conflict_do_nothing(index_elements=[sms_parts.c.group_key, sms_parts.c.part])
+    )
+    completed_by, incomplete = group.completed_by, group.incomplete
+    if completed_by is None:
+        have = conn.execute(select(func.count()).where(sms_parts.c.group_key == key)).scalar()
+        if have < total and now - group.first_seen < timeout:
+            return None
+        completed_by, incomplete = event.event_id, have < total
         conn.execute(
-            insert(sms_parts)
-            .values(
-                group_key=key,
-                part=part,
-                total=total,
-                event_id=event.event_id,
-                text=event.text,
-                message_id=event.message_id,
-                received_at=now,
-            )
-            .on_conflict_do_nothing(index_elements=[sms_parts.c.group_key, sms_parts.c.part])
+            update(sms_groups)
+            .where(sms_groups.c.group_key == key)
+            .values(completed_by=completed_by, incomplete=incomplete)
         )
-        completed_by, incomplete = group.completed_by, group.incomplete
-        if completed_by is None:
-            have = conn.execute(select(func.count()).where(sms_parts.c.group_key == key)).scalar()
-            if have < total and now - group.first_seen < timeout:
-                return None
-            completed_by, incomplete = event.event_id, have < total
-            conn.execute(
-                update(sms_groups)
-                .where(sms_groups.c.group_key == key)
-                .values(completed_by=completed_by, incomplete=incomplete)
-            )
-            conn.execute(
-                update(sms_parts)
-                .where(sms_parts.c.group_key == key, sms_parts.c.dispatched_by.is_(None))
-                .values(dispatched_by=event.event_id)
-            )
-        else:
-            # A part that arrives after its group was dispatched goes out on its own.
-            conn.execute(
-                update(sms_parts)
-                .where(sms_parts.c.group_key == key, sms_parts.c.part == part, sms_parts.c.dispatched_by.is_(None))
-                .values(dispatched_by=event.event_id)
-            )
-            incomplete = True
-        mine = conn.execute(
-            select(sms_parts)
-            .where(sms_parts.c.group_key == key, sms_parts.c.dispatched_by == event.event_id)
-            .order_by(sms_parts.c.part)
-        ).all()
+        conn.execute(
+            update(sms_parts)
+            .where(sms_parts.c.group_key == key, sms_parts.c.dispatched_by.is_(None))
+            .values(dispatched_by=event.event_id)
+        )
+    else:
+        # A part that arrives after its group was dispatched goes out on its own.
+        conn.execute(
+            update(sms_parts)
+            .where(sms_parts.c.group_key == key, sms_parts.c.part == part, sms_parts.c.dispatched_by.is_(None))
+            .values(dispatched_by=event.event_id)
+        )
+        incomplete = True
+    mine = conn.execute(
+        select(sms_parts)
+        .where(sms_parts.c.group_key == key, sms_parts.c.dispatched_by == event.event_id)
+        .order_by(sms_parts.c.part)
+    ).all()
     if not mine:
         return None
     return dataclasses.replace(

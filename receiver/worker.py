@@ -27,6 +27,8 @@ log = logging.getLogger("receiver.worker")
 
 HEARTBEAT_SECONDS = 5.0
 PRUNE_EVERY_SECONDS = 3600.0
+MAX_BATCH = 100  # events claimed at once
+BATCH_SECONDS = 0.5  # a batch is sized to take about this long
 
 
 def handler_for(event: Event):
@@ -72,6 +74,7 @@ class Worker:
         self._last_beat = 0.0
         self._last_sweep = 0.0
         self._last_prune = 0.0
+        self._batch_size = MAX_BATCH
         self.processed = 0
 
     # -- control -------------------------------------------------------------------------------
@@ -107,79 +110,143 @@ class Worker:
     def run_until_idle(self, max_events: int = 10_000) -> int:
         """Process every event that is due now; return how many were processed (tests, CLI)."""
         count = 0
-        while count < max_events and self.run_once():
-            count += 1
+        while count < max_events and not self.stopping:
+            done = self.run_once(limit=max_events - count)
+            if not done:
+                break
+            count += done
         return count
 
-    def run_once(self) -> bool:
-        """Claim and process one event; False when none was due."""
-        row = inbox.claim_next(self.engine, self.name, self.config["LEASE_SECONDS"])
-        if row is None:
-            return False
-        self.process(row)
-        self.processed += 1
-        return True
+    def run_once(self, limit: int | None = None) -> int:
+        """Claim a batch of due events and process it; how many were processed (0: none was due)."""
+        size = self._batch_size if limit is None else min(self._batch_size, limit)
+        rows = inbox.claim_batch(self.engine, self.name, self.config["LEASE_SECONDS"], size)
+        if not rows:
+            return 0
+        started = time.monotonic()
+        done = self.process_batch(rows)
+        self.processed += done
+        # Size the next batch to take about BATCH_SECONDS: large while handlers are quick, one
+        # event at a time when a handler is slow (its claims would otherwise wait on it).
+        per_event = (time.monotonic() - started) / max(1, done)
+        self._batch_size = max(1, min(MAX_BATCH, int(BATCH_SECONDS / max(per_event, 1e-6))))
+        return done
 
-    # -- one event -----------------------------------------------------------------------------
-    def process(self, row) -> None:
-        try:
-            event = parse_stored(row)
-        except InvalidPayload as exc:
-            log.warning("event %s (%s) is invalid: %s", row.id, row.kind, exc.errors)
-            inbox.mark_invalid(self.engine, row.id, self.name, exc.errors)
-            metrics.PROCESSED.labels(row.kind, "invalid").inc()
-            return
+    # -- a batch of events ---------------------------------------------------------------------
+    def process_batch(self, rows: list) -> int:
+        """Parse, reconcile, dispatch and settle claimed events, oldest first; how many were processed.
 
+        Message state for the whole batch is written in one transaction and the outcomes in
+        another, so the worker's cost per event is its handler and little else. Events left when
+        the worker is told to stop (or the batch runs long) are given back, not lost.
+        """
+        outcomes: list[tuple[int, dict]] = []
+        parsed = []
+        for row in rows:
+            try:
+                parsed.append((row, parse_stored(row)))
+            except InvalidPayload as exc:
+                log.warning("event %s (%s) is invalid: %s", row.id, row.kind, exc.errors)
+                outcomes.append((row.id, inbox.invalid_values(exc.errors)))
+                metrics.PROCESSED.labels(row.kind, "invalid").inc()
         try:
-            event = self._reconcile(row, event)
+            ready = self._reconcile_batch(parsed, outcomes)
         except SQLAlchemyError:
-            raise  # our database is the problem: the lease runs out and the event is claimed again
-        except Exception:
-            self._fail(row)
-            return
-        if event is None:
-            return
-        try:
-            handler_for(event)(event)
-        except Exception:  # whatever the handler raised, its own database errors included
-            self._fail(row)
-            return
-        inbox.mark_done(self.engine, row.id, self.name, message_id=event.message_id, status=event.status)
-        metrics.PROCESSED.labels(row.kind, "done").inc()
-        metrics.LAG_SECONDS.observe(max(0.0, time.time() - row.received_at))
+            self._give_back([row.id for row in rows])
+            raise  # our database is the problem: the loop waits and claims again
 
-    def _fail(self, row) -> None:
+        started = last_settle = time.monotonic()
+        processed = len(rows) - len(ready)
+        for i, (row, event) in enumerate(ready):
+            now = time.monotonic()
+            if i and (self.stopping or now - started > self.config["LEASE_SECONDS"] / 4):
+                self._give_back([r.id for r, _ in ready[i:]])
+                break
+            if outcomes and now - last_settle >= BATCH_SECONDS:
+                # Slow handlers: keep the done marks flowing rather than holding them to the end.
+                inbox.settle(self.engine, self.name, outcomes)
+                outcomes, last_settle = [], now
+            try:
+                handler_for(event)(event)
+            except Exception:  # whatever the handler raised, its own database errors included
+                outcomes.append(self._failure(row))
+            else:
+                outcomes.append((row.id, inbox.done_values(message_id=event.message_id, status=event.status)))
+                metrics.PROCESSED.labels(row.kind, "done").inc()
+                metrics.LAG_SECONDS.observe(max(0.0, time.time() - row.received_at))
+            processed += 1
+        if outcomes:
+            inbox.settle(self.engine, self.name, outcomes)
+        return processed
+
+    def _give_back(self, event_ids: list[int]) -> None:
+        try:
+            inbox.release(self.engine, self.name, event_ids)
+        except SQLAlchemyError:
+            pass  # the database is down: the claims' leases run out and they are claimed again
+
+    def _failure(self, row) -> tuple[int, dict]:
         """Keep the traceback; retry later, or after MAX_ATTEMPTS keep the event as dead."""
-        outcome = inbox.mark_failed(
-            self.engine, row.id, self.name,
+        values = inbox.failed_values(
             attempts=row.attempts,
             error=traceback.format_exc(limit=20),
             max_attempts=self.config["MAX_ATTEMPTS"],
             base=self.config["RETRY_BASE_SECONDS"],
             cap=self.config["RETRY_MAX_SECONDS"],
         )
-        log.warning("event %s failed (attempt %d): now %s", row.id, row.attempts, outcome)
-        metrics.PROCESSED.labels(row.kind, outcome).inc()
+        log.warning("event %s failed (attempt %d): now %s", row.id, row.attempts, values["state"])
+        metrics.PROCESSED.labels(row.kind, values["state"]).inc()
+        return row.id, values
 
-    def _reconcile(self, row, event: Event) -> Event | None:
-        """Update message state; the event to dispatch, or None when there is nothing to dispatch yet."""
+    def _reconcile_batch(self, parsed: list, outcomes: list) -> list:
+        """Update message state for every parsed event in one transaction; the (row, event) pairs
+        to dispatch, oldest first. Events with nothing to dispatch yet, or that cannot be
+        reconciled, get their outcome appended to `outcomes`."""
+        # Rows locked in one order by every worker: two batches on PostgreSQL cannot deadlock.
+        in_lock_order = sorted(parsed, key=lambda pair: (pair[1].message_id or "", pair[0].id))
+        try:
+            with write_transaction(self.engine) as conn:
+                reconciled = {row.id: self._reconcile(conn, row, event) for row, event in in_lock_order}
+        except SQLAlchemyError:
+            raise
+        except Exception:
+            # A bug reconciling one event must not hold back the others: one transaction each.
+            reconciled = {}
+            for row, event in in_lock_order:
+                try:
+                    with write_transaction(self.engine) as conn:
+                        reconciled[row.id] = self._reconcile(conn, row, event)
+                except SQLAlchemyError:
+                    raise
+                except Exception:
+                    outcomes.append(self._failure(row))
+        ready = []
+        for row, _ in parsed:
+            if row.id not in reconciled:
+                continue
+            event, waiting = reconciled[row.id]
+            if waiting is not None:
+                outcomes.append((row.id, inbox.done_values(message_id=event.message_id, note=waiting)))
+                metrics.PROCESSED.labels(row.kind, "waiting").inc()
+            else:
+                ready.append((row, event))
+        return ready
+
+    def _reconcile(self, conn, row, event: Event) -> tuple[Event, str | None]:
+        """Update message state; (the event to dispatch, None), or (the event, why there is
+        nothing to dispatch yet)."""
         if event.kind == "status":
-            messages.record_status(self.engine, event)
-            return event
+            messages.record_status(conn, event)
+            return event, None
         info = multipart.part_info(event) if event.source == "sms-api" else None
         if info:
-            joined = multipart.collect(self.engine, event, self.config["CONCAT_TIMEOUT_SECONDS"])
+            joined = multipart.collect(conn, event, self.config["CONCAT_TIMEOUT_SECONDS"])
             if joined is None:
                 _, part, total = info
-                inbox.mark_done(
-                    self.engine, row.id, self.name, message_id=event.message_id,
-                    note=f"part {part}/{total} of a multipart SMS stored; waiting for the rest",
-                )
-                metrics.PROCESSED.labels(row.kind, "waiting").inc()
-                return None
+                return event, f"part {part}/{total} of a multipart SMS stored; waiting for the rest"
             event = joined
-        messages.record_inbound(self.engine, event)
-        return event
+        messages.record_inbound(conn, event)
+        return event, None
 
     def _housekeeping(self) -> None:
         now = time.time()

@@ -275,3 +275,92 @@ def test_handler_raising_a_database_error_is_retried_like_any_other(vonage, work
     work()
     (row,) = inbox.list_events(engine)
     assert row.state == "dead" and "CRM database is down" in row.last_error
+
+
+# -- batches -------------------------------------------------------------------------------------
+def test_one_batch_dispatches_in_order_and_settles_every_event(app, vonage, engine, calls, monkeypatch):
+    sent = [samples.message_status("delivered") for _ in range(7)]
+    for payload in sent:
+        vonage.status(payload)
+    claims = []
+    real_claim = inbox.claim_batch
+    monkeypatch.setattr(inbox, "claim_batch", lambda *a, **k: claims.append(real_claim(*a, **k)) or claims[-1])
+    worker = Worker(engine, app.config, name="w")
+    assert worker.run_until_idle() == 7
+    assert [len(batch) for batch in claims] == [7, 0]  # one claim for all seven, one that finds nothing
+    assert [event.message_id for _, event in calls] == [p["message_uuid"] for p in sent]
+    assert states(engine) == ["done"] * 7
+
+
+def test_a_failing_handler_fails_only_its_own_event_in_a_batch(app, vonage, engine, monkeypatch):
+    bad = samples.message_status("delivered")
+    for payload in (samples.message_status("delivered"), bad, samples.message_status("delivered")):
+        vonage.status(payload)
+
+    def picky(event):
+        if event.message_id == bad["message_uuid"]:
+            raise RuntimeError("this one")
+
+    monkeypatch.setitem(handlers.STATUS_HANDLERS, "delivered", picky)
+    Worker(engine, app.config, name="w").run_once()
+    assert states(engine) == ["done", "failed", "done"]
+
+
+def test_a_reconciling_bug_holds_back_only_its_own_event(app, vonage, engine, calls, monkeypatch):
+    bad = samples.message_status("read")
+    for payload in (samples.message_status("read"), bad, samples.message_status("read")):
+        vonage.status(payload)
+    real_record = messages.record_status
+
+    def record_status(conn, event):
+        if event.message_id == bad["message_uuid"]:
+            raise ValueError("a bug in reconciliation")
+        return real_record(conn, event)
+
+    monkeypatch.setattr(messages, "record_status", record_status)
+    Worker(engine, app.config, name="w").run_once()
+    assert states(engine) == ["done", "failed", "done"]
+    assert len(calls) == 2
+    assert messages.get_message(engine, bad["message_uuid"]) is None  # the failed batch was rolled back
+
+
+def test_stopping_mid_batch_gives_the_rest_back(app, vonage, engine, monkeypatch):
+    for _ in range(5):
+        vonage.status(samples.message_status("submitted"))
+    worker = Worker(engine, app.config, name="w")
+    seen = []
+
+    def stop_after_second(event):
+        seen.append(event.event_id)
+        if len(seen) == 2:
+            worker.stop()
+
+    monkeypatch.setitem(handlers.STATUS_HANDLERS, "submitted", stop_after_second)
+    assert worker.run_once() == 2
+    rows = inbox.list_events(engine, limit=10)[::-1]
+    assert [(r.state, r.attempts, r.claimed_by) for r in rows[2:]] == [("pending", 0, None)] * 3
+    assert Worker(engine, app.config, name="next").run_until_idle() == 3
+    assert seen == [1, 2, 3, 4, 5] and states(engine) == ["done"] * 5
+
+
+def test_a_slow_handler_shrinks_the_batch_to_one(app, vonage, engine, monkeypatch):
+    import receiver.worker as worker_module
+
+    for _ in range(3):
+        vonage.status(samples.message_status("delivered"))
+    monkeypatch.setattr(worker_module, "BATCH_SECONDS", 0.05)
+    monkeypatch.setitem(handlers.STATUS_HANDLERS, "delivered", lambda event: time.sleep(0.06))
+    worker = Worker(engine, app.config, name="w")
+    assert worker.run_once(limit=1) == 1
+    assert worker._batch_size == 1
+    assert worker.run_once() == 1  # one claim, one event: the others stay free for other workers
+    assert states(engine) == ["done", "done", "pending"]
+
+
+def test_parts_of_one_multipart_sms_in_one_batch_are_joined(vonage, work, calls):
+    parts = samples.inbound_sms_parts("one batch holds every part of this", 3)
+    for part in (parts[2], parts[0], parts[1]):
+        vonage.sms("inbound-sms", part, via="form")
+    assert work() == 3
+    ((_, event),) = calls
+    assert event.text == "one batch holds every part of this" and event.parts == 3
