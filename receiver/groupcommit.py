@@ -94,7 +94,7 @@ class GroupCommitter:
     def _commit(self, batch: list[_Pending]) -> None:
         try:
             with write_transaction(self.engine) as conn:
-                results = [inbox.insert_event(conn, p.values) for p in batch]
+                results = inbox.insert_events(conn, [p.values for p in batch])
             self.commits += 1
         except SQLAlchemyError as exc:
             if len(batch) == 1 or isinstance(exc, OperationalError):

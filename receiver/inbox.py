@@ -74,19 +74,20 @@ def event_values(
     }
 
 
-@lru_cache(maxsize=4)
-def _insert_sql(dialect: Dialect) -> tuple[str, tuple[str, ...] | None]:
-    # Compiled once per dialect and run with exec_driver_sql: building and compiling the Core
-    # statement on every request cost more CPU than the rest of the request path together.
+@lru_cache(maxsize=None)
+def _insert_sql(dialect: Dialect, rows: int) -> tuple[str, tuple[str, ...] | None]:
+    # Compiled once per dialect and batch size and run with exec_driver_sql: building and
+    # compiling the Core statement on every request cost more CPU than the rest of the request path.
     insert = insert_for(dialect)(events)
     stmt = (
-        insert.values({name: bindparam(name) for name in RECORD_COLUMNS})
+        insert.values([{name: bindparam(f"{name}_{i}") for name in RECORD_COLUMNS} for i in range(rows)])
         # One statement, so a repeat racing its original can never create a second row.
         .on_conflict_do_update(
             index_elements=[events.c.kind, events.c.dedup_key],
-            set_={"deliveries": events.c.deliveries + literal_column("1"), "last_delivery_at": insert.excluded.last_delivery_at},
+            set_={"deliveries": events.c.deliveries + insert.excluded.deliveries,
+                  "last_delivery_at": insert.excluded.last_delivery_at},
         )
-        .returning(events.c.id, events.c.deliveries)
+        .returning(events.c.id, events.c.deliveries, events.c.kind, events.c.dedup_key)
     )
     compiled = stmt.compile(dialect=dialect)
     return str(compiled), compiled.positiontup
@@ -98,12 +99,41 @@ RECORD_COLUMNS = (
 )
 
 
+def insert_events(conn: Connection, batch: list[dict]) -> list[Recorded]:
+    """Insert callbacks in the caller's transaction, in one statement; a callback already stored
+    (or repeated within the batch) counts one more delivery instead. One Recorded per callback, in order.
+
+    One statement for the whole batch: on SQLite the write lock is held for one step instead of
+    one per row (each step hands the GIL to other threads, and getting it back can take long
+    under load); on PostgreSQL it is one round trip.
+    """
+    first: dict[tuple[str, str], int] = {}
+    rows: list[dict] = []
+    for values in batch:
+        key = (values["kind"], values["dedup_key"])
+        if key in first:  # the same statement may not touch one row twice (PostgreSQL refuses)
+            rows[first[key]]["deliveries"] += 1
+        else:
+            first[key] = len(rows)
+            rows.append(dict(values))
+    sql, positions = _insert_sql(conn.dialect, len(rows))
+    named = {f"{name}_{i}": row[name] for i, row in enumerate(rows) for name in RECORD_COLUMNS}
+    params = tuple(named[name] for name in positions) if positions else named
+    stored = {(kind, dedup_key): (event_id, deliveries)
+              for event_id, deliveries, kind, dedup_key in conn.exec_driver_sql(sql, params).all()}
+    results, seen = [], dict.fromkeys(first, 0)
+    for values in batch:
+        key = (values["kind"], values["dedup_key"])
+        event_id, deliveries = stored[key]
+        seen[key] += 1
+        # This delivery's number: the total now, less this batch's later repeats.
+        results.append(Recorded(id=event_id, deliveries=deliveries - rows[first[key]]["deliveries"] + seen[key]))
+    return results
+
+
 def insert_event(conn: Connection, values: dict) -> Recorded:
     """Insert one callback in the caller's transaction, or count one more delivery of a stored one."""
-    sql, positions = _insert_sql(conn.dialect)
-    params = tuple(values[name] for name in positions) if positions else values
-    row = conn.exec_driver_sql(sql, params).one()
-    return Recorded(id=row[0], deliveries=row[1])
+    return insert_events(conn, [values])[0]
 
 
 def record_event(engine: Engine, **fields) -> Recorded:

@@ -66,3 +66,26 @@ def test_committer_survives_fork_by_starting_a_new_thread(app):
     committer.record(kind="message-status", dedup_key="a", body=b"{}")
     committer._pid = -1  # as seen from a forked child: the parent's thread does not exist there
     assert committer.record(kind="message-status", dedup_key="b", body=b"{}").deliveries == 1
+
+
+def test_one_statement_stores_a_batch_with_repeats_in_it_and_before_it(database_url):
+    from receiver import db, migrate
+
+    engine = db.make_engine(database_url)
+    migrate.upgrade(engine)
+    try:
+        def values(key):
+            return inbox.event_values(kind="delivery-receipt", dedup_key=key, body=b"", query=f"id={key}")
+
+        with db.write_transaction(engine) as conn:
+            (earlier,) = inbox.insert_events(conn, [values("a")])
+        with db.write_transaction(engine) as conn:
+            results = inbox.insert_events(conn, [values(k) for k in ("b", "a", "b", "c", "b")])
+        assert [(r.deliveries, r.duplicate) for r in results] == [
+            (1, False), (2, True), (2, True), (1, False), (3, True)]
+        assert results[1].id == earlier.id and results[0].id == results[2].id == results[4].id
+        assert len({results[0].id, results[1].id, results[3].id}) == 3
+        rows = {r.dedup_key: r.deliveries for r in inbox.list_events(engine)}
+        assert rows == {"a": 2, "b": 3, "c": 1}
+    finally:
+        engine.dispose()
