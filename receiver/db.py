@@ -293,8 +293,8 @@ class _SqliteWriterLock:
 
 
 @contextmanager
-def write_transaction(engine: Engine) -> Iterator[Connection]:
-    """`engine.begin()`; on SQLite, first wait for this file's other writers to finish.
+def writer_turn(engine: Engine) -> Iterator[None]:
+    """On SQLite, wait for this file's other writers to finish, and hold the turn; elsewhere nothing.
 
     SQLite has one writer at a time, and a writer that finds it busy waits in SQLite's busy
     handler, which sleeps 1 ms, then 2, 5 ... up to 100 ms between tries: under load, writers
@@ -302,13 +302,19 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
     previous one commits: a thread lock within the process, a file lock across processes.
     """
     if engine.dialect.name != "sqlite":
-        with engine.begin() as conn:
-            yield conn
+        yield
         return
     database = str(engine.url.database)
     with _writer_locks_guard:
         lock = _writer_locks.setdefault(database, _SqliteWriterLock(database))
-    with lock, engine.begin() as conn:
+    with lock:
+        yield
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """`engine.begin()`, in this writer's turn (see writer_turn)."""
+    with writer_turn(engine), engine.begin() as conn:
         yield conn
 
 

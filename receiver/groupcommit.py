@@ -12,11 +12,11 @@ import os
 import queue
 import threading
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from receiver import inbox
-from receiver.db import write_transaction
+from receiver.db import writer_turn
 
 log = logging.getLogger("receiver.groupcommit")
 
@@ -46,6 +46,7 @@ class GroupCommitter:
         self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._pid: int | None = None
+        self._conn: Connection | None = None  # used by the committer thread only
         self.commits = 0  # transactions committed (for tests and the benchmark)
 
     def record(self, **fields) -> inbox.Recorded:
@@ -70,6 +71,7 @@ class GroupCommitter:
         with self._lock:
             if self._pid != os.getpid():
                 self._queue = queue.SimpleQueue()
+                self._conn = None  # a connection opened before a fork belongs to the parent
                 threading.Thread(target=self._run, name="receiver-groupcommit", daemon=True).start()
                 self._pid = os.getpid()
 
@@ -93,8 +95,7 @@ class GroupCommitter:
 
     def _commit(self, batch: list[_Pending]) -> None:
         try:
-            with write_transaction(self.engine) as conn:
-                results = inbox.insert_events(conn, [p.values for p in batch])
+            results = self._store([p.values for p in batch])
             self.commits += 1
         except SQLAlchemyError as exc:
             if len(batch) == 1 or isinstance(exc, OperationalError):
@@ -112,3 +113,27 @@ class GroupCommitter:
         for pending, result in zip(batch, results):
             pending.result = result
             pending.done.set()
+
+    def _store(self, batch: list[dict]) -> list[inbox.Recorded]:
+        # The committer keeps its own connection: a batch pays no pool checkout, and on
+        # PostgreSQL no liveness round trip. A connection the server dropped while idle (a
+        # restart) is replaced and the batch tried once more, so that costs no 503.
+        for attempt in (1, 2):
+            if self._conn is None:
+                self._conn = self.engine.connect()
+            try:
+                with writer_turn(self.engine), self._conn.begin():
+                    return inbox.insert_events(self._conn, batch)
+            except SQLAlchemyError as exc:
+                self._drop_connection()
+                if attempt == 2 or not getattr(exc, "connection_invalidated", False):
+                    raise
+        raise AssertionError("unreachable")
+
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except SQLAlchemyError:
+                pass

@@ -99,3 +99,15 @@ def test_two_workers_never_dispatch_the_same_event(pg_app, sender, engine, monke
     assert set(dispatched.values()) == {1}
     assert all(w.processed > 0 for w in workers), "both workers should have taken part"
     assert inbox.count_by_state(engine) == {"done": 1000}
+
+
+def test_a_connection_dropped_while_idle_costs_no_503(pg_app, sender, engine):
+    import sqlalchemy
+
+    assert sender.status(samples.message_status("submitted")).status_code == 200
+    with engine.connect() as conn:  # the server drops every other connection, as a restart does
+        conn.execute(sqlalchemy.text(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"))
+    assert sender.status(samples.message_status("delivered")).status_code == 200
+    assert inbox.count_by_state(engine) == {"pending": 2}
