@@ -78,20 +78,24 @@ class GroupCommitter:
     def _run(self) -> None:
         while True:
             batch = [self._queue.get()]
-            while len(batch) < MAX_BATCH:
+            # On SQLite, wait for this process's turn to write before taking the rest of the
+            # batch: what arrives while another process commits joins this commit instead of
+            # waiting a whole turn more.
+            with writer_turn(self.engine):
+                while len(batch) < MAX_BATCH:
+                    try:
+                        batch.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
                 try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            try:
-                self._commit(batch)
-            except BaseException as exc:  # never leave a request waiting on a dead thread
-                for pending in batch:
-                    if not pending.done.is_set():
-                        pending.error = exc
-                        pending.done.set()
-                if not isinstance(exc, Exception):
-                    raise
+                    self._commit(batch)
+                except BaseException as exc:  # never leave a request waiting on a dead thread
+                    for pending in batch:
+                        if not pending.done.is_set():
+                            pending.error = exc
+                            pending.done.set()
+                    if not isinstance(exc, Exception):
+                        raise
 
     def _commit(self, batch: list[_Pending]) -> None:
         try:
@@ -122,7 +126,7 @@ class GroupCommitter:
             if self._conn is None:
                 self._conn = self.engine.connect()
             try:
-                with writer_turn(self.engine), self._conn.begin():
+                with self._conn.begin():  # in the writer's turn _run holds
                     return inbox.insert_events(self._conn, batch)
             except SQLAlchemyError as exc:
                 self._drop_connection()
