@@ -29,6 +29,7 @@ HEARTBEAT_SECONDS = 5.0
 PRUNE_EVERY_SECONDS = 3600.0
 MAX_BATCH = 100  # events claimed at once
 BATCH_SECONDS = 0.5  # a batch is sized to take about this long
+GATHER_SECONDS = 0.05  # after a short batch, how long to let the next one gather
 
 
 def handler_for(event: Event):
@@ -105,6 +106,11 @@ class Worker:
             if not worked:
                 self._wake.wait(self.config["WORKER_POLL_SECONDS"])
                 self._wake.clear()
+            elif worked < self._batch_size:
+                # Callbacks are trickling in: let a few gather rather than claim each one alone.
+                # Fewer, larger batches mean fewer write transactions beside the request path's
+                # (SQLite has one writer at a time), for at most GATHER_SECONDS more lag.
+                self._stop.wait(GATHER_SECONDS)
         log.info("worker %s stopped after %d events", self.name, self.processed)
 
     def run_until_idle(self, max_events: int = 10_000) -> int:
