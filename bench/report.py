@@ -31,6 +31,17 @@ class PacedRun:
 
 
 @dataclass
+class HandlerRun:
+    """The project at a constant rate with its usual handlers, or with every handler sleeping 5 s or raising."""
+
+    handler: str  # "usual", "sleep", "raise"
+    database: str
+    rate: float
+    outcome: Outcome
+    other_cpu: float | None
+
+
+@dataclass
 class ServerResult:
     name: str
     database: str  # "-" for the bare handler
@@ -98,7 +109,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def render(info: dict[str, str], settings: dict[str, str], results: list[ServerResult],
-           costs: dict[str, str], notes: list[str]) -> str:
+           costs: dict[str, str], notes: list[str], handler_runs: list[HandlerRun] = ()) -> str:
     bare_rps = [r.full_speed.rps for r in results if r.name.startswith("bare")]
     bare_mean = sum(bare_rps) / len(bare_rps) if bare_rps else 0.0
     lines = ["# Benchmark: the receiver vs a bare Flask handler", ""]
@@ -141,6 +152,24 @@ def render(info: dict[str, str], settings: dict[str, str], results: list[ServerR
         lines += _table(["server", "database", "offered req/s", "answered/s", "ack p50 ms", "ack p99 ms",
                          "ack p99.9 ms", "non-2xx / unanswered", "lag p50 ms", "lag p99 ms", "unfinished",
                          "backlog max / end", "drained after", "other CPU load (cores)"], rows)
+
+    if handler_runs:
+        lines += ["", "## A slow or failing handler (worker thread in the web processes, constant rate, "
+                  "half the project's own maximum)", ""]
+        rows = []
+        for run in handler_runs:
+            usual = [h.outcome.p99 for h in handler_runs
+                     if h.database == run.database and h.handler == "usual" and h.outcome.p99]
+            baseline = sum(usual) / len(usual) if usual else None
+            o = run.outcome
+            change = f"{100 * (o.p99 / baseline - 1):+.0f}%" if baseline and o.p99 and run.handler != "usual" else "-"
+            handler = {"usual": "the usual handlers", "sleep": "every handler sleeps 5 s",
+                       "raise": "every handler raises"}[run.handler]
+            rows.append([handler, run.database, f"{run.rate:,.0f}", _ms(o.p50), _ms(o.p99), _ms(o.p999),
+                         f"{o.non_2xx} / {o.socket_errors}", change, _cpu(run.other_cpu)])
+        lines += _table(["handler", "database", "offered req/s", "ack p50 ms", "ack p99 ms", "ack p99.9 ms",
+                         "non-2xx / unanswered", "ack p99 vs the usual handlers (mean of their runs)",
+                         "other CPU load (cores)"], rows)
 
     lines += ["", "## Peak memory (VmHWM)", ""]
     rows = [[r.name, r.database, ", ".join(f"{x:.0f}" for x in r.web_rss) or "-",

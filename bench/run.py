@@ -156,6 +156,8 @@ def parse_args(argv=None):
     p.add_argument("--connections", type=int, default=32, help="wrk connections")
     p.add_argument("--wrk-threads", type=int, default=1)
     p.add_argument("--full-speed-only", action="store_true", help="skip the constant-rate runs (to compare settings)")
+    p.add_argument("--no-handlers", action="store_true",
+                   help="skip the runs with a handler that sleeps 5 s and one that always raises")
     p.add_argument("--profile", action="store_true",
                    help="sample one project web worker with py-spy (pip install py-spy) during full speed")
     return p.parse_args(argv)
@@ -190,6 +192,28 @@ def measure_all(plan: Plan, settings: servers.Gunicorn, backends: list[str], var
         results.append(measure(server, "-", replace(plan, rate_duration=0), workdir, expected_rps=3000,
                                label="bare (again)"))
     return results
+
+
+def measure_handlers(plan: Plan, settings: servers.Gunicorn, backend: str, rate: float,
+                     workdir: Path) -> list[report.HandlerRun]:
+    """Acknowledgement latency at `rate` with the usual handlers, one that sleeps 5 s, one that always
+    raises, then the usual ones again (their spread shows the noise), each on a fresh database."""
+    runs = []
+    for handler in (None, "sleep", "raise", None):
+        with contextlib.ExitStack() as stack:
+            url = stack.enter_context(servers.fresh_database(backend, workdir))
+            server = stack.enter_context(servers.serve_project(settings, url, workdir, handler=handler))
+            print(f"\n== {server.name} ({backend}) on port {server.port}: {rate:,.0f} req/s constant", flush=True)
+            warm = load.run_constant_rate(server.port, callbacks.generate(int(rate * plan.warmup)), rate,
+                                          connections=plan.paced_connections)
+            check(warm, server.name)
+            with observe.CpuMeter(server.master.pid, postgres_database=_pg_name(server)) as cpu:
+                outcome = load.run_constant_rate(server.port, callbacks.generate(int(rate * plan.rate_duration)), rate,
+                                                 connections=plan.paced_connections)
+            check(outcome, server.name)
+            print(f"   ack p99 {outcome.p99 or 0:.1f} ms, statuses {outcome.statuses}", flush=True)
+            runs.append(report.HandlerRun(handler or "usual", backend, rate, outcome, cpu.other_cores))
+    return runs
 
 
 def measure_costs(backends: list[str], workdir: Path, fsync_before: tuple[float, float]) -> dict[str, str]:
@@ -231,11 +255,16 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="receiver-bench-") as tmp:
         fsync_before = micro.fsync_latency_us(tmp)
         results = measure_all(plan, settings, backends, variants, Path(tmp), profile=args.profile)
+        handler_runs = []
+        if plan.rate_duration and not args.no_handlers:
+            for backend in backends:
+                own = next(r for r in results if r.database == backend)  # the worker-thread variant comes first
+                handler_runs += measure_handlers(plan, settings, backend, own.full_speed.rps / 2, Path(tmp))
         costs = measure_costs(backends, Path(tmp), fsync_before)
 
     notes.append("other CPU load: cores busy with something other than the benchmark's own processes during "
                  "the measurement (the machine may be shared); figures taken while it is high are noisy.")
-    markdown = report.render(info, shown, results, costs, notes)
+    markdown = report.render(info, shown, results, costs, notes, handler_runs)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.md").write_text(markdown)
     print("\n" + markdown)

@@ -167,17 +167,27 @@ def init_database(database_url: str) -> None:
 
 
 @contextlib.contextmanager
-def serve_project(settings: Gunicorn, database_url: str, workdir: Path, *, worker_process: bool = False):
-    """gunicorn serving the project on `database_url`; with `worker_process`, the worker runs as `flask worker`."""
+def serve_project(settings: Gunicorn, database_url: str, workdir: Path, *, worker_process: bool = False,
+                  handler: str | None = None):
+    """gunicorn serving the project on `database_url`; with `worker_process`, the worker runs as `flask worker`;
+    with `handler` ("sleep" or "raise", see handler_modes.py), every handler is replaced by that one."""
     name = "project+worker" if worker_process else "project"
-    port, log_path = free_port(), workdir / f"{name}.log"
+    if handler:
+        name += f" ({handler} handler)"
+    port, log_path = free_port(), workdir / f"{name.replace(' ', '-')}.log"
     env = project_env(database_url, worker_in_web=not worker_process)
     init_database(database_url)
-    master = _start([*settings.args(port), "app:create_app()"], env, log_path, ROOT)
+    app = ["app:create_app()"]
+    if handler:
+        env["BENCH_HANDLER"] = handler
+        app = ["--pythonpath", str(BENCH), "handler_modes:create_app()"]
+    master = _start([*settings.args(port), *app], env, log_path, ROOT)
     worker = None
     try:
         if worker_process:
-            worker = _start([str(BIN / "flask"), "--app", "app", "worker"], env, workdir / f"{name}-worker.log", ROOT)
+            worker_env = dict(env, PYTHONPATH=os.pathsep.join(filter(None, [str(BENCH), env.get("PYTHONPATH")])))
+            worker = _start([str(BIN / "flask"), "--app", "handler_modes:create_app" if handler else "app", "worker"],
+                            worker_env, workdir / f"{name.replace(' ', '-')}-worker.log", ROOT)
         _wait_ready(port, master, log_path)
         yield Server(name, port, master, database_url=database_url, worker=worker, log_path=log_path)
     finally:
