@@ -30,6 +30,7 @@ PRUNE_EVERY_SECONDS = 3600.0
 MAX_BATCH = 100  # events claimed at once
 BATCH_SECONDS = 0.5  # a batch is sized to take about this long
 GATHER_SECONDS = 0.05  # after a short batch, how long to let the next one gather
+RECONCILE_CHUNK = 10  # events whose message state is written in one transaction
 
 
 def handler_for(event: Event):
@@ -149,6 +150,7 @@ class Worker:
         outcomes: list[tuple[int, dict]] = []
         parsed = []
         for row in rows:
+            _let_requests_run()
             try:
                 parsed.append((row, parse_stored(row)))
             except InvalidPayload as exc:
@@ -172,6 +174,7 @@ class Worker:
                 # Slow handlers: keep the done marks flowing rather than holding them to the end.
                 inbox.settle(self.engine, self.name, outcomes)
                 outcomes, last_settle = [], now
+            _let_requests_run()
             try:
                 handler_for(event)(event)
             except Exception:  # whatever the handler raised, its own database errors included
@@ -205,27 +208,31 @@ class Worker:
         return row.id, values
 
     def _reconcile_batch(self, parsed: list, outcomes: list) -> list:
-        """Update message state for every parsed event in one transaction; the (row, event) pairs
-        to dispatch, oldest first. Events with nothing to dispatch yet, or that cannot be
-        reconciled, get their outcome appended to `outcomes`."""
+        """Update message state for every parsed event, a few events per transaction; the (row,
+        event) pairs to dispatch, oldest first. Events with nothing to dispatch yet, or that cannot
+        be reconciled, get their outcome appended to `outcomes`."""
         # Rows locked in one order by every worker: two batches on PostgreSQL cannot deadlock.
         in_lock_order = sorted(parsed, key=lambda pair: (pair[1].message_id or "", pair[0].id))
-        try:
-            with write_transaction(self.engine) as conn:
-                reconciled = {row.id: self._reconcile(conn, row, event) for row, event in in_lock_order}
-        except SQLAlchemyError:
-            raise
-        except Exception:
-            # A bug reconciling one event must not hold back the others: one transaction each.
-            reconciled = {}
-            for row, event in in_lock_order:
-                try:
-                    with write_transaction(self.engine) as conn:
-                        reconciled[row.id] = self._reconcile(conn, row, event)
-                except SQLAlchemyError:
-                    raise
-                except Exception:
-                    outcomes.append(self._failure(row))
+        reconciled = {}
+        # Short transactions: on SQLite the request path's commits wait while this one writes.
+        for start in range(0, len(in_lock_order), RECONCILE_CHUNK):
+            _let_requests_run()
+            chunk = in_lock_order[start:start + RECONCILE_CHUNK]
+            try:
+                with write_transaction(self.engine) as conn:
+                    reconciled.update({row.id: self._reconcile(conn, row, event) for row, event in chunk})
+            except SQLAlchemyError:
+                raise
+            except Exception:
+                # A bug reconciling one event must not hold back the others: one transaction each.
+                for row, event in chunk:
+                    try:
+                        with write_transaction(self.engine) as conn:
+                            reconciled[row.id] = self._reconcile(conn, row, event)
+                    except SQLAlchemyError:
+                        raise
+                    except Exception:
+                        outcomes.append(self._failure(row))
         ready = []
         for row, _ in parsed:
             if row.id not in reconciled:
@@ -268,6 +275,13 @@ class Worker:
         if now - self._last_beat >= HEARTBEAT_SECONDS:
             self._last_beat = now
             beat(self.engine, self.name, self.processed, now)
+
+
+def _let_requests_run() -> None:
+    # Between two events, hand the GIL to any request thread waiting for it. Left alone, the
+    # interpreter lets a busy worker thread run 5 ms before a waiting thread gets a turn, and
+    # acknowledgements in the same process would wait on the worker.
+    time.sleep(0)
 
 
 def beat(engine, name: str, processed: int, now: float) -> None:
