@@ -113,9 +113,12 @@ def record_status(conn: Connection, event: Event) -> bool:
         "timestamp": _iso(event), "now": now, "client_ref": event.client_ref,
     }).rowcount == 1
     _record_history(conn, event, event.status, moved, now)
-    current = execute_prepared(conn, "messages.current_status", _current_status,
-                               {"message_id": event.message_id}).scalar()
-    event.superseded = not moved and current != event.status
+    if moved:
+        event.superseded = False
+    else:  # a repeat of the current status, or one that a later status already overtook
+        current = execute_prepared(conn, "messages.current_status", _current_status,
+                                   {"message_id": event.message_id}).scalar()
+        event.superseded = current != event.status
     return moved
 
 
