@@ -51,6 +51,7 @@ class ServerResult:
     paced: list[PacedRun] = field(default_factory=list)
     web_rss: list[float] = field(default_factory=list)
     worker_rss: float | None = None
+    adjacent_bare: tuple[float, float] | None = None  # the bare runs' req/s just before and after this one
 
 
 def _first(path: str, prefix: str) -> str:
@@ -120,7 +121,8 @@ def render(info: dict[str, str], settings: dict[str, str], results: list[ServerR
     rows = []
     for r in results:
         o = r.full_speed
-        ratio = f"{o.rps / bare_mean:.2f}" if bare_mean and not r.name.startswith("bare") else "-"
+        reference = sum(r.adjacent_bare) / 2 if r.adjacent_bare else bare_mean
+        ratio = f"{o.rps / reference:.2f}" if reference and not r.name.startswith("bare") else "-"
         repeats = f" ({o.wrapped} wrap)" if o.wrapped and not r.name.startswith("bare") else ""
         web_ms, worker_ms, pg_ms = r.cpu_ms
         cpu = " + ".join([f"{web_ms:.2f}"] + ([f"{worker_ms:.2f}"] if worker_ms else [])
@@ -128,7 +130,7 @@ def render(info: dict[str, str], settings: dict[str, str], results: list[ServerR
         rows.append([r.name, r.database, f"{o.rps:,.0f}{repeats}", _ms(o.p50), _ms(o.p99), _ms(o.p999),
                      str(o.non_2xx), str(o.socket_errors), ratio, cpu, _cpu(r.full_speed_other_cpu)])
     lines += _table(["server", "database", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "non-2xx", "socket errors",
-                     "project/bare (mean of the bare rows)", "CPU ms per request (web [+ flask worker] [+ PostgreSQL])",
+                     "project/bare (mean of the bare runs just before and after)", "CPU ms per request (web [+ flask worker] [+ PostgreSQL])",
                      "other CPU load (cores)"], rows)
 
     runs = [(r, run) for r in results for run in r.paced]

@@ -40,6 +40,7 @@ class Plan:
     wrk_threads: int
     connections: int
     paced_connections: int
+    settle: float = 20.0  # seconds of unmeasured load before the first measurement
 
     @classmethod
     def from_args(cls, args) -> "Plan":
@@ -106,9 +107,9 @@ def measure(server: servers.Server, database: str, plan: Plan, workdir: Path, *,
                                               (cpu.web_seconds, cpu.worker_seconds, cpu.postgres_seconds)))
     if plan.rate_duration:
         half_bare = rate or full_speed.rps / 2
-        if url and full_speed.rps < half_bare:
-            # The bare rate overloads the project: measure the lag where it can keep up, first,
-            # so the overload's backlog cannot leak into it.
+        if url and abs(full_speed.rps / 2 - half_bare) > 0.1 * half_bare:
+            # The worker's goal is set at half the project's own maximum: measure it there first,
+            # so the backlog of a rate that overloads the project cannot leak into it.
             result.paced.append(paced_run(server, database, plan, full_speed.rps / 2, "half its own maximum"))
         result.paced.append(paced_run(server, database, plan, half_bare, "half the bare maximum"))
 
@@ -176,21 +177,34 @@ def describe(plan: Plan, settings: servers.Gunicorn) -> dict[str, str]:
 
 def measure_all(plan: Plan, settings: servers.Gunicorn, backends: list[str], variants: list[bool],
                 workdir: Path, *, profile: bool) -> list[report.ServerResult]:
-    """The bare handler, the project on each backend and worker variant, then the bare handler again."""
+    """The bare handler, then each backend and worker variant of the project, each followed by the
+    bare handler again at full speed only.
+
+    This machine's speed drifts by tens of percent within minutes, so each project run is
+    compared with the bare runs just before and after it rather than with one bare figure.
+    """
     with servers.serve_bare(settings, workdir) as server:
+        # The first half minute of load runs markedly slower on this machine (a bare run at the
+        # start measured less than half of one a minute later): let it settle first, unmeasured.
+        print(f"\n== settling the machine: {plan.settle:g} s of load, not measured", flush=True)
+        settle = callbacks.write_slices(callbacks.generate(int(plan.settle * 10000)), workdir, "settle", plan.wrk_threads)
+        load.run_wrk(server.port, settle, plan.settle, threads=plan.wrk_threads, connections=plan.connections)
         bare = measure(server, "-", plan, workdir, expected_rps=3000)
     results = [bare]
+    previous = bare
     for backend in backends:
         for worker_process in variants:
             with contextlib.ExitStack() as stack:
                 url = stack.enter_context(servers.fresh_database(backend, workdir))
                 server = stack.enter_context(servers.serve_project(settings, url, workdir, worker_process=worker_process))
-                results.append(measure(server, backend, plan, workdir, rate=bare.full_speed.rps / 2, profile=profile,
-                                       expected_rps=max(500.0, bare.full_speed.rps)))
-    # The bare figure again, at full speed only: if the two differ much, the machine was noisy.
-    with servers.serve_bare(settings, workdir) as server:
-        results.append(measure(server, "-", replace(plan, rate_duration=0), workdir, expected_rps=3000,
-                               label="bare (again)"))
+                project = measure(server, backend, plan, workdir, rate=bare.full_speed.rps / 2, profile=profile,
+                                  expected_rps=max(500.0, bare.full_speed.rps))
+            with servers.serve_bare(settings, workdir) as server:
+                again = measure(server, "-", replace(plan, rate_duration=0), workdir, expected_rps=3000,
+                                label="bare (again)")
+            project.adjacent_bare = (previous.full_speed.rps, again.full_speed.rps)
+            results += [project, again]
+            previous = again
     return results
 
 
