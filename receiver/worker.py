@@ -31,6 +31,7 @@ MAX_BATCH = 100  # events claimed at once
 BATCH_SECONDS = 0.5  # a batch is sized to take about this long
 GATHER_SECONDS = 0.05  # after a short batch, how long to let the next one gather
 RECONCILE_CHUNK = 10  # events whose message state is written in one transaction
+SETTLE_EVERY = 10  # outcomes written together (what a killed worker may have dispatched but not marked)
 
 
 def handler_for(event: Event):
@@ -170,8 +171,9 @@ class Worker:
             if i and (self.stopping or now - started > self.config["LEASE_SECONDS"] / 4):
                 self._give_back([r.id for r, _ in ready[i:]])
                 break
-            if outcomes and now - last_settle >= BATCH_SECONDS:
-                # Slow handlers: keep the done marks flowing rather than holding them to the end.
+            if len(outcomes) >= SETTLE_EVERY or (outcomes and now - last_settle >= BATCH_SECONDS):
+                # Done marks go out in small groups, not at the end of the batch: a worker killed
+                # mid-batch leaves at most SETTLE_EVERY dispatched events to be dispatched again.
                 inbox.settle(self.engine, self.name, outcomes)
                 outcomes, last_settle = [], now
             _let_requests_run()

@@ -364,3 +364,28 @@ def test_parts_of_one_multipart_sms_in_one_batch_are_joined(vonage, work, calls)
     assert work() == 3
     ((_, event),) = calls
     assert event.text == "one batch holds every part of this" and event.parts == 3
+
+
+def test_done_marks_are_written_in_small_groups_during_a_batch(app, vonage, engine, monkeypatch):
+    from receiver.worker import SETTLE_EVERY
+
+    total = SETTLE_EVERY * 2 + 3
+    for _ in range(total):
+        vonage.status(samples.message_status("delivered"))
+
+    class Killed(BaseException):
+        """Stands for the process being killed: nothing after it runs."""
+
+    seen = []
+
+    def dies_at_the_last(event):
+        seen.append(event.event_id)
+        if len(seen) == total:
+            raise Killed
+
+    monkeypatch.setitem(handlers.STATUS_HANDLERS, "delivered", dies_at_the_last)
+    with pytest.raises(Killed):
+        Worker(engine, app.config, name="w").run_once()
+    found = states(engine)
+    assert found.count("done") == SETTLE_EVERY * 2  # what a new worker would not dispatch again
+    assert found.count("processing") == 3
