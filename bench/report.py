@@ -110,7 +110,8 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def render(info: dict[str, str], settings: dict[str, str], results: list[ServerResult],
-           costs: dict[str, str], notes: list[str], handler_runs: list[HandlerRun] = ()) -> str:
+           costs: dict[str, str], notes: list[str], handler_runs: list[HandlerRun] = (),
+           instructions: dict[str, float] | None = None) -> str:
     bare_rps = [r.full_speed.rps for r in results if r.name.startswith("bare")]
     bare_mean = sum(bare_rps) / len(bare_rps) if bare_rps else 0.0
     lines = ["# Benchmark: the receiver vs a bare Flask handler", ""]
@@ -177,6 +178,12 @@ def render(info: dict[str, str], settings: dict[str, str], results: list[ServerR
     rows = [[r.name, r.database, ", ".join(f"{x:.0f}" for x in r.web_rss) or "-",
              "-" if r.worker_rss is None else f"{r.worker_rss:.0f}"] for r in results]
     lines += _table(["server", "database", "each web worker MiB", "`flask worker` process MiB"], rows)
+
+    if instructions:
+        lines += ["", "## Instructions per callback (callgrind: counted, not timed; in one process, "
+                  "no HTTP, no worker)", ""]
+        rows = [[server, f"{n:,.0f}", f"{n / instructions['bare']:.2f}"] for server, n in instructions.items()]
+        lines += _table(["server", "instructions per callback", "vs bare"], rows)
 
     lines += ["", "## Costs without HTTP (this process, one caller)", ""]
     lines += _table(["what", "per call"], [[k, v] for k, v in costs.items()])

@@ -22,6 +22,7 @@ sys.path[:0] = [str(BENCH), str(BENCH.parent)]
 
 import callbacks  # noqa: E402  (bench/ and the project root must be on the path first)
 import hotspots  # noqa: E402
+import instructions  # noqa: E402
 import load  # noqa: E402
 import micro  # noqa: E402
 import observe  # noqa: E402
@@ -159,6 +160,8 @@ def parse_args(argv=None):
     p.add_argument("--full-speed-only", action="store_true", help="skip the constant-rate runs (to compare settings)")
     p.add_argument("--no-handlers", action="store_true",
                    help="skip the runs with a handler that sleeps 5 s and one that always raises")
+    p.add_argument("--no-instructions", action="store_true",
+                   help="skip counting instructions per callback with valgrind (about 2 minutes)")
     p.add_argument("--profile", action="store_true",
                    help="sample one project web worker with py-spy (pip install py-spy) during full speed")
     return p.parse_args(argv)
@@ -275,10 +278,18 @@ def main(argv=None) -> int:
                 own = next(r for r in results if r.database == backend)  # the worker-thread variant comes first
                 handler_runs += measure_handlers(plan, settings, backend, own.full_speed.rps / 2, Path(tmp))
         costs = measure_costs(backends, Path(tmp), fsync_before)
+        counted = None
+        if args.no_instructions:
+            pass
+        elif instructions.available():
+            print("\n== instructions per callback, under callgrind", flush=True)
+            counted = instructions.per_callback()
+        else:
+            notes.append("instructions per callback not counted: valgrind is not installed")
 
     notes.append("other CPU load: cores busy with something other than the benchmark's own processes during "
                  "the measurement (the machine may be shared); figures taken while it is high are noisy.")
-    markdown = report.render(info, shown, results, costs, notes, handler_runs)
+    markdown = report.render(info, shown, results, costs, notes, handler_runs, counted)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.md").write_text(markdown)
     print("\n" + markdown)
