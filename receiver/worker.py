@@ -68,7 +68,7 @@ def parse_stored(row) -> Event:
 class Worker:
     """One worker loop. `stop()` lets the current event finish, then `run()` returns."""
 
-    def __init__(self, engine, config: dict, name: str | None = None):
+    def __init__(self, engine, config: dict, name: str | None = None, *, beside_requests: bool = False):
         self.engine = engine
         self.config = config
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
@@ -78,6 +78,7 @@ class Worker:
         self._last_sweep = 0.0
         self._last_prune = 0.0
         self._batch_size = MAX_BATCH
+        self.beside_requests = beside_requests  # a thread of a web process, sharing its GIL
         self.processed = 0
 
     # -- control -------------------------------------------------------------------------------
@@ -151,7 +152,7 @@ class Worker:
         outcomes: list[tuple[int, dict]] = []
         parsed = []
         for row in rows:
-            _let_requests_run()
+            self._let_requests_run()
             try:
                 parsed.append((row, parse_stored(row)))
             except InvalidPayload as exc:
@@ -176,7 +177,7 @@ class Worker:
                 # mid-batch leaves at most SETTLE_EVERY dispatched events to be dispatched again.
                 inbox.settle(self.engine, self.name, outcomes)
                 outcomes, last_settle = [], now
-            _let_requests_run()
+            self._let_requests_run()
             try:
                 handler_for(event)(event)
             except Exception:  # whatever the handler raised, its own database errors included
@@ -189,6 +190,13 @@ class Worker:
         if outcomes:
             inbox.settle(self.engine, self.name, outcomes)
         return processed
+
+    def _let_requests_run(self) -> None:
+        # In a web process, hand the GIL to any request thread waiting for it between two
+        # events. Left alone, the interpreter lets a busy worker thread run 5 ms before a
+        # waiting thread gets a turn, and acknowledgements would wait on the worker.
+        if self.beside_requests:
+            time.sleep(0)
 
     def _give_back(self, event_ids: list[int]) -> None:
         try:
@@ -218,7 +226,7 @@ class Worker:
         reconciled = {}
         # Short transactions: on SQLite the request path's commits wait while this one writes.
         for start in range(0, len(in_lock_order), RECONCILE_CHUNK):
-            _let_requests_run()
+            self._let_requests_run()
             chunk = in_lock_order[start:start + RECONCILE_CHUNK]
             try:
                 with write_transaction(self.engine) as conn:
@@ -279,13 +287,6 @@ class Worker:
             beat(self.engine, self.name, self.processed, now)
 
 
-def _let_requests_run() -> None:
-    # Between two events, hand the GIL to any request thread waiting for it. Left alone, the
-    # interpreter lets a busy worker thread run 5 ms before a waiting thread gets a turn, and
-    # acknowledgements in the same process would wait on the worker.
-    time.sleep(0)
-
-
 def beat(engine, name: str, processed: int, now: float) -> None:
     """Record that this worker is alive."""
     insert = insert_for(engine)
@@ -321,7 +322,7 @@ def ensure_background_worker(app: Flask) -> Worker:
         current = app.extensions.get("worker")
         if current is not None and current.pid == os.getpid():
             return current
-        worker = Worker(get_worker_engine(app), app.config)
+        worker = Worker(get_worker_engine(app), app.config, beside_requests=True)
         worker.pid = os.getpid()
         thread = threading.Thread(target=worker.run, name="receiver-worker", daemon=True)
         worker.thread = thread
