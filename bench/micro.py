@@ -57,6 +57,50 @@ def storage_cost(url: str, count: int = 500) -> float:
         engine.dispose()
 
 
+def worker_rate(url: str, count: int = 3000) -> float:
+    """Events per second one worker loop processes, in this process, draining `count` stored
+    callbacks of the realistic mix with the usual handlers (their log lines written to /dev/null)."""
+    import json
+    import logging
+    import random
+
+    from receiver.config import defaults
+    from receiver.payloads import MESSAGES_KINDS
+    from receiver.worker import Worker
+
+    servers.init_database(url)
+    engine, bookkeeping = db.make_engine(url), db.make_engine(url, durable=False)
+    sink = logging.StreamHandler(open(os.devnull, "w"))
+    loggers = [logging.getLogger(name) for name in ("handlers", "receiver")]
+    saved = [(lg.level, lg.propagate) for lg in loggers]
+    try:
+        rows = []
+        for kind, _, payload in samples.traffic(count, random.Random(7)):
+            messages_api = kind in MESSAGES_KINDS
+            body, query = (json.dumps(payload).encode(), "") if messages_api else (b"", urlencode(payload))
+            key, message_id, status = natural_key(kind, payload, body, query)
+            rows.append(inbox.event_values(kind=kind, dedup_key=key, body=body, query=query, message_id=message_id,
+                                           status=status, content_type="application/json" if messages_api else ""))
+        with db.write_transaction(engine) as conn:
+            inbox.insert_events(conn, rows)
+        for lg in loggers:
+            lg.addHandler(sink)
+            lg.setLevel(logging.INFO)
+            lg.propagate = False
+        worker = Worker(bookkeeping, defaults(), name="bench")
+        start = time.perf_counter()
+        done = worker.run_until_idle(max_events=count)
+        return done / (time.perf_counter() - start)
+    finally:
+        for lg, (level, propagate) in zip(loggers, saved):
+            lg.removeHandler(sink)
+            lg.setLevel(level)
+            lg.propagate = propagate
+        sink.stream.close()
+        engine.dispose()
+        bookkeeping.dispose()
+
+
 def fsync_latency_us(directory: str, count: int = 300) -> tuple[float, float]:
     """(p50, p99) of write(4 KiB) + fsync in `directory`: the floor under a durable SQLite commit."""
     fd, path = tempfile.mkstemp(dir=directory)

@@ -238,6 +238,9 @@ def measure_costs(backends: list[str], workdir: Path, fsync_before: tuple[float,
     for backend in backends:
         with servers.fresh_database(backend, workdir) as url:
             costs[f"inbox.record_event, {backend} (one durable commit)"] = f"{micro.storage_cost(url):,.0f} µs"
+        with servers.fresh_database(backend, workdir) as url:
+            costs[f"one worker loop draining 3,000 stored callbacks, {backend}"] = \
+                f"{micro.worker_rate(url):,.0f} events/s"
     fsync_after = micro.fsync_latency_us(str(workdir))
     costs["write 4 KiB + fsync in the SQLite directory, p50 / p99 (start of run)"] = \
         f"{fsync_before[0]:,.0f} / {fsync_before[1]:,.0f} µs"
