@@ -3,8 +3,9 @@
 Every handler receives one `schemas.Event` and returns nothing. Raising means "try again later":
 the worker retries with backoff, then keeps the event as dead. Handlers must be idempotent: a
 callback can be dispatched again (a retry after your handler raised, a replay, a worker killed
-between your handler returning and the event being marked done). Key any side effect on
-`event.message_id` (+ `event.status`) or `event.event_id`, e.g. an INSERT ... ON CONFLICT DO NOTHING.
+between your handler returning and the event being marked done: it marks them ten at a time).
+Key any side effect on `event.message_id` (+ `event.status`) or `event.event_id`, e.g. an
+INSERT ... ON CONFLICT DO NOTHING.
 
 To add behaviour for a status: write a function in handlers/status.py, point its status at it
 below, and add a test in tests/test_handlers.py.
