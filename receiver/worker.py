@@ -1,7 +1,9 @@
-"""The worker path: claim a stored callback, parse it, reconcile message state, dispatch, mark done.
+"""The worker path: claim stored callbacks in batches, parse, reconcile message state, dispatch
+each in the order received, mark done.
 
 Runs as a background thread of the web process (the default) or as its own process
-(`flask worker`). It never answers HTTP, and nothing it does can slow an acknowledgement.
+(`flask worker`). It never answers HTTP, and in a web process it hands the GIL to request
+threads between events so that it does not hold up acknowledgements.
 """
 from __future__ import annotations
 
@@ -145,9 +147,9 @@ class Worker:
     def process_batch(self, rows: list) -> int:
         """Parse, reconcile, dispatch and settle claimed events, oldest first; how many were processed.
 
-        Message state for the whole batch is written in one transaction and the outcomes in
-        another, so the worker's cost per event is its handler and little else. Events left when
-        the worker is told to stop (or the batch runs long) are given back, not lost.
+        Message state is written RECONCILE_CHUNK events per transaction and outcomes
+        SETTLE_EVERY at a time, so the worker's cost per event is its handler and little else.
+        Events left when the worker is told to stop (or the batch runs long) are given back.
         """
         outcomes: list[tuple[int, dict]] = []
         parsed = []
