@@ -131,18 +131,13 @@ def insert_events(conn: Connection, batch: list[dict]) -> list[Recorded]:
     return results
 
 
-def insert_event(conn: Connection, values: dict) -> Recorded:
-    """Insert one callback in the caller's transaction, or count one more delivery of a stored one."""
-    return insert_events(conn, [values])[0]
-
-
 def record_event(engine: Engine, **fields) -> Recorded:
     """Store one callback in a transaction of its own (see receiver.groupcommit for the request path).
 
     :raises sqlalchemy.exc.SQLAlchemyError: when the database cannot take the write.
     """
     with write_transaction(engine) as conn:
-        return insert_event(conn, event_values(**fields))
+        return insert_events(conn, [event_values(**fields)])[0]
 
 
 def _claimable():
@@ -220,7 +215,8 @@ def _settle_statement(names: tuple[str, ...]):
 
 def settle(engine: Engine, worker_name: str, outcomes: list[tuple[int, dict]]) -> int:
     """Record how each claimed event ended ((event id, column values) pairs, from done_values,
-    failed_values or invalid_values), all in one transaction. Returns how many were settled."""
+    failed_values or invalid_values), all in one transaction. Returns how many were settled.
+    mark_done is the one-event form."""
     by_columns: dict[tuple[str, ...], list[dict]] = {}
     for event_id, values in outcomes:
         params = {"event_id": event_id, "worker": worker_name, **{f"v_{k}": v for k, v in values.items()}}
@@ -234,9 +230,9 @@ def settle(engine: Engine, worker_name: str, outcomes: list[tuple[int, dict]]) -
     return settled
 
 
-def done_values(*, message_id=None, status=None, note=None, now: float | None = None) -> dict:
+def done_values(*, message_id=None, status=None, note=None) -> dict:
     """The handler returned (or there was nothing to dispatch yet): the event is finished."""
-    values = {"state": "done", "processed_at": time.time() if now is None else now, "last_error": None, "note": note}
+    values = {"state": "done", "processed_at": time.time(), "last_error": None, "note": note}
     if message_id is not None:
         values["message_id"] = message_id
     if status is not None:
@@ -262,23 +258,10 @@ def mark_done(engine: Engine, event_id: int, worker_name: str, *, message_id=Non
     return settle(engine, worker_name, [(event_id, done_values(message_id=message_id, status=status, note=note))]) == 1
 
 
-def mark_invalid(engine: Engine, event_id: int, worker_name: str, errors: dict) -> bool:
-    """Settle one event as invalid (see settle for a batch)."""
-    return settle(engine, worker_name, [(event_id, invalid_values(errors))]) == 1
-
-
 def retry_delay(attempts: int, base: float, cap: float) -> float:
     """Exponential backoff with jitter: base, 2*base, 4*base ... capped."""
     delay = min(cap, base * (2 ** max(0, attempts - 1)))
     return delay * random.uniform(0.8, 1.0)
-
-
-def mark_failed(engine: Engine, event_id: int, worker_name: str, *, attempts: int, error: str,
-                max_attempts: int, base: float, cap: float) -> str:
-    """Settle one event whose handler raised; returns its new state, "failed" or "dead"."""
-    values = failed_values(attempts=attempts, error=error, max_attempts=max_attempts, base=base, cap=cap)
-    settle(engine, worker_name, [(event_id, values)])
-    return values["state"]
 
 
 def replay(engine: Engine, event_id: int) -> bool:
