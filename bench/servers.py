@@ -18,6 +18,7 @@ from pathlib import Path
 import sqlalchemy
 
 import callbacks
+from receiver import db
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -132,14 +133,11 @@ def fresh_database(backend: str, workdir: Path):
 
 def postgres_problem() -> str | None:
     """None when the local PostgreSQL answers, else why not."""
+    engine = sqlalchemy.create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 2})
     try:
-        engine = sqlalchemy.create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 2})
-        with engine.connect() as conn:
-            conn.execute(sqlalchemy.text("SELECT 1"))
+        return db.unreachable_reason(engine)
+    finally:
         engine.dispose()
-        return None
-    except Exception as exc:  # any failure means: skip PostgreSQL, and say why
-        return f"{exc.__class__.__name__}: {exc}".splitlines()[0]
 
 
 @contextlib.contextmanager

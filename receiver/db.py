@@ -356,11 +356,16 @@ def get_worker_engine(app: Flask) -> Engine:
     return app.extensions["worker_engine"]
 
 
-def is_reachable(engine: Engine) -> bool:
-    """True when the database answers a trivial query."""
+def unreachable_reason(engine: Engine) -> str | None:
+    """None when the database answers a trivial query, else why not (the error's first line)."""
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
-        return True
-    except Exception:  # any driver error means "not ready"
-        return False
+        return None
+    except Exception as exc:  # any driver error means "not ready"
+        return f"{exc.__class__.__name__}: {exc}".splitlines()[0]
+
+
+def is_reachable(engine: Engine) -> bool:
+    """True when the database answers a trivial query."""
+    return unreachable_reason(engine) is None

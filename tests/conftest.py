@@ -152,14 +152,12 @@ def vonage(client):
 
 def postgres_reachable(url: str = PG_URL) -> str | None:
     """None when PostgreSQL answers at `url`, else the reason it does not."""
+    engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 2})
     try:
-        engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 2})
-        with engine.connect() as conn:
-            conn.execute(sqlalchemy.text("SELECT 1"))
+        reason = db.unreachable_reason(engine)
+    finally:
         engine.dispose()
-        return None
-    except Exception as exc:  # any failure means: skip, and say why
-        return f"PostgreSQL not reachable at {url}: {exc.__class__.__name__}"
+    return None if reason is None else f"PostgreSQL not reachable at {url}: {reason}"
 
 
 @pytest.fixture(scope="session")
