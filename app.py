@@ -5,7 +5,7 @@ Run it with `flask --app app run` or `gunicorn 'app:create_app()'`. Nothing happ
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from receiver import api, cli, config, db, guard, logs, metrics, routes, vonage_cli, worker
+from receiver import api, cli, config, guard, logs, metrics, routes, storage, vonage_cli, worker
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -19,7 +19,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         # Trust exactly this many proxies (Heroku's router, nginx, a tunnel) for client address and scheme.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)
 
-    db.init_app(app)
+    storage.init_app(app)
     guard.init_app(app)
     routes.init_app(app)
     api.init_app(app)

@@ -1,5 +1,5 @@
 """Costs measured in this process, without HTTP: signature verification per request, and storing one
-callback (inbox.record_event, one durable commit) on each backend, one caller at a time.
+callback (one durable commit) through storage.events.record_event on each backend, one caller at a time.
 """
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from urllib.parse import urlencode
 
 import servers
 from callbacks import API_KEY, SECRET, compact
-from receiver import db, inbox, samples
+from receiver import samples
+from receiver.storage import Storage, events as inbox
+from receiver.storage.engines import make_engine, write_transaction
 from receiver.payloads import natural_key
 from receiver.signatures import Keyring, sign_jwt, sign_sms, verify_jwt, verify_sms
 
@@ -43,7 +45,7 @@ def signature_costs() -> dict[str, float]:
 def storage_cost(url: str, count: int = 500) -> float:
     """Microseconds per record_event: one new callback, committed, with nobody else writing."""
     servers.init_database(url)
-    engine = db.make_engine(url)
+    engine = make_engine(url)
     try:
         payload = samples.delivery_receipt()
         query = urlencode(payload)
@@ -69,7 +71,8 @@ def worker_rate(url: str, count: int = 3000) -> float:
     from receiver.worker import Worker
 
     servers.init_database(url)
-    engine, bookkeeping = db.make_engine(url), db.make_engine(url, durable=False)
+    storage = Storage(url, 5.0)
+    engine = storage.engine
     sink = logging.StreamHandler(open(os.devnull, "w"))
     loggers = [logging.getLogger(name) for name in ("handlers", "receiver")]
     saved = [(lg.level, lg.propagate) for lg in loggers]
@@ -81,13 +84,13 @@ def worker_rate(url: str, count: int = 3000) -> float:
             key, message_id, status = natural_key(kind, payload, body, query)
             rows.append(inbox.event_values(kind=kind, dedup_key=key, body=body, query=query, message_id=message_id,
                                            status=status, content_type="application/json" if messages_api else ""))
-        with db.write_transaction(engine) as conn:
+        with write_transaction(engine) as conn:
             inbox.insert_events(conn, rows)
         for lg in loggers:
             lg.addHandler(sink)
             lg.setLevel(logging.INFO)
             lg.propagate = False
-        worker = Worker(bookkeeping, defaults(), name="bench")
+        worker = Worker(storage, defaults(), name="bench")
         start = time.perf_counter()
         done = worker.run_until_idle(max_events=count)
         return done / (time.perf_counter() - start)
@@ -97,8 +100,7 @@ def worker_rate(url: str, count: int = 3000) -> float:
             lg.setLevel(level)
             lg.propagate = propagate
         sink.stream.close()
-        engine.dispose()
-        bookkeeping.dispose()
+        storage.dispose()
 
 
 def fsync_latency_us(directory: str, count: int = 300) -> tuple[float, float]:

@@ -237,7 +237,7 @@ def measure_costs(backends: list[str], workdir: Path, fsync_before: tuple[float,
     costs = {name: f"{us:,.1f} µs" for name, us in micro.signature_costs().items()}
     for backend in backends:
         with servers.fresh_database(backend, workdir) as url:
-            costs[f"inbox.record_event, {backend} (one durable commit)"] = f"{micro.storage_cost(url):,.0f} µs"
+            costs[f"record_event, {backend} (one durable commit)"] = f"{micro.storage_cost(url):,.0f} µs"
         with servers.fresh_database(backend, workdir) as url:
             costs[f"one worker loop draining 3,000 stored callbacks, {backend}"] = \
                 f"{micro.worker_rate(url):,.0f} events/s"

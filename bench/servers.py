@@ -18,7 +18,7 @@ from pathlib import Path
 import sqlalchemy
 
 import callbacks
-from receiver import db
+from receiver.storage import unreachable_reason
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -135,7 +135,7 @@ def postgres_problem() -> str | None:
     """None when the local PostgreSQL answers, else why not."""
     engine = sqlalchemy.create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 2})
     try:
-        return db.unreachable_reason(engine)
+        return unreachable_reason(engine)
     finally:
         engine.dispose()
 

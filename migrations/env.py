@@ -6,13 +6,14 @@ use the `alembic` command for `revision --autogenerate`, `history` and `current`
 """
 from alembic import context
 
-from receiver import config, db
+from receiver import config
+from receiver.storage import engines, schema
 
 
 def run_on(connection) -> None:
     context.configure(
         connection=connection,
-        target_metadata=db.metadata,
+        target_metadata=schema.metadata,
         # SQLite cannot ALTER most things: autogenerate then writes batch (copy-and-move) operations.
         render_as_batch=connection.dialect.name == "sqlite",
     )
@@ -22,13 +23,13 @@ def run_on(connection) -> None:
 
 def run_from_command_line() -> None:
     settings = {**config.defaults(), **config.from_env()}
-    url = db.database_url(settings["DATABASE_URL"], settings["INSTANCE_PATH"])
+    url = engines.database_url(settings["DATABASE_URL"], settings["INSTANCE_PATH"])
     if context.is_offline_mode():  # `alembic upgrade head --sql`: print the SQL instead of running it
-        context.configure(url=url, target_metadata=db.metadata, literal_binds=True)
+        context.configure(url=url, target_metadata=schema.metadata, literal_binds=True)
         with context.begin_transaction():
             context.run_migrations()
         return
-    engine = db.make_engine(url)
+    engine = engines.make_engine(url)
     try:
         with engine.connect() as connection:
             run_on(connection)

@@ -8,10 +8,8 @@ import hmac
 
 from flask import Blueprint, Flask, abort, current_app, jsonify, request
 
-from receiver import inbox, messages
-from receiver.db import get_engine
-from receiver.guard import recent_rejections
 from receiver.routes import error
+from receiver.storage import get_storage
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -36,32 +34,31 @@ def _limit(default: int = 50) -> int:
 
 @bp.get("/events")
 def list_events():
-    rows = inbox.list_events(
-        get_engine(current_app),
+    found = get_storage(current_app).events(
         kind=request.args.get("kind"),
         state=request.args.get("state"),
         message_id=request.args.get("message_id"),
         limit=_limit(),
     )
-    return jsonify(events=[inbox.event_summary(r) for r in rows])
+    return jsonify(events=found)
 
 
 @bp.get("/events/<int:event_id>")
 def show_event(event_id: int):
-    row = inbox.get_event(get_engine(current_app), event_id)
-    if row is None:
+    found = get_storage(current_app).event(event_id)
+    if found is None:
         return error(404, "not_found", f"no event {event_id}")
-    return jsonify(inbox.event_detail(row))
+    return jsonify(found)
 
 
 @bp.post("/events/<int:event_id>/replay")
 def replay_event(event_id: int):
-    engine = get_engine(current_app)
-    if inbox.get_event(engine, event_id) is None:
+    storage = get_storage(current_app)
+    if storage.event(event_id) is None:
         return error(404, "not_found", f"no event {event_id}")
-    if not inbox.replay(engine, event_id):
+    if not storage.replay(event_id):
         return error(409, "not_replayable", "only done, failed, dead or invalid events can be replayed")
-    return jsonify(inbox.event_summary(inbox.get_event(engine, event_id)))
+    return jsonify(storage.event(event_id))
 
 
 @bp.get("/messages")
@@ -69,12 +66,12 @@ def list_messages():
     direction = request.args.get("direction")
     if direction not in (None, "inbound", "outbound"):
         return error(400, "bad_direction", "direction is inbound or outbound")
-    return jsonify(messages=messages.list_messages(get_engine(current_app), direction=direction, limit=_limit()))
+    return jsonify(messages=get_storage(current_app).messages(direction=direction, limit=_limit()))
 
 
 @bp.get("/messages/<path:message_id>")
 def show_message(message_id: str):
-    found = messages.get_message(get_engine(current_app), message_id)
+    found = get_storage(current_app).message(message_id)
     if found is None:
         return error(404, "not_found", f"no message {message_id}")
     return jsonify(found)
@@ -82,7 +79,7 @@ def show_message(message_id: str):
 
 @bp.get("/rejections")
 def list_rejections():
-    return jsonify(rejections=recent_rejections(get_engine(current_app), limit=_limit(100)))
+    return jsonify(rejections=get_storage(current_app).rejections(limit=_limit(100)))
 
 
 def init_app(app: Flask) -> None:

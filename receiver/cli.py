@@ -7,9 +7,8 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
-from receiver import inbox, migrate, worker
-from receiver.db import get_engine, get_worker_engine
-from receiver.guard import recent_rejections
+from receiver import worker
+from receiver.storage import get_storage
 
 
 @click.command("worker")
@@ -18,7 +17,7 @@ from receiver.guard import recent_rejections
 def worker_command(until_idle: bool) -> None:
     """Run the worker in this process (SIGTERM: finish the current event, then exit)."""
     if until_idle:
-        count = worker.Worker(get_worker_engine(current_app), current_app.config).run_until_idle()
+        count = worker.Worker(get_storage(current_app), current_app.config).run_until_idle()
         click.echo(f"processed {count} events")
         return
     worker.run_forever(current_app)
@@ -28,9 +27,9 @@ def worker_command(until_idle: bool) -> None:
 @with_appcontext
 def init_db_command() -> None:
     """Apply any pending schema migrations (the app also does this when it starts)."""
-    engine = get_engine(current_app)
-    migrate.upgrade(engine)
-    click.echo(f"database ready at revision {migrate.current_revision(engine)}")
+    storage = get_storage(current_app)
+    storage.migrate()
+    click.echo(f"database ready at revision {storage.revisions()[0]}")
 
 
 events_cli = AppGroup("events", help="Inspect and replay stored callbacks.")
@@ -43,29 +42,28 @@ events_cli = AppGroup("events", help="Inspect and replay stored callbacks.")
 @click.option("--limit", default=20, show_default=True)
 def list_command(kind, state, message_id, limit) -> None:
     """Newest stored callbacks first."""
-    rows = inbox.list_events(get_engine(current_app), kind=kind, state=state, message_id=message_id, limit=limit)
+    found = get_storage(current_app).events(kind=kind, state=state, message_id=message_id, limit=limit)
     click.echo(f"{'ID':>6}  {'KIND':16} {'STATE':10} {'STATUS':13} {'DLV':>3} {'ATT':>3}  MESSAGE ID")
-    for r in rows:
-        click.echo(
-            f"{r.id:>6}  {r.kind:16} {r.state:10} {(r.status or '-'):13} {r.deliveries:>3} {r.attempts:>3}  {r.message_id or '-'}"
-        )
+    for e in found:
+        click.echo(f"{e['id']:>6}  {e['kind']:16} {e['state']:10} {(e['status'] or '-'):13} {e['deliveries']:>3} "
+                   f"{e['attempts']:>3}  {e['message_id'] or '-'}")
 
 
 @events_cli.command("show")
 @click.argument("event_id", type=int)
 def show_command(event_id: int) -> None:
     """Everything stored for one callback, as JSON."""
-    row = inbox.get_event(get_engine(current_app), event_id)
-    if row is None:
+    found = get_storage(current_app).event(event_id)
+    if found is None:
         raise click.ClickException(f"no event {event_id}")
-    click.echo(json.dumps(inbox.event_detail(row), indent=2))
+    click.echo(json.dumps(found, indent=2))
 
 
 @events_cli.command("replay")
 @click.argument("event_id", type=int)
 def replay_command(event_id: int) -> None:
     """Put a done, failed, dead or invalid event back in the queue."""
-    if not inbox.replay(get_engine(current_app), event_id):
+    if not get_storage(current_app).replay(event_id):
         raise click.ClickException(f"event {event_id} does not exist or is pending/processing")
     click.echo(f"event {event_id} is pending again")
 
@@ -75,10 +73,10 @@ def replay_command(event_id: int) -> None:
 def prune_command(older_than: str) -> None:
     """Delete finished (done, invalid) events older than the given age. Pending, failed and dead ones stay."""
     try:
-        seconds = inbox.parse_age(older_than)
+        seconds = parse_age(older_than)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--older-than") from None
-    deleted = inbox.prune(get_engine(current_app), seconds)
+    deleted = get_storage(current_app).prune(seconds)
     click.echo(f"deleted {deleted['events']} events and {deleted['rejections']} rejections older than {older_than}")
 
 
@@ -86,11 +84,25 @@ def prune_command(older_than: str) -> None:
 @click.option("--limit", default=20, show_default=True)
 def rejected_command(limit: int) -> None:
     """Recent requests refused by signature verification, newest first."""
-    rows = recent_rejections(get_engine(current_app), limit=limit)
+    rows = get_storage(current_app).rejections(limit=limit)
     if not rows:
         click.echo("no rejected requests")
     for r in rows:
         click.echo(f"{r['at']}  {r['reason']:22} {r['path']:28} {r['remote_addr'] or '-':15} {r['detail'] or ''}")
+
+
+def parse_age(text: str) -> float:
+    """Seconds in "30d", "12h", "90m" or "3600s" (a bare number is seconds).
+
+    :raises ValueError: for anything else.
+    """
+    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    text = text.strip().lower()
+    unit = units.get(text[-1:]) if text[-1:].isalpha() else 1
+    number = text[:-1] if text[-1:].isalpha() else text
+    if unit is None or not number.replace(".", "", 1).isdigit():
+        raise ValueError(f"{text!r} is not an age like 30d, 12h, 90m or 3600s")
+    return float(number) * unit
 
 
 def init_app(app: Flask) -> None:

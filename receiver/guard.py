@@ -8,13 +8,10 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import time
 
 from flask import Flask
-from sqlalchemy import delete, func, select
-from sqlalchemy.exc import SQLAlchemyError
 
-from receiver.db import get_engine, iso, rejections, write_transaction
+from receiver.storage import get_storage
 from receiver.signatures import SMS_SIGNATURE_METHODS, Keyring, SignatureError, verify_jwt, verify_sms
 
 log = logging.getLogger("receiver.guard")
@@ -113,34 +110,5 @@ def get_guard(app: Flask) -> Guard:
 def record_rejection(app: Flask, *, path: str, remote_addr: str | None, error: SignatureError) -> None:
     """Log and keep one rejection (the newest REJECTIONS_KEPT are kept). Never raises."""
     log.warning("rejected %s from %s: %s (%s)", path, remote_addr, error.reason, error)
-    engine = get_engine(app)
-    keep = app.config["REJECTIONS_KEPT"]
-    try:
-        with write_transaction(engine) as conn:
-            new_id = conn.execute(
-                rejections.insert()
-                .values(at=time.time(), path=path[:255], remote_addr=remote_addr, reason=error.reason, detail=str(error)[:500])
-                .returning(rejections.c.id)
-            ).scalar_one()
-            if new_id % 50 == 0:  # trim now and then, not on every insert
-                conn.execute(delete(rejections).where(rejections.c.id <= new_id - keep))
-    except SQLAlchemyError:
-        log.exception("could not store the rejection")
-
-
-def recent_rejections(engine, limit: int = 100) -> list[dict]:
-    """Newest first."""
-    with engine.connect() as conn:
-        rows = conn.execute(select(rejections).order_by(rejections.c.id.desc()).limit(limit)).all()
-    return [
-        {"at": iso(r.at), "path": r.path, "remote_addr": r.remote_addr, "reason": r.reason, "detail": r.detail}
-        for r in rows
-    ]
-
-
-def rejections_by_reason(engine, since: float) -> dict[str, int]:
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(rejections.c.reason, func.count()).where(rejections.c.at >= since).group_by(rejections.c.reason)
-        ).all()
-    return dict(rows)
+    get_storage(app).record_rejection(path=path, remote_addr=remote_addr, reason=error.reason, detail=str(error),
+                                      keep=app.config["REJECTIONS_KEPT"])

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import hmac
 import os
-import time
 
 from flask import Blueprint, Flask, Response, abort, current_app, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
-from sqlalchemy import func, select
-
-from receiver.db import events, get_engine, workers
+from receiver.storage import get_storage
+from receiver.storage.stats import ALIVE_SECONDS
 
 CALLBACKS = Counter(
     "vonage_callbacks_total",
@@ -46,27 +44,22 @@ bp = Blueprint("metrics", __name__)
 class QueueCollector:
     """Backlog and health gauges, read from the database at scrape time."""
 
-    def __init__(self, engine):
-        self.engine = engine
+    def __init__(self, storage):
+        self.storage = storage
 
     def collect(self):
-        now = time.time()
         by_state = GaugeMetricFamily("vonage_events", "Stored callbacks by state", labels=["state"])
-        oldest = GaugeMetricFamily("vonage_oldest_pending_age_seconds", "Age of the oldest callback waiting to be processed")
-        alive = GaugeMetricFamily("vonage_workers_alive", "Worker loops seen in the last 30 seconds")
+        oldest = GaugeMetricFamily("vonage_oldest_pending_age_seconds",
+                                   "How long the oldest callback that is due has waited to be processed")
+        alive = GaugeMetricFamily("vonage_workers_alive", f"Worker loops seen in the last {ALIVE_SECONDS:g} seconds")
         try:
-            with self.engine.connect() as conn:
-                counts = dict(conn.execute(select(events.c.state, func.count()).group_by(events.c.state)).all())
-                first = conn.execute(
-                    select(func.min(events.c.received_at)).where(events.c.state.in_(("pending", "failed", "processing")))
-                ).scalar()
-                seen = conn.execute(select(func.count()).where(workers.c.seen_at >= now - 30)).scalar()
+            stats = self.storage.stats()
         except Exception:  # a scrape must not fail because the database is down; readyz reports that
             return
-        for state in ("pending", "processing", "failed", "done", "dead", "invalid"):
-            by_state.add_metric([state], counts.get(state, 0))
-        oldest.add_metric([], 0 if first is None else now - first)
-        alive.add_metric([], seen)
+        for state, count in stats.by_state.items():
+            by_state.add_metric([state], count)
+        oldest.add_metric([], stats.oldest_due_seconds)
+        alive.add_metric([], stats.live_workers)
         yield from (by_state, oldest, alive)
 
 
@@ -99,7 +92,7 @@ def _queue_registry(app: Flask) -> CollectorRegistry:
     registry = app.extensions.get("queue_registry")
     if registry is None:
         registry = CollectorRegistry()
-        registry.register(QueueCollector(get_engine(app)))
+        registry.register(QueueCollector(get_storage(app)))
         app.extensions["queue_registry"] = registry
     return registry
 

@@ -13,11 +13,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from receiver import metrics, worker
-from receiver.db import get_engine, is_reachable
-from receiver.groupcommit import GroupCommitter
 from receiver.guard import get_guard, record_rejection
 from receiver.payloads import SMS_KINDS, DuplicateParameter, json_object, natural_key, sms_params
 from receiver.signatures import SignatureError
+from receiver.storage import get_storage
 
 log = logging.getLogger("receiver.routes")
 
@@ -59,7 +58,7 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    if is_reachable(get_engine(current_app)):
+    if get_storage(current_app).unreachable_reason() is None:
         return jsonify(status="ready")
     return error(503, "database_unavailable", "the database does not answer")
 
@@ -113,7 +112,7 @@ def _verify_and_store(kind: str):
 
     dedup_key, message_id, status = natural_key(kind, fields, body, query)
     try:
-        recorded = current_app.extensions["committer"].record(
+        recorded = get_storage(current_app).record(
             kind=kind,
             dedup_key=dedup_key,
             body=body,
@@ -147,7 +146,6 @@ def _unexpected(exc: Exception):
 
 
 def init_app(app: Flask) -> None:
-    app.extensions["committer"] = GroupCommitter(get_engine(app), app.config["DATABASE_TIMEOUT_SECONDS"])
     app.register_blueprint(bp)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)

@@ -20,12 +20,11 @@ import click
 import requests
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
-from sqlalchemy import func, inspect, select
-
-from receiver import inbox, samples
+from receiver import samples
 from receiver.cli import events_cli
-from receiver.db import events, get_engine, is_reachable, metadata, workers
-from receiver.guard import DEV_SECRET_FILE, get_guard, rejections_by_reason
+from receiver.guard import DEV_SECRET_FILE, get_guard
+from receiver.storage import get_storage
+from receiver.storage.stats import ALIVE_SECONDS
 from receiver.payloads import MESSAGES_KINDS, sms_params
 from receiver.signatures import sign_jwt, sign_sms
 from receiver.vonage_api import (
@@ -433,7 +432,7 @@ def configure_command(base_url, application_id, sms, dry_run, api_base, rest_bas
 @with_appcontext
 def resend_command(event_id: int, base_url: str) -> None:
     """Send a stored callback to another deployment, freshly signed, the way it first arrived."""
-    row = inbox.get_event(get_engine(current_app), event_id)
+    row = get_storage(current_app).stored(event_id)
     if row is None:
         raise click.ClickException(f"no event {event_id}")
     headers = json.loads(row.headers or "{}")
@@ -464,7 +463,6 @@ def resend_command(event_id: int, base_url: str) -> None:
 
 
 # -- doctor ------------------------------------------------------------------------------------------
-WORKER_ALIVE_SECONDS = 30
 PENDING_WARN_SECONDS = 60
 SLOW_ANSWER_SECONDS = 2.0  # Vonage allows 15 s; a receiver that stores and acknowledges needs far less
 BAD_SIGNATURE_BURST = 5  # in 24 h: more than stray scanners, a sign that Vonage signs with another secret
@@ -493,13 +491,15 @@ def doctor_command(base_url, api_base, rest_base):
     Exits 1 when any check FAILs.
     """
     app = current_app._get_current_object()
-    engine = get_engine(app)
+    storage = get_storage(app)
     now = time.time()
-    checks = [_check_secret(app), _check_database(engine)]
+    checks = [_check_secret(app), _check_database(storage)]
     if checks[-1].level == "FAIL":
         checks.append(Check("SKIP", "worker, events", "not checked: fix the database first"))
     else:
-        checks += [_check_worker(engine, app.config, now), *_check_events(engine, now), _check_rejections(engine, now)]
+        stats = storage.stats(now)
+        checks += [_check_worker(stats, app.config), *_check_events(stats),
+                   _check_rejections(storage.rejections_by_reason(now - 24 * 3600))]
     checks += _check_vonage_side(app, base_url, api_base, rest_base)
 
     for check in checks:
@@ -536,54 +536,41 @@ def _check_secret(app: Flask) -> Check:
     return Check("OK", name, f"set for api key {api_key}; SMS signature method {method}")
 
 
-def _check_database(engine) -> Check:
-    name, where = "database", engine.url.render_as_string(hide_password=True)
-    if not is_reachable(engine):
-        return Check("FAIL", name, f"{where} does not answer", "check DATABASE_URL and that the database is up")
-    try:
-        from receiver import migrate
-    except ImportError:  # a checkout without schema migrations: the tables are all there is
-        migrate = None
-    if migrate is not None:
-        current, head = migrate.current_revision(engine), migrate.head_revision()
-        # None: tables made before migrations existed, which the next start adopts; the table check covers it.
-        if current is not None and current != head:
-            return Check("FAIL", name, f"{where} is at schema revision {current}, this code needs {head}",
-                         "run `flask --app app init-db`")
-    missing = sorted(set(metadata.tables) - set(inspect(engine).get_table_names()))
+def _check_database(storage) -> Check:
+    name, where = "database", storage.where()
+    reason = storage.unreachable_reason()
+    if reason:
+        return Check("FAIL", name, f"{where} does not answer ({reason})", "check DATABASE_URL and that the database is up")
+    current, head = storage.revisions()
+    if current != head:
+        return Check("FAIL", name, f"{where} is at schema revision {current}, this code needs {head}",
+                     "run `flask --app app init-db`")
+    missing = storage.missing_tables()
     if missing:
         return Check("FAIL", name, f"{where} lacks tables {', '.join(missing)}", "run `flask --app app init-db`")
     return Check("OK", name, f"{where} answers; all tables present")
 
 
-def _check_worker(engine, config, now: float) -> Check:
-    with engine.connect() as conn:
-        recent = select(workers.c.seen_at).where(workers.c.seen_at >= now - WORKER_ALIVE_SECONDS)
-        seen = conn.execute(recent).scalars().all()
+def _check_worker(stats, config) -> Check:
     if config["WORKER_IN_WEB"]:
         where, fix = "WORKER_IN_WEB=on: each web process runs one", "start the web app; its log says why one stopped"
     else:
         where, fix = "WORKER_IN_WEB=off: `flask worker` must run", "run `flask --app app worker` (Procfile: worker)"
-    if not seen:
-        return Check("FAIL", "worker", f"no heartbeat in the last {WORKER_ALIVE_SECONDS} s ({where})", fix)
-    return Check("OK", "worker", f"{len(seen)} alive, last heartbeat {now - max(seen):.0f} s ago ({where})")
+    if not stats.live_workers:
+        return Check("FAIL", "worker", f"no heartbeat in the last {ALIVE_SECONDS:g} s ({where})", fix)
+    return Check("OK", "worker", f"{stats.live_workers} alive, last heartbeat {stats.last_heartbeat_seconds:.0f} s ago "
+                 f"({where})")
 
 
-def _check_events(engine, now: float) -> list[Check]:
-    counts = inbox.count_by_state(engine)
-    pending, retrying = counts.get("pending", 0), counts.get("failed", 0)
-    with engine.connect() as conn:
-        oldest = conn.execute(
-            select(func.min(events.c.available_at)).where(events.c.state == "pending", events.c.available_at <= now)
-        ).scalar()
-    waited = now - oldest if oldest is not None else 0.0
-    backlog = f"{pending} pending, {retrying} waiting to retry, {counts.get('processing', 0)} processing"
-    if waited > PENDING_WARN_SECONDS:
-        queue = Check("WARN", "backlog", f"{backlog}; the oldest pending has waited {waited:.0f} s",
+def _check_events(stats) -> list[Check]:
+    counts = stats.by_state
+    backlog = f"{counts['pending']} pending, {counts['failed']} waiting to retry, {counts['processing']} processing"
+    if stats.oldest_due_seconds > PENDING_WARN_SECONDS:
+        queue = Check("WARN", "backlog", f"{backlog}; the oldest pending has waited {stats.oldest_due_seconds:.0f} s",
                       "is the worker running and keeping up? `flask events list --state pending`")
     else:
-        queue = Check("OK", "backlog", f"{backlog}; oldest pending {waited:.0f} s")
-    dead, invalid = counts.get("dead", 0), counts.get("invalid", 0)
+        queue = Check("OK", "backlog", f"{backlog}; oldest pending {stats.oldest_due_seconds:.0f} s")
+    dead, invalid = counts["dead"], counts["invalid"]
     if dead:
         settled = Check("FAIL", "dead events", f"{dead} dead (a handler raised on every attempt), {invalid} invalid",
                         "`flask events list --state dead`, fix the handler, then `flask events replay ID`")
@@ -595,8 +582,7 @@ def _check_events(engine, now: float) -> list[Check]:
     return [queue, settled]
 
 
-def _check_rejections(engine, now: float) -> Check:
-    by_reason = rejections_by_reason(engine, now - 24 * 3600)
+def _check_rejections(by_reason: dict[str, int]) -> Check:
     if not by_reason:
         return Check("OK", "rejections", "no callback refused in the last 24 h")
     total = sum(by_reason.values())

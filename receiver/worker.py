@@ -8,7 +8,9 @@ threads between events so that it does not hold up acknowledgements.
 from __future__ import annotations
 
 import atexit
+import json
 import logging
+import random
 import os
 import signal
 import socket
@@ -20,19 +22,18 @@ from flask import Flask
 from sqlalchemy.exc import SQLAlchemyError
 
 import handlers
-from receiver import inbox, messages, metrics, multipart
-from receiver.db import get_worker_engine, insert_for, workers, write_transaction
+from receiver import metrics
 from receiver.payloads import MESSAGES_KINDS, DuplicateParameter, json_object, sms_params
+from receiver.storage import Outcome, Storage, get_storage
+from receiver.storage.stats import HEARTBEAT_SECONDS
 from schemas import Event, InvalidPayload, load_event
 
 log = logging.getLogger("receiver.worker")
 
-HEARTBEAT_SECONDS = 5.0
 PRUNE_EVERY_SECONDS = 3600.0
 MAX_BATCH = 100  # events claimed at once
 BATCH_SECONDS = 0.5  # a batch is sized to take about this long
 GATHER_SECONDS = 0.05  # after a short batch, how long to let the next one gather
-RECONCILE_CHUNK = 10  # events whose message state is written in one transaction
 SETTLE_EVERY = 10  # outcomes written together (what a killed worker may have dispatched but not marked)
 
 
@@ -70,8 +71,8 @@ def parse_stored(row) -> Event:
 class Worker:
     """One worker loop. `stop()` lets the current event finish, then `run()` returns."""
 
-    def __init__(self, engine, config: dict, name: str | None = None, *, beside_requests: bool = False):
-        self.engine = engine
+    def __init__(self, storage: Storage, config: dict, name: str | None = None, *, beside_requests: bool = False):
+        self.storage = storage
         self.config = config
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
         self._stop = threading.Event()
@@ -131,7 +132,7 @@ class Worker:
     def run_once(self, limit: int | None = None) -> int:
         """Claim a batch of due events and process it; how many were processed (0: none was due)."""
         size = self._batch_size if limit is None else min(self._batch_size, limit)
-        rows = inbox.claim_batch(self.engine, self.name, self.config["LEASE_SECONDS"], size)
+        rows = self.storage.claim(self.name, self.config["LEASE_SECONDS"], size)
         if not rows:
             return 0
         started = time.monotonic()
@@ -147,11 +148,11 @@ class Worker:
     def process_batch(self, rows: list) -> int:
         """Parse, reconcile, dispatch and settle claimed events, oldest first; how many were processed.
 
-        Message state is written RECONCILE_CHUNK events per transaction and outcomes
-        SETTLE_EVERY at a time, so the worker's cost per event is its handler and little else.
-        Events left when the worker is told to stop (or the batch runs long) are given back.
+        Message state is written a few events per transaction and outcomes SETTLE_EVERY at a
+        time, so the worker's cost per event is its handler and little else. Events left when
+        the worker is told to stop (or the batch runs long) are given back.
         """
-        outcomes: list[tuple[int, dict]] = []
+        outcomes: list[Outcome] = []
         parsed = []
         for row in rows:
             self._let_requests_run()
@@ -159,13 +160,22 @@ class Worker:
                 parsed.append((row, parse_stored(row)))
             except InvalidPayload as exc:
                 log.warning("event %s (%s) is invalid: %s", row.id, row.kind, exc.errors)
-                outcomes.append((row.id, inbox.invalid_values(exc.errors)))
+                outcomes.append(Outcome(row.id, "invalid", error=json.dumps(exc.errors)))
                 metrics.PROCESSED.labels(row.kind, "invalid").inc()
         try:
-            ready = self._reconcile_batch(parsed, outcomes)
+            applied = self.storage.apply(parsed, self.config["CONCAT_TIMEOUT_SECONDS"])
         except SQLAlchemyError:
             self._give_back([row.id for row in rows])
             raise  # our database is the problem: the loop waits and claims again
+        ready = []
+        for item in applied:
+            if item.error is not None:
+                outcomes.append(self._failure(item.row, item.error))
+            elif item.event is None:
+                outcomes.append(Outcome(item.row.id, "done", note=item.note, message_id=item.row.message_id))
+                metrics.PROCESSED.labels(item.row.kind, "waiting").inc()
+            else:
+                ready.append((item.row, item.event))
 
         started = last_settle = time.monotonic()
         processed = len(rows) - len(ready)
@@ -177,20 +187,19 @@ class Worker:
             if len(outcomes) >= SETTLE_EVERY or (outcomes and now - last_settle >= BATCH_SECONDS):
                 # Done marks go out in small groups, not at the end of the batch: a worker killed
                 # mid-batch leaves at most SETTLE_EVERY dispatched events to be dispatched again.
-                inbox.settle(self.engine, self.name, outcomes)
+                self.storage.finish(self.name, outcomes)
                 outcomes, last_settle = [], now
             self._let_requests_run()
             try:
                 handler_for(event)(event)
             except Exception:  # whatever the handler raised, its own database errors included
-                outcomes.append(self._failure(row))
+                outcomes.append(self._failure(row, traceback.format_exc(limit=20)))
             else:
-                outcomes.append((row.id, inbox.done_values(message_id=event.message_id, status=event.status)))
+                outcomes.append(Outcome(row.id, "done", message_id=event.message_id, status=event.status))
                 metrics.PROCESSED.labels(row.kind, "done").inc()
                 metrics.LAG_SECONDS.observe(max(0.0, time.time() - row.received_at))
             processed += 1
-        if outcomes:
-            inbox.settle(self.engine, self.name, outcomes)
+        self.storage.finish(self.name, outcomes)
         return processed
 
     def _let_requests_run(self) -> None:
@@ -202,102 +211,41 @@ class Worker:
 
     def _give_back(self, event_ids: list[int]) -> None:
         try:
-            inbox.release(self.engine, self.name, event_ids)
+            self.storage.release(self.name, event_ids)
         except SQLAlchemyError:
             pass  # the database is down: the claims' leases run out and they are claimed again
 
-    def _failure(self, row) -> tuple[int, dict]:
+    def _failure(self, row, error: str) -> Outcome:
         """Keep the traceback; retry later, or after MAX_ATTEMPTS keep the event as dead."""
-        values = inbox.failed_values(
-            attempts=row.attempts,
-            error=traceback.format_exc(limit=20),
-            max_attempts=self.config["MAX_ATTEMPTS"],
-            base=self.config["RETRY_BASE_SECONDS"],
-            cap=self.config["RETRY_MAX_SECONDS"],
-        )
-        log.warning("event %s failed (attempt %d): now %s", row.id, row.attempts, values["state"])
-        metrics.PROCESSED.labels(row.kind, values["state"]).inc()
-        return row.id, values
-
-    def _reconcile_batch(self, parsed: list, outcomes: list) -> list:
-        """Update message state for every parsed event, a few events per transaction; the (row,
-        event) pairs to dispatch, oldest first. Events with nothing to dispatch yet, or that cannot
-        be reconciled, get their outcome appended to `outcomes`."""
-        # Rows locked in one order by every worker: two batches on PostgreSQL cannot deadlock.
-        in_lock_order = sorted(parsed, key=lambda pair: (pair[1].message_id or "", pair[0].id))
-        reconciled = {}
-        # Short transactions: on SQLite the request path's commits wait while this one writes.
-        for start in range(0, len(in_lock_order), RECONCILE_CHUNK):
-            self._let_requests_run()
-            chunk = in_lock_order[start:start + RECONCILE_CHUNK]
-            try:
-                with write_transaction(self.engine) as conn:
-                    reconciled.update({row.id: self._reconcile(conn, row, event) for row, event in chunk})
-            except SQLAlchemyError:
-                raise
-            except Exception:
-                # A bug reconciling one event must not hold back the others: one transaction each.
-                for row, event in chunk:
-                    try:
-                        with write_transaction(self.engine) as conn:
-                            reconciled[row.id] = self._reconcile(conn, row, event)
-                    except SQLAlchemyError:
-                        raise
-                    except Exception:
-                        outcomes.append(self._failure(row))
-        ready = []
-        for row, _ in parsed:
-            if row.id not in reconciled:
-                continue
-            event, waiting = reconciled[row.id]
-            if waiting is not None:
-                outcomes.append((row.id, inbox.done_values(message_id=event.message_id, note=waiting)))
-                metrics.PROCESSED.labels(row.kind, "waiting").inc()
-            else:
-                ready.append((row, event))
-        return ready
-
-    def _reconcile(self, conn, row, event: Event) -> tuple[Event, str | None]:
-        """Update message state; (the event to dispatch, None), or (the event, why there is
-        nothing to dispatch yet)."""
-        if event.kind == "status":
-            messages.record_status(conn, event)
-            return event, None
-        info = multipart.part_info(event) if event.source == "sms-api" else None
-        if info:
-            joined = multipart.collect(conn, event, self.config["CONCAT_TIMEOUT_SECONDS"])
-            if joined is None:
-                _, part, total = info
-                return event, f"part {part}/{total} of a multipart SMS stored; waiting for the rest"
-            event = joined
-        messages.record_inbound(conn, event)
-        return event, None
+        if row.attempts >= self.config["MAX_ATTEMPTS"]:
+            outcome = Outcome(row.id, "dead", error=error)
+        else:
+            delay = retry_delay(row.attempts, self.config["RETRY_BASE_SECONDS"], self.config["RETRY_MAX_SECONDS"])
+            outcome = Outcome(row.id, "failed", error=error, retry_at=time.time() + delay)
+        log.warning("event %s failed (attempt %d): now %s", row.id, row.attempts, outcome.state)
+        metrics.PROCESSED.labels(row.kind, outcome.state).inc()
+        return outcome
 
     def _housekeeping(self) -> None:
         now = time.time()
         if now - self._last_sweep >= min(30.0, self.config["CONCAT_TIMEOUT_SECONDS"] / 4):
             self._last_sweep = now
-            if multipart.requeue_expired(self.engine, self.config["CONCAT_TIMEOUT_SECONDS"], now):
+            if self.storage.requeue_expired_parts(self.config["CONCAT_TIMEOUT_SECONDS"], now):
                 self._wake.set()
         retention_days = self.config["RETENTION_DAYS"]
         if retention_days > 0 and now - self._last_prune >= PRUNE_EVERY_SECONDS:
             self._last_prune = now
-            deleted = inbox.prune(self.engine, retention_days * 86400, now)
+            deleted = self.storage.prune(retention_days * 86400, now)
             log.info("pruned %d events older than %g days", deleted["events"], retention_days)
         if now - self._last_beat >= HEARTBEAT_SECONDS:
             self._last_beat = now
-            beat(self.engine, self.name, self.processed, now)
+            self.storage.heartbeat(self.name, self.processed, now)
 
 
-def beat(engine, name: str, processed: int, now: float) -> None:
-    """Record that this worker is alive."""
-    insert = insert_for(engine)
-    with write_transaction(engine) as conn:
-        conn.execute(
-            insert(workers)
-            .values(name=name, seen_at=now, processed=processed)
-            .on_conflict_do_update(index_elements=[workers.c.name], set_={"seen_at": now, "processed": processed})
-        )
+def retry_delay(attempts: int, base: float, cap: float) -> float:
+    """Exponential backoff with jitter: base, 2*base, 4*base ... capped."""
+    delay = min(cap, base * (2 ** max(0, attempts - 1)))
+    return delay * random.uniform(0.8, 1.0)
 
 
 # -- running it ------------------------------------------------------------------------------------
@@ -324,7 +272,7 @@ def ensure_background_worker(app: Flask) -> Worker:
         current = app.extensions.get("worker")
         if current is not None and current.pid == os.getpid():
             return current
-        worker = Worker(get_worker_engine(app), app.config, beside_requests=True)
+        worker = Worker(get_storage(app), app.config, beside_requests=True)
         worker.pid = os.getpid()
         thread = threading.Thread(target=worker.run, name="receiver-worker", daemon=True)
         worker.thread = thread
@@ -352,7 +300,7 @@ def run_forever(app: Flask) -> Worker:
 
     The first signal finishes the current event and exits; a second one stops at once.
     """
-    worker = Worker(get_worker_engine(app), app.config)
+    worker = Worker(get_storage(app), app.config)
 
     def on_signal(signum, _frame):
         if worker.stopping:

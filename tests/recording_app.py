@@ -18,7 +18,8 @@ from sqlalchemy.exc import OperationalError
 
 import handlers
 from app import create_app as build
-from receiver.db import get_engine, insert_for
+from receiver.storage import get_storage
+from receiver.storage.engines import insert_for
 
 metadata = MetaData()
 
@@ -48,7 +49,7 @@ def effect_key(kind: str, message_id: str, status: str | None) -> str:
 
 
 def create_test_tables(engine: Engine) -> None:
-    """Create the two recording tables; safe when several processes start at once (as db.create_tables)."""
+    """Create the two recording tables; safe when several processes start at once (as the migrations do)."""
     with engine.connect() as conn:
         if engine.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(7306202512)"))
@@ -84,7 +85,7 @@ def recorder(engine: Engine):
 
 def create_app(test_config: dict | None = None) -> Flask:
     app = build(test_config)
-    engine = get_engine(app)
+    engine = get_storage(app).engine
     try:
         create_test_tables(engine)
     except OperationalError:

@@ -4,8 +4,10 @@ import time
 
 from sqlalchemy import update
 
-from receiver import inbox, samples
-from receiver.db import events
+from receiver import samples
+from receiver.cli import parse_age
+from receiver.storage.schema import events
+from tests.conftest import count_states
 
 
 def test_init_db(runner):
@@ -18,7 +20,7 @@ def test_worker_until_idle_processes_the_backlog(vonage, runner, engine):
     vonage.inbound(samples.inbound_message())
     result = runner.invoke(args=["worker", "--until-idle"])
     assert result.exit_code == 0 and "processed 2 events" in result.output
-    assert inbox.count_by_state(engine) == {"done": 2}
+    assert count_states(engine) == {"done": 2}
 
 
 def test_events_list_show_replay(vonage, runner, work):
@@ -52,14 +54,14 @@ def test_events_prune_keeps_pending_failed_and_dead(vonage, runner, engine, work
             conn.execute(update(events).where(events.c.status == status).values(state=state))
     result = runner.invoke(args=["events", "prune", "--older-than", "30d"])
     assert result.exit_code == 0 and "deleted 1 events" in result.output
-    assert inbox.count_by_state(engine) == {"failed": 1, "dead": 1, "pending": 1}
+    assert count_states(engine) == {"failed": 1, "dead": 1, "pending": 1}
 
 
 def test_events_prune_leaves_recent_events(vonage, runner, engine, work):
     vonage.status(samples.message_status("delivered"))
     work()
     assert "deleted 0 events" in runner.invoke(args=["events", "prune", "--older-than", "1d"]).output
-    assert inbox.count_by_state(engine) == {"done": 1}
+    assert count_states(engine) == {"done": 1}
 
 
 def test_events_prune_needs_a_real_age(runner):
@@ -68,4 +70,4 @@ def test_events_prune_needs_a_real_age(runner):
 
 
 def test_parse_age():
-    assert [inbox.parse_age(t) for t in ("30d", "12h", "90m", "15s", "60")] == [2592000, 43200, 5400, 15, 60]
+    assert [parse_age(t) for t in ("30d", "12h", "90m", "15s", "60")] == [2592000, 43200, 5400, 15, 60]

@@ -18,7 +18,8 @@ import requests
 import sqlalchemy
 from sqlalchemy import inspect, text
 
-from receiver import config, db, migrate
+from receiver import config
+from receiver.storage import engines, migrate, schema
 from tests.conftest import ADMIN_TOKEN, SECRET
 from tests.servers import BIN, ROOT, Server, app_env, free_port, gunicorn, wait_for
 
@@ -61,10 +62,10 @@ def process_env(database_url: str, **extra: str) -> dict:
 
 
 def worker_names(database_url: str) -> list[str]:
-    engine = db.make_engine(database_url)
+    engine = engines.make_engine(database_url)
     try:
         with engine.connect() as conn:
-            return list(conn.execute(sqlalchemy.select(db.workers.c.name)).scalars())
+            return list(conn.execute(sqlalchemy.select(schema.workers.c.name)).scalars())
     finally:
         engine.dispose()
 
@@ -274,10 +275,10 @@ def test_procfile_release_then_web_as_written(database_url, tmp_path):
         shlex.split(commands["release"]), cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
     )
     assert release.returncode == 0, release.stdout + release.stderr
-    engine = db.make_engine(database_url)
+    engine = engines.make_engine(database_url)
     try:
         assert migrate.current_revision(engine) == migrate.head_revision()
-        assert set(db.metadata.tables) <= set(inspect(engine).get_table_names())
+        assert set(schema.metadata.tables) <= set(inspect(engine).get_table_names())
     finally:
         engine.dispose()
 

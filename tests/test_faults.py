@@ -28,11 +28,13 @@ import requests
 from sqlalchemy import select, text
 
 from app import create_app
-from receiver import db, inbox, samples
-from receiver.db import events, make_engine
+from receiver import samples
+from receiver.storage import get_storage, metadata
+from receiver.storage.engines import make_engine
+from receiver.storage.schema import events
 from receiver.worker import SETTLE_EVERY
 from tests import load
-from tests.conftest import ADMIN_TOKEN, SECRET, SMS_METHOD, base_config
+from tests.conftest import ADMIN_TOKEN, SECRET, SMS_METHOD, base_config, count_states
 from tests.recording_app import create_test_tables, dispatch_log, effects
 from tests.servers import Server, app_env, children_of, flask_worker, free_port, gunicorn
 
@@ -110,13 +112,13 @@ def pg_url(pg_database, tmp_path):
     """The session's throwaway PostgreSQL database, with every table present and empty."""
     config = dict(base_config(pg_database, tmp_path / "instance"), LOG_LEVEL="WARNING")
     app = create_app(config)  # building the app makes its tables
-    engine = db.get_engine(app)
+    engine = get_storage(app).engine
     create_test_tables(engine)
-    names = ", ".join([t.name for t in db.metadata.sorted_tables] + [dispatch_log.name, effects.name])
+    names = ", ".join([t.name for t in metadata.sorted_tables] + [dispatch_log.name, effects.name])
     with engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY"))
     engine.dispose()
-    db.get_worker_engine(app).dispose()
+    get_storage(app).dispose()
     return pg_database
 
 
@@ -207,7 +209,7 @@ def wait_until_settled(engine, distinct: int, timeout: float = SETTLE_SECONDS) -
     """Wait until every one of `distinct` events is past pending/processing/failed; the final state counts."""
     deadline = time.monotonic() + timeout
     while True:
-        states = inbox.count_by_state(engine)
+        states = count_states(engine)
         busy = sum(states.get(s, 0) for s in ("pending", "processing", "failed"))
         if (busy == 0 and sum(states.values()) >= distinct) or time.monotonic() > deadline:
             return states

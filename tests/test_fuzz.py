@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from receiver.db import events, get_engine
+from receiver.storage import get_storage
+from receiver.storage.schema import events
 from receiver.signatures import sign_jwt
 from tests.conftest import API_KEY, PATHS, SECRET
 
@@ -64,7 +65,7 @@ requests_ = st.fixed_dictionaries(
 
 
 def stored(app) -> int:
-    with get_engine(app).connect() as conn:
+    with get_storage(app).engine.connect() as conn:
         return conn.execute(select(func.count()).select_from(events)).scalar()
 
 

@@ -1,9 +1,13 @@
 """Group commit: concurrent callbacks share commits, each answered only once its own row is stored."""
 import threading
 
-from receiver import inbox
-from receiver.db import get_engine
-from receiver.groupcommit import GroupCommitter
+import sqlalchemy
+
+from receiver.storage import events as stored, get_storage, migrate
+from receiver.storage.engines import make_engine, write_transaction
+from receiver.storage.groupcommit import GroupCommitter
+from receiver.storage.schema import events
+from tests.conftest import count_states
 
 
 def record(committer, i, results, key=None):
@@ -21,17 +25,17 @@ def run_concurrently(committer, n, key_of=lambda i: None):
 
 
 def test_concurrent_callbacks_share_commits_and_all_are_stored(app):
-    engine = get_engine(app)
+    engine = get_storage(app).engine
     committer = GroupCommitter(engine, timeout=5)
     results = run_concurrently(committer, 200)
     assert all(r is not None and not r.duplicate for r in results)
     assert len({r.id for r in results}) == 200
-    assert inbox.count_by_state(engine) == {"pending": 200}
+    assert count_states(engine) == {"pending": 200}
     assert committer.commits < 200, "concurrent callbacks should have been committed together"
 
 
 def test_duplicates_in_one_batch_are_counted_once_stored(app):
-    committer = GroupCommitter(get_engine(app), timeout=5)
+    committer = GroupCommitter(get_storage(app).engine, timeout=5)
     results = run_concurrently(committer, 50, key_of=lambda i: f"k{i % 5}")
     assert len({r.id for r in results}) == 5
     assert sorted(r.deliveries for r in results if not r.duplicate) == [1] * 5
@@ -39,7 +43,7 @@ def test_duplicates_in_one_batch_are_counted_once_stored(app):
 
 
 def test_a_refused_callback_does_not_fail_the_others_in_its_batch(app):
-    committer = GroupCommitter(get_engine(app), timeout=5)
+    committer = GroupCommitter(get_storage(app).engine, timeout=5)
     outcomes = {}
     barrier = threading.Barrier(21)
 
@@ -62,30 +66,29 @@ def test_a_refused_callback_does_not_fail_the_others_in_its_batch(app):
 
 
 def test_committer_survives_fork_by_starting_a_new_thread(app):
-    committer = GroupCommitter(get_engine(app), timeout=5)
+    committer = GroupCommitter(get_storage(app).engine, timeout=5)
     committer.record(kind="message-status", dedup_key="a", body=b"{}")
     committer._pid = -1  # as seen from a forked child: the parent's thread does not exist there
     assert committer.record(kind="message-status", dedup_key="b", body=b"{}").deliveries == 1
 
 
 def test_one_statement_stores_a_batch_with_repeats_in_it_and_before_it(database_url):
-    from receiver import db, migrate
-
-    engine = db.make_engine(database_url)
+    engine = make_engine(database_url)
     migrate.upgrade(engine)
     try:
         def values(key):
-            return inbox.event_values(kind="delivery-receipt", dedup_key=key, body=b"", query=f"id={key}")
+            return stored.event_values(kind="delivery-receipt", dedup_key=key, body=b"", query=f"id={key}")
 
-        with db.write_transaction(engine) as conn:
-            (earlier,) = inbox.insert_events(conn, [values("a")])
-        with db.write_transaction(engine) as conn:
-            results = inbox.insert_events(conn, [values(k) for k in ("b", "a", "b", "c", "b")])
+        with write_transaction(engine) as conn:
+            (earlier,) = stored.insert_events(conn, [values("a")])
+        with write_transaction(engine) as conn:
+            results = stored.insert_events(conn, [values(k) for k in ("b", "a", "b", "c", "b")])
         assert [(r.deliveries, r.duplicate) for r in results] == [
             (1, False), (2, True), (2, True), (1, False), (3, True)]
         assert results[1].id == earlier.id and results[0].id == results[2].id == results[4].id
         assert len({results[0].id, results[1].id, results[3].id}) == 3
-        rows = {r.dedup_key: r.deliveries for r in inbox.list_events(engine)}
+        with engine.connect() as conn:
+            rows = dict(conn.execute(sqlalchemy.select(events.c.dedup_key, events.c.deliveries)).all())
         assert rows == {"a": 2, "b": 3, "c": 1}
     finally:
         engine.dispose()

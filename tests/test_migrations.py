@@ -1,4 +1,4 @@
-"""Schema migrations: a fresh database and one made by create_all both end at head with db.py's schema."""
+"""Schema migrations: a fresh database and one made by create_all both end at head with receiver/storage/schema.py's schema."""
 import subprocess
 import sys
 import time
@@ -9,31 +9,31 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import event, inspect, text
 
-from receiver import db, migrate
+from receiver.storage import engines, migrate, schema
 from tests.servers import ROOT
 
 
 @pytest.fixture
 def database(database_url):
-    engine = db.make_engine(database_url)
+    engine = engines.make_engine(database_url)
     yield engine
     engine.dispose()
 
 
 def schema_differences(engine) -> list:
-    """What autogenerate would change to make the database match db.metadata ([] when they agree)."""
+    """What autogenerate would change to make the database match schema.metadata ([] when they agree)."""
     with engine.connect() as conn:
-        return compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), db.metadata)
+        return compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), schema.metadata)
 
 
 def count_workers(engine) -> int:
     with engine.connect() as conn:
-        return conn.execute(sqlalchemy.select(sqlalchemy.func.count()).select_from(db.workers)).scalar_one()
+        return conn.execute(sqlalchemy.select(sqlalchemy.func.count()).select_from(schema.workers)).scalar_one()
 
 
 def add_worker_row(engine) -> None:
     with engine.begin() as conn:
-        conn.execute(db.workers.insert().values(name="before", seen_at=1.0, processed=3))
+        conn.execute(schema.workers.insert().values(name="before", seen_at=1.0, processed=3))
 
 
 def test_upgrade_creates_the_schema_db_py_defines(database):
@@ -61,7 +61,7 @@ def test_second_upgrade_changes_nothing(database):
 
 
 def test_database_made_by_create_all_is_stamped_and_kept(database):
-    db.metadata.create_all(database)
+    schema.metadata.create_all(database)
     add_worker_row(database)
 
     migrate.upgrade(database)
@@ -72,7 +72,7 @@ def test_database_made_by_create_all_is_stamped_and_kept(database):
 
 
 def test_partly_created_database_is_refused(database):
-    db.events.create(database)
+    schema.events.create(database)
     with pytest.raises(RuntimeError, match="not message_history, messages, rejections, sms_groups, sms_parts, workers"):
         migrate.upgrade(database)
     assert "alembic_version" not in inspect(database).get_table_names()
@@ -84,7 +84,7 @@ def test_processes_starting_together_all_succeed(database_url):
     # A generous busy timeout: on a loaded machine the first process's WAL switch and migration can
     # outlast the default 5 s (the app itself logs that and starts anyway; this test wants all four to migrate).
     code = (
-        "import sys, time; from receiver import db, migrate; engine = db.make_engine(sys.argv[1], 30); "
+        "import sys, time; from receiver.storage import engines, migrate; engine = engines.make_engine(sys.argv[1], 30); "
         "time.sleep(max(0, float(sys.argv[2]) - time.time())); migrate.upgrade(engine); engine.dispose()"
     )
     start = str(time.time() + 2.0)
@@ -97,7 +97,7 @@ def test_processes_starting_together_all_succeed(database_url):
         p.stderr.close()
 
     assert results == [(0, "")] * 4
-    engine = db.make_engine(database_url)
+    engine = engines.make_engine(database_url)
     try:
         assert migrate.current_revision(engine) == migrate.head_revision()
         assert schema_differences(engine) == []

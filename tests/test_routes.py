@@ -6,7 +6,7 @@ import sqlalchemy
 from sqlalchemy import select
 
 from receiver import samples
-from receiver.db import events
+from receiver.storage.schema import events
 from tests.conftest import PATHS, compact
 
 
@@ -136,8 +136,9 @@ def test_healthz_and_readyz(client):
 
 def test_readyz_is_503_when_the_database_is_unreachable(app, tmp_path):
     (tmp_path / "a-file").write_text("not a directory")
-    app.extensions["engine"].dispose()
-    app.extensions["engine"] = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'a-file' / 'db.sqlite3'}")
+    storage = app.extensions["storage"]
+    storage.engine.dispose()
+    storage.engine = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'a-file' / 'db.sqlite3'}")
     response = app.test_client().get("/readyz")
     assert response.status_code == 503
     assert response.get_json()["error"] == "database_unavailable"

@@ -8,7 +8,8 @@ import pytest
 from sqlalchemy import select
 
 from receiver import samples
-from receiver.db import events, get_engine
+from receiver.storage import get_storage
+from receiver.storage.schema import events
 from receiver.signatures import sign_jwt, sign_sms
 from tests.conftest import ADMIN_TOKEN, API_KEY, PATHS, SECRET, Vonage, compact
 
@@ -16,7 +17,7 @@ AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def stored_count(app) -> int:
-    with get_engine(app).connect() as conn:
+    with get_storage(app).engine.connect() as conn:
         return len(conn.execute(select(events.c.id)).all())
 
 

@@ -5,9 +5,10 @@ import pytest
 from sqlalchemy import select, update
 
 import handlers
-from receiver import inbox, messages, samples
-from receiver.db import events
-from receiver.worker import Worker
+from receiver import samples
+from receiver.storage import Outcome, get_storage, state
+from receiver.storage.schema import events
+from receiver.worker import Worker, retry_delay
 
 
 def states(engine):
@@ -65,74 +66,72 @@ def test_v01_and_v1_reach_handlers_as_the_same_shape(vonage, work, calls):
     assert (b.channel, b.status, b.source) == ("messenger", "delivered", "messages-v0.1")
 
 
-def test_duplicate_callback_is_dispatched_once(vonage, work, calls, engine):
+def test_duplicate_callback_is_dispatched_once(vonage, work, calls, engine, storage):
     payload = samples.message_status("delivered")
     vonage.status(payload)
     work()
     vonage.status(payload)  # Vonage retried after our 200 got lost
     work()
     assert len(calls) == 1
-    (row,) = inbox.list_events(engine)
-    assert (row.deliveries, row.state) == (2, "done")
+    (row,) = storage.events()
+    assert (row["deliveries"], row["state"]) == (2, "done")
 
 
-def test_delivered_then_late_submitted_keeps_delivered(vonage, work, calls, engine):
+def test_delivered_then_late_submitted_keeps_delivered(vonage, work, calls, engine, storage):
     delivered = samples.message_status("delivered")
     submitted = dict(delivered, status="submitted", timestamp="2025-01-01T00:00:00Z")
     vonage.status(delivered)
     vonage.status(submitted)
     work()
-    message = messages.get_message(engine, delivered["message_uuid"])
+    message = storage.message(delivered["message_uuid"])
     assert message["status"] == "delivered"
     assert [(h["status"], h["applied"]) for h in message["history"]] == [("delivered", True), ("submitted", False)]
     assert [e.superseded for _, e in calls] == [False, True]
 
 
-def test_status_only_moves_forward(vonage, work, engine):
+def test_status_only_moves_forward(vonage, work, engine, storage):
     base = samples.message_status("submitted", "whatsapp")
     for status in ("read", "submitted", "delivered"):
         vonage.status(dict(base, status=status))
     work()
-    assert messages.get_message(engine, base["message_uuid"])["status"] == "read"
+    assert storage.message(base["message_uuid"])["status"] == "read"
 
 
-def test_failure_is_terminal(vonage, work, engine):
+def test_failure_is_terminal(vonage, work, engine, storage):
     base = samples.message_status("submitted")
     for status in ("submitted", "rejected", "delivered"):
         vonage.status(dict(base, status=status))
     work()
-    assert messages.get_message(engine, base["message_uuid"])["status"] == "rejected"
+    assert storage.message(base["message_uuid"])["status"] == "rejected"
 
 
-def test_status_for_an_unseen_message_creates_it(vonage, work, engine):
+def test_status_for_an_unseen_message_creates_it(vonage, work, engine, storage):
     payload = samples.message_status("delivered", "viber_service")
     vonage.status(payload)
     work()
-    message = messages.get_message(engine, payload["message_uuid"])
+    message = storage.message(payload["message_uuid"])
     assert (message["direction"], message["channel"], message["status"]) == ("outbound", "viber_service", "delivered")
 
 
-def test_inbound_message_keeps_its_text(vonage, work, engine):
+def test_inbound_message_keeps_its_text(vonage, work, engine, storage):
     payload = samples.inbound_message("whatsapp", "text", text="Book the 9am slot")
     vonage.inbound(payload)
     work()
-    message = messages.get_message(engine, payload["message_uuid"])
+    message = storage.message(payload["message_uuid"])
     assert (message["direction"], message["status"], message["text"]) == ("inbound", "received", "Book the 9am slot")
 
 
-def test_inbound_media_is_kept(vonage, work, engine):
+def test_inbound_media_is_kept(vonage, work, engine, storage):
     payload = samples.inbound_message("mms", "image")
     vonage.inbound(payload)
     work()
-    assert messages.get_message(engine, payload["message_uuid"])["content"]["image"]["url"] == payload["image"]["url"]
+    assert storage.message(payload["message_uuid"])["content"]["image"]["url"] == payload["image"]["url"]
 
 
 def test_raising_handler_is_retried_then_dead_then_replayed(make_app, monkeypatch):
     app = make_app(MAX_ATTEMPTS=3)
     from tests.conftest import Vonage
-    from receiver.db import get_engine
-
-    engine = get_engine(app)
+    storage = get_storage(app)
     attempts = []
 
     def flaky(event):
@@ -141,38 +140,37 @@ def test_raising_handler_is_retried_then_dead_then_replayed(make_app, monkeypatc
 
     monkeypatch.setitem(handlers.STATUS_HANDLERS, "delivered", flaky)
     Vonage(app.test_client()).status(samples.message_status("delivered"))
-    worker = Worker(engine, app.config, name="w")
+    worker = Worker(storage, app.config, name="w")
     worker.run_until_idle()
-    (row,) = inbox.list_events(engine)
-    assert (row.state, row.attempts, len(attempts)) == ("dead", 3, 3)
-    assert "CRM is down" in row.last_error
+    (row,) = storage.events()
+    assert (row["state"], row["attempts"], len(attempts)) == ("dead", 3, 3)
+    assert "CRM is down" in row["last_error"]
 
     monkeypatch.setitem(handlers.STATUS_HANDLERS, "delivered", lambda e: attempts.append("ok"))
-    assert inbox.replay(engine, row.id)
+    assert storage.replay(row["id"])
     worker.run_until_idle()
-    (row,) = inbox.list_events(engine)
-    assert row.state == "done" and attempts[-1] == "ok"
+    (row,) = storage.events()
+    assert row["state"] == "done" and attempts[-1] == "ok"
 
 
 def test_retry_waits_with_exponential_backoff(make_app, monkeypatch):
     app = make_app(RETRY_BASE_SECONDS=60.0, MAX_ATTEMPTS=5)
     from tests.conftest import Vonage
-    from receiver.db import get_engine
-
-    engine = get_engine(app)
+    storage = get_storage(app)
+    engine = storage.engine
     monkeypatch.setitem(handlers.STATUS_HANDLERS, "read", lambda e: 1 / 0)
     Vonage(app.test_client()).status(samples.message_status("read", "whatsapp"))
     before = time.time()
-    assert Worker(engine, app.config, name="w").run_until_idle() == 1  # not retried at once
-    (row,) = inbox.list_events(engine)
-    assert row.state == "failed"
+    assert Worker(storage, app.config, name="w").run_until_idle() == 1  # not retried at once
+    (row,) = storage.events()
+    assert row["state"] == "failed"
     with engine.connect() as conn:
         available_at = conn.execute(select(events.c.available_at)).scalar()
     assert before + 60 * 0.8 - 1 <= available_at <= time.time() + 60
 
 
 def test_retry_delays_double_up_to_the_cap():
-    delays = [inbox.retry_delay(n, 5.0, 900.0) for n in range(1, 12)]
+    delays = [retry_delay(n, 5.0, 900.0) for n in range(1, 12)]
     assert 4.0 <= delays[0] <= 5.0 and 8.0 <= delays[1] <= 10.0
     assert max(delays) <= 900.0 and delays[-1] >= 720.0
 
@@ -181,37 +179,36 @@ def test_retry_delays_double_up_to_the_cap():
     "body",
     [b"{not json", b'{"message_uuid": "x"}', b'{"status": "delivered"}', b"[]"],
 )
-def test_payload_that_does_not_fit_is_kept_as_invalid(vonage, work, calls, engine, body):
+def test_payload_that_does_not_fit_is_kept_as_invalid(vonage, work, calls, engine, body, storage):
     vonage.status(None, body=body)
     work()
-    (row,) = inbox.list_events(engine)
-    assert row.state == "invalid" and row.last_error
+    (row,) = storage.events()
+    assert row["state"] == "invalid" and row["last_error"]
     assert calls == []
 
 
-def test_killed_workers_claim_is_picked_up_after_its_lease(app, vonage, engine, calls):
+def test_killed_workers_claim_is_picked_up_after_its_lease(app, vonage, engine, calls, storage):
     vonage.status(samples.message_status("delivered"))
-    dead = inbox.claim_next(engine, "worker-that-dies", lease_seconds=30)
-    assert dead is not None
-    assert Worker(engine, app.config, name="other").run_until_idle() == 0  # still leased
+    (dead,) = storage.claim("worker-that-dies", 30, 1)
+    assert Worker(storage, app.config, name="other").run_until_idle() == 0  # still leased
     with engine.begin() as conn:  # ...time passes: the lease runs out
         conn.execute(update(events).values(lease_until=time.time() - 1))
-    assert Worker(engine, app.config, name="other").run_until_idle() == 1
+    assert Worker(storage, app.config, name="other").run_until_idle() == 1
     assert len(calls) == 1
     # The dead worker, had it come back, could no longer settle the event.
-    assert not inbox.mark_done(engine, dead.id, "worker-that-dies")
+    assert storage.finish("worker-that-dies", [Outcome(dead.id, "done")]) == 0
 
 
-def test_claims_take_each_event_once(app, vonage, engine):
+def test_claims_take_each_event_once(app, vonage, engine, storage):
     for _ in range(5):
         vonage.status(samples.message_status("submitted"))
-    claimed = [inbox.claim_next(engine, f"w{i}", 60) for i in range(6)]
-    assert sorted(r.id for r in claimed[:5]) == [1, 2, 3, 4, 5]
-    assert claimed[5] is None
+    claimed = [storage.claim(f"w{i}", 60, 1) for i in range(6)]
+    assert sorted(r.id for (r,) in claimed[:5]) == [1, 2, 3, 4, 5]
+    assert claimed[5] == []
 
 
 @pytest.mark.parametrize("order", [[3, 1, 2], [2, 3, 1], [1, 2, 3]])
-def test_multipart_sms_is_joined_in_part_order(vonage, work, calls, engine, order):
+def test_multipart_sms_is_joined_in_part_order(vonage, work, calls, engine, order, storage):
     parts = samples.inbound_sms_parts("Hello there, this message was split in three parts.", 3)
     for i in order:
         vonage.sms("inbound-sms", parts[i - 1], via="form")
@@ -220,20 +217,18 @@ def test_multipart_sms_is_joined_in_part_order(vonage, work, calls, engine, orde
     assert event.text == "Hello there, this message was split in three parts."
     assert (event.parts, event.incomplete) == (3, False)
     assert event.message_id == parts[0]["messageId"]
-    assert messages.get_message(engine, event.message_id)["text"] == event.text
+    assert storage.message(event.message_id)["text"] == event.text
 
 
 def test_multipart_sms_incomplete_after_timeout(make_app, calls):
     app = make_app(CONCAT_TIMEOUT_SECONDS=0.2)
     from tests.conftest import Vonage
-    from receiver.db import get_engine
-
-    engine = get_engine(app)
+    storage = get_storage(app)
     parts = samples.inbound_sms_parts("first half|second half|third", 3)
     sender = Vonage(app.test_client())
     sender.sms("inbound-sms", parts[2])
     sender.sms("inbound-sms", parts[0])
-    worker = Worker(engine, app.config, name="w")
+    worker = Worker(storage, app.config, name="w")
     worker.run_until_idle()
     assert calls == []
     time.sleep(0.3)
@@ -264,7 +259,7 @@ def test_multipart_retry_dispatches_the_same_joined_message(vonage, work, engine
     assert seen == ["abc def", "abc def"]
 
 
-def test_handler_raising_a_database_error_is_retried_like_any_other(vonage, work, engine, monkeypatch):
+def test_handler_raising_a_database_error_is_retried_like_any_other(vonage, work, engine, monkeypatch, storage):
     from sqlalchemy.exc import OperationalError
 
     def crm_down(event):
@@ -273,26 +268,26 @@ def test_handler_raising_a_database_error_is_retried_like_any_other(vonage, work
     monkeypatch.setitem(handlers.STATUS_HANDLERS, "delivered", crm_down)
     vonage.status(samples.message_status("delivered"))
     work()
-    (row,) = inbox.list_events(engine)
-    assert row.state == "dead" and "CRM database is down" in row.last_error
+    (row,) = storage.events()
+    assert row["state"] == "dead" and "CRM database is down" in row["last_error"]
 
 
 # -- batches -------------------------------------------------------------------------------------
-def test_one_batch_dispatches_in_order_and_settles_every_event(app, vonage, engine, calls, monkeypatch):
+def test_one_batch_dispatches_in_order_and_settles_every_event(app, vonage, engine, calls, monkeypatch, storage):
     sent = [samples.message_status("delivered") for _ in range(7)]
     for payload in sent:
         vonage.status(payload)
     claims = []
-    real_claim = inbox.claim_batch
-    monkeypatch.setattr(inbox, "claim_batch", lambda *a, **k: claims.append(real_claim(*a, **k)) or claims[-1])
-    worker = Worker(engine, app.config, name="w")
+    real_claim = storage.claim
+    monkeypatch.setattr(storage, "claim", lambda *a, **k: claims.append(real_claim(*a, **k)) or claims[-1])
+    worker = Worker(storage, app.config, name="w")
     assert worker.run_until_idle() == 7
     assert [len(batch) for batch in claims] == [7, 0]  # one claim for all seven, one that finds nothing
     assert [event.message_id for _, event in calls] == [p["message_uuid"] for p in sent]
     assert states(engine) == ["done"] * 7
 
 
-def test_a_failing_handler_fails_only_its_own_event_in_a_batch(app, vonage, engine, monkeypatch):
+def test_a_failing_handler_fails_only_its_own_event_in_a_batch(app, vonage, engine, monkeypatch, storage):
     bad = samples.message_status("delivered")
     for payload in (samples.message_status("delivered"), bad, samples.message_status("delivered")):
         vonage.status(payload)
@@ -302,32 +297,32 @@ def test_a_failing_handler_fails_only_its_own_event_in_a_batch(app, vonage, engi
             raise RuntimeError("this one")
 
     monkeypatch.setitem(handlers.STATUS_HANDLERS, "delivered", picky)
-    Worker(engine, app.config, name="w").run_once()
+    Worker(storage, app.config, name="w").run_once()
     assert states(engine) == ["done", "failed", "done"]
 
 
-def test_a_reconciling_bug_holds_back_only_its_own_event(app, vonage, engine, calls, monkeypatch):
+def test_a_reconciling_bug_holds_back_only_its_own_event(app, vonage, engine, calls, monkeypatch, storage):
     bad = samples.message_status("read")
     for payload in (samples.message_status("read"), bad, samples.message_status("read")):
         vonage.status(payload)
-    real_record = messages.record_status
+    real_record = state.record_status
 
     def record_status(conn, event):
         if event.message_id == bad["message_uuid"]:
             raise ValueError("a bug in reconciliation")
         return real_record(conn, event)
 
-    monkeypatch.setattr(messages, "record_status", record_status)
-    Worker(engine, app.config, name="w").run_once()
+    monkeypatch.setattr(state, "record_status", record_status)
+    Worker(storage, app.config, name="w").run_once()
     assert states(engine) == ["done", "failed", "done"]
     assert len(calls) == 2
-    assert messages.get_message(engine, bad["message_uuid"]) is None  # the failed batch was rolled back
+    assert storage.message(bad["message_uuid"]) is None  # the failed batch was rolled back
 
 
-def test_stopping_mid_batch_gives_the_rest_back(app, vonage, engine, monkeypatch):
+def test_stopping_mid_batch_gives_the_rest_back(app, vonage, engine, monkeypatch, storage):
     for _ in range(5):
         vonage.status(samples.message_status("submitted"))
-    worker = Worker(engine, app.config, name="w")
+    worker = Worker(storage, app.config, name="w")
     seen = []
 
     def stop_after_second(event):
@@ -337,20 +332,20 @@ def test_stopping_mid_batch_gives_the_rest_back(app, vonage, engine, monkeypatch
 
     monkeypatch.setitem(handlers.STATUS_HANDLERS, "submitted", stop_after_second)
     assert worker.run_once() == 2
-    rows = inbox.list_events(engine, limit=10)[::-1]
-    assert [(r.state, r.attempts, r.claimed_by) for r in rows[2:]] == [("pending", 0, None)] * 3
-    assert Worker(engine, app.config, name="next").run_until_idle() == 3
+    rows = storage.events(limit=10)[::-1]
+    assert [(r["state"], r["attempts"]) for r in rows[2:]] == [("pending", 0)] * 3
+    assert Worker(storage, app.config, name="next").run_until_idle() == 3
     assert seen == [1, 2, 3, 4, 5] and states(engine) == ["done"] * 5
 
 
-def test_a_slow_handler_shrinks_the_batch_to_one(app, vonage, engine, monkeypatch):
+def test_a_slow_handler_shrinks_the_batch_to_one(app, vonage, engine, monkeypatch, storage):
     import receiver.worker as worker_module
 
     for _ in range(3):
         vonage.status(samples.message_status("delivered"))
     monkeypatch.setattr(worker_module, "BATCH_SECONDS", 0.05)
     monkeypatch.setitem(handlers.STATUS_HANDLERS, "delivered", lambda event: time.sleep(0.06))
-    worker = Worker(engine, app.config, name="w")
+    worker = Worker(storage, app.config, name="w")
     assert worker.run_once(limit=1) == 1
     assert worker._batch_size == 1
     assert worker.run_once() == 1  # one claim, one event: the others stay free for other workers
@@ -366,7 +361,7 @@ def test_parts_of_one_multipart_sms_in_one_batch_are_joined(vonage, work, calls)
     assert event.text == "one batch holds every part of this" and event.parts == 3
 
 
-def test_done_marks_are_written_in_small_groups_during_a_batch(app, vonage, engine, monkeypatch):
+def test_done_marks_are_written_in_small_groups_during_a_batch(app, vonage, engine, monkeypatch, storage):
     from receiver.worker import SETTLE_EVERY
 
     total = SETTLE_EVERY * 2 + 3
@@ -385,7 +380,7 @@ def test_done_marks_are_written_in_small_groups_during_a_batch(app, vonage, engi
 
     monkeypatch.setitem(handlers.STATUS_HANDLERS, "delivered", dies_at_the_last)
     with pytest.raises(Killed):
-        Worker(engine, app.config, name="w").run_once()
+        Worker(storage, app.config, name="w").run_once()
     found = states(engine)
     assert found.count("done") == SETTLE_EVERY * 2  # what a new worker would not dispatch again
     assert found.count("processing") == 3

@@ -1,31 +1,23 @@
-"""The inbox of stored callbacks: record on the request path, claim and settle on the worker path.
+"""The stored callbacks: insert on the request path; claim, settle, release on the worker path;
+replay, read and prune for the operator.
 
-Every function takes an engine and runs its own short transaction. Nothing here parses payloads
-or calls handlers.
+Functions take an engine (or the caller's connection) and run their own short transaction.
+Nothing here parses payloads or calls handlers.
 """
 from __future__ import annotations
 
 import json
-import random
 import time
 from dataclasses import dataclass
 from functools import lru_cache
 
-from sqlalchemy import and_, bindparam, delete, func, literal_column, or_, select, update
+from sqlalchemy import and_, bindparam, delete, literal_column, or_, select, update
 from sqlalchemy.engine import Connection, Dialect, Engine
 
-from receiver.db import (
-    events,
-    execute_prepared,
-    insert_for,
-    iso,
-    rejections,
-    sms_groups,
-    sms_parts,
-    write_transaction,
-)
+from receiver.formats import iso
+from receiver.storage.engines import execute_prepared, insert_for, write_transaction
+from receiver.storage.schema import events, rejections, sms_groups, sms_parts
 
-CLAIMABLE_STATES = ("pending", "failed")
 # Only finished events are ever pruned: pending, processing, failed and dead ones are kept.
 PRUNABLE_STATES = ("done", "invalid")
 # States an operator can put back to pending.
@@ -183,12 +175,6 @@ def claim_batch(engine: Engine, worker_name: str, lease_seconds: float, limit: i
     return sorted(rows, key=lambda row: row.id)  # RETURNING does not promise an order
 
 
-def claim_next(engine: Engine, worker_name: str, lease_seconds: float, now: float | None = None):
-    """Claim the oldest event that is due; None when there is none."""
-    rows = claim_batch(engine, worker_name, lease_seconds, 1, now)
-    return rows[0] if rows else None
-
-
 def release(engine: Engine, worker_name: str, event_ids: list[int]) -> int:
     """Give back claimed events this worker will not process (it is stopping): due again at once,
     with the claim's attempt uncounted."""
@@ -203,6 +189,31 @@ def release(engine: Engine, worker_name: str, event_ids: list[int]) -> int:
         return conn.execute(stmt).rowcount
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """How one claimed event ended, as the worker decided it."""
+
+    event_id: int
+    state: str  # done, failed (due again at retry_at), dead or invalid
+    error: str | None = None  # the traceback or the schema errors
+    note: str | None = None  # what happened without a dispatch, e.g. a multipart part stored
+    retry_at: float | None = None
+    message_id: str | None = None  # done: the parsed ids, for the API's filters
+    status: str | None = None
+
+    def columns(self, now: float) -> dict:
+        if self.state == "failed":
+            return {"state": "failed", "available_at": self.retry_at, "last_error": self.error}
+        values = {"state": self.state, "processed_at": now, "last_error": self.error}
+        if self.state == "done":
+            values["note"] = self.note
+            if self.message_id is not None:
+                values["message_id"] = self.message_id
+            if self.status is not None:
+                values["status"] = self.status
+        return values
+
+
 def _settle_statement(names: tuple[str, ...]):
     # Only the claim holder may settle: a worker whose lease ran out must not overwrite a newer claim.
     return (
@@ -213,13 +224,13 @@ def _settle_statement(names: tuple[str, ...]):
     )
 
 
-def settle(engine: Engine, worker_name: str, outcomes: list[tuple[int, dict]]) -> int:
-    """Record how each claimed event ended ((event id, column values) pairs, from done_values,
-    failed_values or invalid_values), all in one transaction. Returns how many were settled.
-    mark_done is the one-event form."""
+def settle(engine: Engine, worker_name: str, outcomes: list[Outcome]) -> int:
+    """Record how each claimed event ended, all in one transaction. Returns how many were settled."""
+    now = time.time()
     by_columns: dict[tuple[str, ...], list[dict]] = {}
-    for event_id, values in outcomes:
-        params = {"event_id": event_id, "worker": worker_name, **{f"v_{k}": v for k, v in values.items()}}
+    for outcome in outcomes:
+        values = outcome.columns(now)
+        params = {"event_id": outcome.event_id, "worker": worker_name, **{f"v_{k}": v for k, v in values.items()}}
         by_columns.setdefault(tuple(sorted(values)), []).append(params)
     settled = 0
     with write_transaction(engine) as conn:
@@ -228,40 +239,6 @@ def settle(engine: Engine, worker_name: str, outcomes: list[tuple[int, dict]]) -
             many = params if len(params) > 1 else params[0]
             settled += max(0, execute_prepared(conn, "settle:" + ",".join(names), build, many).rowcount)
     return settled
-
-
-def done_values(*, message_id=None, status=None, note=None) -> dict:
-    """The handler returned (or there was nothing to dispatch yet): the event is finished."""
-    values = {"state": "done", "processed_at": time.time(), "last_error": None, "note": note}
-    if message_id is not None:
-        values["message_id"] = message_id
-    if status is not None:
-        values["status"] = status
-    return values
-
-
-def invalid_values(errors: dict) -> dict:
-    """The payload does not fit its schema: keep it, with the errors, and never retry on its own."""
-    return {"state": "invalid", "processed_at": time.time(), "last_error": json.dumps(errors)}
-
-
-def failed_values(*, attempts: int, error: str, max_attempts: int, base: float, cap: float) -> dict:
-    """The handler raised: retry later with backoff, or after max_attempts keep the event as dead."""
-    now = time.time()
-    if attempts >= max_attempts:
-        return {"state": "dead", "processed_at": now, "last_error": error}
-    return {"state": "failed", "available_at": now + retry_delay(attempts, base, cap), "last_error": error}
-
-
-def mark_done(engine: Engine, event_id: int, worker_name: str, *, message_id=None, status=None, note=None) -> bool:
-    """Settle one event as done (see settle for a batch)."""
-    return settle(engine, worker_name, [(event_id, done_values(message_id=message_id, status=status, note=note))]) == 1
-
-
-def retry_delay(attempts: int, base: float, cap: float) -> float:
-    """Exponential backoff with jitter: base, 2*base, 4*base ... capped."""
-    delay = min(cap, base * (2 ** max(0, attempts - 1)))
-    return delay * random.uniform(0.8, 1.0)
 
 
 def replay(engine: Engine, event_id: int) -> bool:
@@ -275,13 +252,20 @@ def replay(engine: Engine, event_id: int) -> bool:
         return conn.execute(stmt).rowcount == 1
 
 
-def get_event(engine: Engine, event_id: int):
+def stored_row(engine: Engine, event_id: int):
+    """The row of one event; None when there is no such event."""
     with engine.connect() as conn:
         return conn.execute(select(events).where(events.c.id == event_id)).first()
 
 
-def list_events(engine: Engine, *, kind=None, state=None, message_id=None, limit: int = 50):
-    """Newest first, filtered."""
+def get_event(engine: Engine, event_id: int) -> dict | None:
+    """Everything stored for one event (see event_detail); None when there is no such event."""
+    row = stored_row(engine, event_id)
+    return None if row is None else event_detail(row)
+
+
+def list_events(engine: Engine, *, kind=None, state=None, message_id=None, limit: int = 50) -> list[dict]:
+    """Newest first, filtered; each as event_summary."""
     stmt = select(events).order_by(events.c.id.desc()).limit(max(1, min(limit, 1000)))
     if kind:
         stmt = stmt.where(events.c.kind == kind)
@@ -290,13 +274,7 @@ def list_events(engine: Engine, *, kind=None, state=None, message_id=None, limit
     if message_id:
         stmt = stmt.where(events.c.message_id == message_id)
     with engine.connect() as conn:
-        return conn.execute(stmt).all()
-
-
-def count_by_state(engine: Engine) -> dict[str, int]:
-    with engine.connect() as conn:
-        rows = conn.execute(select(events.c.state, func.count()).group_by(events.c.state)).all()
-    return {state: count for state, count in rows}
+        return [event_summary(row) for row in conn.execute(stmt).all()]
 
 
 def event_summary(row) -> dict:
@@ -351,17 +329,3 @@ def prune(engine: Engine, older_than_seconds: float, now: float | None = None) -
             delete(sms_groups).where(sms_groups.c.completed_by.is_not(None), sms_groups.c.first_seen < cutoff)
         )
     return {"events": deleted_events, "rejections": deleted_rejections}
-
-
-def parse_age(text: str) -> float:
-    """Seconds in "30d", "12h", "90m" or "3600s" (a bare number is seconds).
-
-    :raises ValueError: for anything else.
-    """
-    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
-    text = text.strip().lower()
-    unit = units.get(text[-1:]) if text[-1:].isalpha() else 1
-    number = text[:-1] if text[-1:].isalpha() else text
-    if unit is None or not number.replace(".", "", 1).isdigit():
-        raise ValueError(f"{text!r} is not an age like 30d, 12h, 90m or 3600s")
-    return float(number) * unit

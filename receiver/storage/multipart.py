@@ -11,7 +11,8 @@ import time
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from receiver.db import events, insert_for, sms_groups, sms_parts, write_transaction
+from receiver.storage.engines import insert_for, write_transaction
+from receiver.storage.schema import events, sms_groups, sms_parts
 from schemas import Event
 
 

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 
 log = logging.getLogger("receiver.migrate")
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
 # What metadata.create_all made before this project used Alembic: revision 0001 creates exactly that.
 BASELINE = "0001"

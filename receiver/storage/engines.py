@@ -1,11 +1,11 @@
-"""Storage: the engine and the tables. Every other module receives an engine from here.
+"""Connections: the database URL, engines with the durability settings, and SQLite's writer turns.
 
 SQLAlchemy Core only. The embedded default is a SQLite file under instance/ in WAL mode with
 synchronous=FULL, so a committed write survives power loss; DATABASE_URL selects PostgreSQL.
+Only receiver.storage uses this module.
 """
 from __future__ import annotations
 
-import logging
 import os
 import sqlite3
 import threading
@@ -13,157 +13,15 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from datetime import datetime, timezone
-
-from flask import Flask
-from sqlalchemy import (
-    BigInteger,
-    Boolean,
-    Column,
-    Double,
-    Index,
-    Integer,
-    LargeBinary,
-    MetaData,
-    String,
-    Table,
-    Text,
-    UniqueConstraint,
-    create_engine,
-    event,
-    text,
-)
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import OperationalError
-
-from receiver import migrate
 
 try:
     import fcntl
 except ImportError:  # Windows: threads of one process still take turns
     fcntl = None
-
-log = logging.getLogger("receiver.db")
-
-metadata = MetaData()
-
-# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
-_Id = BigInteger().with_variant(Integer, "sqlite")
-
-# One row per callback Vonage delivered (a repeat of the same natural key only bumps `deliveries`).
-events = Table(
-    "events",
-    metadata,
-    Column("id", _Id, primary_key=True, autoincrement=True),
-    Column("kind", String(32), nullable=False),
-    Column("dedup_key", String(512), nullable=False),
-    Column("body", LargeBinary, nullable=False),
-    Column("query", Text, nullable=False, default=""),
-    Column("content_type", String(255), nullable=False, default=""),
-    Column("headers", Text, nullable=False, default="{}"),
-    Column("message_id", String(255)),
-    Column("status", String(64)),
-    Column("received_at", Double, nullable=False),
-    Column("last_delivery_at", Double, nullable=False),
-    Column("deliveries", Integer, nullable=False, default=1),
-    # pending -> processing -> done | failed (retry later) | dead | invalid
-    Column("state", String(16), nullable=False, default="pending"),
-    Column("attempts", Integer, nullable=False, default=0),
-    Column("available_at", Double, nullable=False),
-    Column("lease_until", Double),
-    Column("claimed_by", String(255)),
-    Column("processed_at", Double),
-    Column("last_error", Text),
-    Column("note", Text),  # what the worker did without dispatching, e.g. "part 1/3 of a multipart SMS"
-    UniqueConstraint("kind", "dedup_key", name="uq_events_kind_dedup_key"),
-    Index("ix_events_state_available_at", "state", "available_at"),
-    Index("ix_events_message_id", "message_id"),
-)
-
-# One row per message (Messages message_uuid or SMS API messageId): its current status.
-messages = Table(
-    "messages",
-    metadata,
-    Column("message_id", String(255), primary_key=True),
-    Column("direction", String(16), nullable=False),
-    Column("channel", String(32)),
-    Column("status", String(64)),
-    Column("status_rank", Integer, nullable=False, default=0),
-    Column("status_timestamp", String(64)),
-    Column("to_number", String(255)),
-    Column("from_number", String(255)),
-    Column("client_ref", String(255)),
-    Column("message_type", String(64)),
-    Column("text", Text),
-    Column("content", Text),
-    Column("incomplete", Boolean, nullable=False, default=False),
-    Column("created_at", Double, nullable=False),
-    Column("updated_at", Double, nullable=False),
-    Index("ix_messages_direction_created", "direction", "created_at"),
-)
-
-# Every status ever reported for a message, applied or not, one row per stored event.
-message_history = Table(
-    "message_history",
-    metadata,
-    Column("id", _Id, primary_key=True, autoincrement=True),
-    Column("message_id", String(255), nullable=False),
-    Column("event_id", BigInteger, nullable=False),
-    Column("status", String(64), nullable=False),
-    Column("timestamp", String(64)),
-    Column("applied", Boolean, nullable=False),
-    Column("error_code", String(64)),
-    Column("recorded_at", Double, nullable=False),
-    UniqueConstraint("message_id", "event_id", name="uq_history_message_event"),
-)
-
-# Parts of SMS API multipart messages, waiting to be joined.
-sms_parts = Table(
-    "sms_parts",
-    metadata,
-    Column("group_key", String(512), primary_key=True),
-    Column("part", Integer, primary_key=True),
-    Column("total", Integer, nullable=False),
-    Column("event_id", BigInteger, nullable=False),
-    Column("text", Text),
-    Column("message_id", String(255)),
-    Column("received_at", Double, nullable=False),
-    Column("dispatched_by", BigInteger),  # the event whose dispatch included this part
-)
-
-sms_groups = Table(
-    "sms_groups",
-    metadata,
-    Column("group_key", String(512), primary_key=True),
-    Column("total", Integer, nullable=False),
-    Column("first_seen", Double, nullable=False),
-    Column("completed_by", BigInteger),  # the event that dispatches the joined message
-    Column("incomplete", Boolean, nullable=False, default=False),
-)
-
-# Requests refused by signature verification (bounded; newest kept).
-rejections = Table(
-    "rejections",
-    metadata,
-    Column("id", _Id, primary_key=True, autoincrement=True),
-    Column("at", Double, nullable=False),
-    Column("path", String(255), nullable=False),
-    Column("remote_addr", String(255)),
-    Column("reason", String(64), nullable=False),
-    Column("detail", Text),
-)
-
-# Each worker loop writes here so operators can see it is alive.
-workers = Table(
-    "workers",
-    metadata,
-    Column("name", String(255), primary_key=True),
-    Column("seen_at", Double, nullable=False),
-    Column("processed", BigInteger, nullable=False, default=0),
-)
-
 
 def insert_for(bind):
     """The dialect's INSERT, which has on_conflict_do_nothing/on_conflict_do_update.
@@ -172,13 +30,6 @@ def insert_for(bind):
     """
     dialect = getattr(bind, "dialect", bind)
     return pg_insert if dialect.name == "postgresql" else sqlite_insert
-
-
-def iso(ts: float | None) -> str | None:
-    """A stored epoch time as ISO-8601 UTC, the way the API shows times."""
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def database_url(configured: str | None, instance_path: str) -> str:
@@ -242,20 +93,6 @@ def _sqlite_pragmas(dbapi_connection, synchronous: str) -> None:
             time.sleep(0.05)
     cursor.execute(f"PRAGMA synchronous={synchronous}")
     cursor.close()
-
-
-def init_app(app: Flask) -> None:
-    """Open the engine for this app and bring the schema up to date (migrations/versions/)."""
-    url = database_url(app.config.get("DATABASE_URL"), app.instance_path)
-    engine = make_engine(url, app.config["DATABASE_TIMEOUT_SECONDS"])
-    try:
-        migrate.upgrade(engine)
-    except OperationalError as exc:
-        # A web process restarted during a database outage must still come up and answer 503
-        # until the database is back; the release step (`flask init-db`) fails loudly instead.
-        log.warning("database unreachable at start, schema not checked: %s", exc.__class__.__name__)
-    app.extensions["engine"] = engine
-    app.extensions["worker_engine"] = make_engine(url, app.config["DATABASE_TIMEOUT_SECONDS"], durable=False)
 
 
 _writer_locks: dict[str, "_SqliteWriterLock"] = {}
@@ -346,16 +183,6 @@ def execute_prepared(conn: Connection, name: str, build: Callable[[], object], p
     return conn.exec_driver_sql(sql, driver_params(params))
 
 
-def get_engine(app: Flask) -> Engine:
-    """The engine whose commits are flushed to disk (callbacks, reads, operator actions)."""
-    return app.extensions["engine"]
-
-
-def get_worker_engine(app: Flask) -> Engine:
-    """The engine for the worker's own bookkeeping, whose commits need not wait for the disk."""
-    return app.extensions["worker_engine"]
-
-
 def unreachable_reason(engine: Engine) -> str | None:
     """None when the database answers a trivial query, else why not (the error's first line)."""
     try:
@@ -364,8 +191,3 @@ def unreachable_reason(engine: Engine) -> str | None:
         return None
     except Exception as exc:  # any driver error means "not ready"
         return f"{exc.__class__.__name__}: {exc}".splitlines()[0]
-
-
-def is_reachable(engine: Engine) -> bool:
-    """True when the database answers a trivial query."""
-    return unreachable_reason(engine) is None

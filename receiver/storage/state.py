@@ -5,13 +5,16 @@ the same stored event twice changes nothing, so a retried event is safe.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
 from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from receiver.db import execute_prepared, insert_for, message_history, messages
+from receiver.formats import iso
+from receiver.storage.engines import execute_prepared, insert_for
+from receiver.storage.schema import message_history, messages
 from schemas import Event
 
 # Messages API statuses and SMS API DLR statuses on one scale. Anything not listed (a status
@@ -30,12 +33,6 @@ STATUS_RANK = {
     "failed": 4,
     "unknown": 4,
 }
-
-
-def _iso(event: Event) -> str | None:
-    if event.timestamp is None:
-        return None
-    return event.timestamp.isoformat().replace("+00:00", "Z")
 
 
 def _ensure_row(conn: Connection, event: Event, direction: str, now: float) -> None:
@@ -75,7 +72,7 @@ def _record_history(conn: Connection, event: Event, status: str, applied: bool, 
 
     error_code = (event.error or {}).get("code")
     execute_prepared(conn, "messages.history", build, {
-        "message_id": event.message_id, "event_id": event.event_id, "status": status, "timestamp": _iso(event),
+        "message_id": event.message_id, "event_id": event.event_id, "status": status, "timestamp": iso(event.timestamp),
         "applied": applied, "error_code": None if error_code is None else str(error_code), "recorded_at": now,
     })
 
@@ -101,25 +98,22 @@ def _current_status():
     return select(messages.c.status).where(messages.c.message_id == bindparam("message_id"))
 
 
-def record_status(conn: Connection, event: Event) -> bool:
-    """Apply a status event to its message, in the caller's transaction; True when the status moved.
-
-    Sets `event.superseded` when a later status had already been recorded.
-    """
+def record_status(conn: Connection, event: Event) -> Event:
+    """Apply a status event to its message, in the caller's transaction; the event to dispatch,
+    `superseded` when a later status had already been recorded."""
     now = time.time()
     _ensure_row(conn, event, "outbound", now)
     moved = execute_prepared(conn, "messages.move_status", _move_status, {
         "message_id": event.message_id, "rank": STATUS_RANK.get(event.status, 0), "status": event.status,
-        "timestamp": _iso(event), "now": now, "client_ref": event.client_ref,
+        "timestamp": iso(event.timestamp), "now": now, "client_ref": event.client_ref,
     }).rowcount == 1
     _record_history(conn, event, event.status, moved, now)
     if moved:
-        event.superseded = False
-    else:  # a repeat of the current status, or one that a later status already overtook
-        current = execute_prepared(conn, "messages.current_status", _current_status,
-                                   {"message_id": event.message_id}).scalar()
-        event.superseded = current != event.status
-    return moved
+        return dataclasses.replace(event, superseded=False)
+    # A repeat of the current status, or one that a later status already overtook.
+    current = execute_prepared(conn, "messages.current_status", _current_status,
+                               {"message_id": event.message_id}).scalar()
+    return dataclasses.replace(event, superseded=current != event.status)
 
 
 def _receive():
@@ -142,7 +136,7 @@ def record_inbound(conn: Connection, event: Event) -> None:
     now = time.time()
     _ensure_row(conn, event, "inbound", now)
     execute_prepared(conn, "messages.receive", _receive, {
-        "message_id": event.message_id, "status_timestamp": _iso(event), "message_type": event.message_type,
+        "message_id": event.message_id, "status_timestamp": iso(event.timestamp), "message_type": event.message_type,
         "text": event.text, "content": json.dumps(event.content) if event.content else None,
         "incomplete": event.incomplete, "updated_at": now,
     })

@@ -15,10 +15,10 @@ import threading
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from receiver import inbox
-from receiver.db import writer_turn
+from receiver.storage import events
+from receiver.storage.engines import writer_turn
 
-log = logging.getLogger("receiver.groupcommit")
+log = logging.getLogger("receiver.storage")
 
 MAX_BATCH = 256
 
@@ -33,7 +33,7 @@ class _Pending:
     def __init__(self, values: dict):
         self.values = values
         self.done = threading.Event()
-        self.result: inbox.Recorded | None = None
+        self.result: events.Recorded | None = None
         self.error: BaseException | None = None
 
 
@@ -49,12 +49,12 @@ class GroupCommitter:
         self._conn: Connection | None = None  # used by the committer thread only
         self.commits = 0  # transactions committed (for tests and the benchmark)
 
-    def record(self, **fields) -> inbox.Recorded:
+    def record(self, **fields) -> events.Recorded:
         """Store one callback; returns once it is committed.
 
         :raises sqlalchemy.exc.SQLAlchemyError: when the database could not take it.
         """
-        pending = _Pending(inbox.event_values(**fields))
+        pending = _Pending(events.event_values(**fields))
         self._ensure_thread()
         self._queue.put(pending)
         # The engine's own timeouts end a stuck commit first; this bound is the last resort.
@@ -118,7 +118,7 @@ class GroupCommitter:
             pending.result = result
             pending.done.set()
 
-    def _store(self, batch: list[dict]) -> list[inbox.Recorded]:
+    def _store(self, batch: list[dict]) -> list[events.Recorded]:
         # The committer keeps its own connection: a batch pays no pool checkout, and on
         # PostgreSQL no liveness round trip. A connection the server dropped while idle (a
         # restart) is replaced and the batch tried once more, so that costs no 503.
@@ -127,7 +127,7 @@ class GroupCommitter:
                 self._conn = self.engine.connect()
             try:
                 with self._conn.begin():  # in the writer's turn _run holds
-                    return inbox.insert_events(self._conn, batch)
+                    return events.insert_events(self._conn, batch)
             except SQLAlchemyError as exc:
                 self._drop_connection()
                 if attempt == 2 or not getattr(exc, "connection_invalidated", False):

@@ -1,0 +1,23 @@
+"""The two text formats this project writes everywhere: ISO-8601 UTC times and compact JSON.
+
+Pure functions, no imports from the rest of the project.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+
+def iso(value: datetime | float | None, timespec: str = "auto") -> str | None:
+    """An aware datetime or an epoch time as ISO-8601 UTC with a `Z` (None stays None)."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        value = datetime.fromtimestamp(value, tz=timezone.utc)
+    return value.astimezone(timezone.utc).isoformat(timespec=timespec).replace("+00:00", "Z")
+
+
+def compact_json(value: Any) -> bytes:
+    """JSON without spaces, non-ASCII kept as UTF-8: the bytes Vonage sends, and what its samples hash."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

@@ -1,0 +1,218 @@
+"""Storage: the only door to the database. Nothing outside this package writes SQL or opens a transaction.
+
+The request path calls `record`; the worker `claim`, `apply`, `finish`, `release`, `heartbeat`;
+the API, the CLI, metrics and doctor `stats` and a few reads. Two engines: one whose commits wait
+for the disk (callbacks, operator actions), one for the worker's bookkeeping that need not.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from flask import Flask
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from receiver.storage import events, migrate, multipart, rejections, state, stats
+from receiver.storage.engines import database_url, insert_for, make_engine, unreachable_reason, write_transaction
+from receiver.storage.events import Outcome, Recorded
+from receiver.storage.groupcommit import GroupCommitter
+from receiver.storage.schema import metadata, workers
+from receiver.storage.stats import Stats
+from schemas import Event
+
+__all__ = ["Applied", "Outcome", "Recorded", "Stats", "Storage", "get_storage", "init_app", "metadata",
+           "unreachable_reason"]
+
+log = logging.getLogger("receiver.storage")
+
+APPLY_CHUNK = 10  # events whose message state is written in one transaction
+
+
+@dataclass(frozen=True)
+class Applied:
+    """One parsed event after its message state was written: what to dispatch, or why nothing yet."""
+
+    row: object  # the claimed row
+    event: Event | None  # the event to dispatch (a multipart SMS: the joined message); None with note or error
+    note: str | None = None  # nothing to dispatch yet, e.g. a multipart part waiting for the rest
+    error: str | None = None  # the traceback of a bug that kept it from being applied
+
+
+class Storage:
+    """The database of one app: engines, the group committer, and the verbs."""
+
+    def __init__(self, url: str, timeout: float):
+        self.url = url
+        self.engine = make_engine(url, timeout)
+        self.bookkeeping = make_engine(url, timeout, durable=False)
+        self._committer = GroupCommitter(self.engine, timeout)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def where(self) -> str:
+        """The database, as it can be shown (no password)."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision (see storage.migrate)."""
+        migrate.upgrade(self.engine)
+
+    def revisions(self) -> tuple[str | None, str]:
+        """(the database's schema revision, the one this code needs)."""
+        return migrate.current_revision(self.engine), migrate.head_revision()
+
+    def missing_tables(self) -> list[str]:
+        from sqlalchemy import inspect
+
+        return sorted(set(metadata.tables) - set(inspect(self.engine).get_table_names()))
+
+    def unreachable_reason(self) -> str | None:
+        """None when the database answers, else why not."""
+        return unreachable_reason(self.engine)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+        self.bookkeeping.dispose()
+
+    # -- the request path ----------------------------------------------------------------------
+    def record(self, **fields) -> Recorded:
+        """Store one callback durably (sharing the commit with concurrent requests); returns once on disk.
+
+        :raises sqlalchemy.exc.SQLAlchemyError: when the database could not take it.
+        """
+        return self._committer.record(**fields)
+
+    def record_rejection(self, *, path: str, remote_addr: str | None, reason: str, detail: str, keep: int) -> None:
+        """Keep one signature rejection (the newest `keep` are kept). Never raises."""
+        try:
+            rejections.record(self.engine, path=path, remote_addr=remote_addr, reason=reason, detail=detail, keep=keep)
+        except SQLAlchemyError:
+            log.exception("could not store the rejection")
+
+    # -- the worker path -----------------------------------------------------------------------
+    def claim(self, worker: str, lease_seconds: float, limit: int) -> list:
+        """Claim up to `limit` of the oldest due events for this worker alone, oldest first."""
+        return events.claim_batch(self.bookkeeping, worker, lease_seconds, limit)
+
+    def apply(self, parsed: list[tuple[object, Event]], concat_timeout: float) -> list[Applied]:
+        """Write the message state of each (row, event), APPLY_CHUNK events per transaction; one Applied
+        each, in the order given. A bug applying one event holds back that event alone.
+
+        :raises sqlalchemy.exc.SQLAlchemyError: when the database itself fails (nothing is lost: the
+            claims' leases run out and the events are claimed again).
+        """
+        # Rows locked in one order by every worker: two batches on PostgreSQL cannot deadlock.
+        in_lock_order = sorted(parsed, key=lambda pair: (pair[1].message_id or "", pair[0].id))
+        applied: dict[int, Applied] = {}
+        for start in range(0, len(in_lock_order), APPLY_CHUNK):
+            chunk = in_lock_order[start:start + APPLY_CHUNK]
+            try:
+                with write_transaction(self.bookkeeping) as conn:
+                    applied.update({row.id: self._apply_one(conn, row, event, concat_timeout) for row, event in chunk})
+            except SQLAlchemyError:
+                raise
+            except Exception:
+                # One transaction each, so the others of the chunk still go through.
+                for row, event in chunk:
+                    try:
+                        with write_transaction(self.bookkeeping) as conn:
+                            applied[row.id] = self._apply_one(conn, row, event, concat_timeout)
+                    except SQLAlchemyError:
+                        raise
+                    except Exception:
+                        import traceback
+
+                        applied[row.id] = Applied(row, None, error=traceback.format_exc(limit=20))
+        return [applied[row.id] for row, _ in parsed]
+
+    @staticmethod
+    def _apply_one(conn, row, event: Event, concat_timeout: float) -> Applied:
+        if event.kind == "status":
+            return Applied(row, state.record_status(conn, event))
+        info = multipart.part_info(event) if event.source == "sms-api" else None
+        if info:
+            joined = multipart.collect(conn, event, concat_timeout)
+            if joined is None:
+                _, part, total = info
+                return Applied(row, None, note=f"part {part}/{total} of a multipart SMS stored; waiting for the rest")
+            event = joined
+        state.record_inbound(conn, event)
+        return Applied(row, event)
+
+    def finish(self, worker: str, outcomes: list[Outcome]) -> int:
+        """Record how each claimed event ended, in one transaction; how many were settled."""
+        return events.settle(self.bookkeeping, worker, outcomes) if outcomes else 0
+
+    def release(self, worker: str, event_ids: list[int]) -> int:
+        """Give back claimed events this worker will not process: due again at once, attempt uncounted."""
+        return events.release(self.bookkeeping, worker, event_ids)
+
+    def heartbeat(self, worker: str, processed: int, now: float | None = None) -> None:
+        """Record that this worker is alive."""
+        now = time.time() if now is None else now
+        insert = insert_for(self.bookkeeping)
+        with write_transaction(self.bookkeeping) as conn:
+            conn.execute(
+                insert(workers)
+                .values(name=worker, seen_at=now, processed=processed)
+                .on_conflict_do_update(index_elements=[workers.c.name], set_={"seen_at": now, "processed": processed})
+            )
+
+    def requeue_expired_parts(self, timeout: float, now: float | None = None) -> int:
+        """Put one part of each timed-out multipart SMS back in the queue, to dispatch what arrived."""
+        return multipart.requeue_expired(self.bookkeeping, timeout, now)
+
+    def prune(self, older_than_seconds: float, now: float | None = None) -> dict[str, int]:
+        """Delete finished (done, invalid) events older than the cutoff, with old rejections and joined parts."""
+        return events.prune(self.engine, older_than_seconds, now)
+
+    # -- the operator ----------------------------------------------------------------------------
+    def replay(self, event_id: int) -> bool:
+        """Put a finished, failed, dead or invalid event back to pending with a fresh attempt count."""
+        return events.replay(self.engine, event_id)
+
+    def event(self, event_id: int) -> dict | None:
+        return events.get_event(self.engine, event_id)
+
+    def stored(self, event_id: int):
+        """The stored row of one event, the request as received (body bytes, query, headers); None if unknown."""
+        return events.stored_row(self.engine, event_id)
+
+    def events(self, *, kind=None, state=None, message_id=None, limit: int = 50) -> list[dict]:
+        return events.list_events(self.engine, kind=kind, state=state, message_id=message_id, limit=limit)
+
+    def message(self, message_id: str) -> dict | None:
+        return state.get_message(self.engine, message_id)
+
+    def messages(self, *, direction: str | None = None, limit: int = 50) -> list[dict]:
+        return state.list_messages(self.engine, direction=direction, limit=limit)
+
+    def rejections(self, limit: int = 100) -> list[dict]:
+        return rejections.recent(self.engine, limit)
+
+    def rejections_by_reason(self, since: float) -> dict[str, int]:
+        return rejections.by_reason(self.engine, since)
+
+    def stats(self, now: float | None = None) -> Stats:
+        """The queue's figures: counts by state, due backlog, oldest due, stuck claims, live workers."""
+        return stats.collect(self.engine, now)
+
+
+def init_app(app: Flask) -> None:
+    """Open this app's storage and bring the schema up to date (migrations/versions/)."""
+    storage = Storage(database_url(app.config.get("DATABASE_URL"), app.instance_path),
+                      app.config["DATABASE_TIMEOUT_SECONDS"])
+    try:
+        storage.migrate()
+    except OperationalError as exc:
+        # A web process restarted during a database outage must still come up and answer 503
+        # until the database is back; the release step (`flask init-db`) fails loudly instead.
+        log.warning("database unreachable at start, schema not checked: %s", exc.__class__.__name__)
+    app.extensions["storage"] = storage
+
+
+def get_storage(app: Flask) -> Storage:
+    return app.extensions["storage"]

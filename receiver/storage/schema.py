@@ -1,0 +1,138 @@
+"""The tables. A change here is also a new revision in migrations/versions/, never an edit to an old one.
+
+Column sizes are limits the worker checks before it writes (storage.state.unfit): a value that does
+not fit keeps its event `invalid` with the reason, it is never truncated.
+"""
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Double,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
+_Id = BigInteger().with_variant(Integer, "sqlite")
+
+# One row per callback Vonage delivered (a repeat of the same natural key only bumps `deliveries`).
+events = Table(
+    "events",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),
+    Column("dedup_key", String(512), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("query", Text, nullable=False, default=""),
+    Column("content_type", String(255), nullable=False, default=""),
+    Column("headers", Text, nullable=False, default="{}"),
+    Column("message_id", String(255)),
+    Column("status", String(64)),
+    Column("received_at", Double, nullable=False),
+    Column("last_delivery_at", Double, nullable=False),
+    Column("deliveries", Integer, nullable=False, default=1),
+    # pending -> processing -> done | failed (retry later) | dead | invalid
+    Column("state", String(16), nullable=False, default="pending"),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("available_at", Double, nullable=False),
+    Column("lease_until", Double),
+    Column("claimed_by", String(255)),
+    Column("processed_at", Double),
+    Column("last_error", Text),
+    Column("note", Text),  # what the worker did without dispatching, e.g. "part 1/3 of a multipart SMS"
+    UniqueConstraint("kind", "dedup_key", name="uq_events_kind_dedup_key"),
+    Index("ix_events_state_available_at", "state", "available_at"),
+    Index("ix_events_message_id", "message_id"),
+)
+
+# One row per message (Messages message_uuid or SMS API messageId): its current status.
+messages = Table(
+    "messages",
+    metadata,
+    Column("message_id", String(255), primary_key=True),
+    Column("direction", String(16), nullable=False),
+    Column("channel", String(32)),
+    Column("status", String(64)),
+    Column("status_rank", Integer, nullable=False, default=0),
+    Column("status_timestamp", String(64)),
+    Column("to_number", String(255)),
+    Column("from_number", String(255)),
+    Column("client_ref", String(255)),
+    Column("message_type", String(64)),
+    Column("text", Text),
+    Column("content", Text),
+    Column("incomplete", Boolean, nullable=False, default=False),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    Index("ix_messages_direction_created", "direction", "created_at"),
+)
+
+# Every status ever reported for a message, applied or not, one row per stored event.
+message_history = Table(
+    "message_history",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("message_id", String(255), nullable=False),
+    Column("event_id", BigInteger, nullable=False),
+    Column("status", String(64), nullable=False),
+    Column("timestamp", String(64)),
+    Column("applied", Boolean, nullable=False),
+    Column("error_code", String(64)),
+    Column("recorded_at", Double, nullable=False),
+    UniqueConstraint("message_id", "event_id", name="uq_history_message_event"),
+)
+
+# Parts of SMS API multipart messages, waiting to be joined.
+sms_parts = Table(
+    "sms_parts",
+    metadata,
+    Column("group_key", String(512), primary_key=True),
+    Column("part", Integer, primary_key=True),
+    Column("total", Integer, nullable=False),
+    Column("event_id", BigInteger, nullable=False),
+    Column("text", Text),
+    Column("message_id", String(255)),
+    Column("received_at", Double, nullable=False),
+    Column("dispatched_by", BigInteger),  # the event whose dispatch included this part
+)
+
+sms_groups = Table(
+    "sms_groups",
+    metadata,
+    Column("group_key", String(512), primary_key=True),
+    Column("total", Integer, nullable=False),
+    Column("first_seen", Double, nullable=False),
+    Column("completed_by", BigInteger),  # the event that dispatches the joined message
+    Column("incomplete", Boolean, nullable=False, default=False),
+)
+
+# Requests refused by signature verification (bounded; newest kept).
+rejections = Table(
+    "rejections",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("at", Double, nullable=False),
+    Column("path", String(255), nullable=False),
+    Column("remote_addr", String(255)),
+    Column("reason", String(64), nullable=False),
+    Column("detail", Text),
+)
+
+# Each worker loop writes here so operators can see it is alive.
+workers = Table(
+    "workers",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("seen_at", Double, nullable=False),
+    Column("processed", BigInteger, nullable=False, default=0),
+)

@@ -1,0 +1,61 @@
+"""How the queue is doing, in one definition that metrics, doctor, readiness, the API and the console share.
+
+A worker writes a heartbeat every HEARTBEAT_SECONDS; one that has not for ALIVE_SECONDS is dead.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.engine import Engine
+
+from receiver.storage.schema import events, workers
+
+STATES = ("pending", "processing", "failed", "done", "dead", "invalid")
+HEARTBEAT_SECONDS = 5.0
+ALIVE_SECONDS = 3 * HEARTBEAT_SECONDS
+
+
+@dataclass(frozen=True)
+class Stats:
+    by_state: dict[str, int]  # every state, 0 included
+    due: int  # pending, or failed whose retry time has come
+    oldest_due_seconds: float  # how long the oldest due event has been waiting (0 when none is)
+    stuck: int  # processing, but its worker is dead or its lease ran out
+    live_workers: int  # heartbeats within ALIVE_SECONDS
+    last_heartbeat_seconds: float | None  # how long ago the newest heartbeat was written (None: never)
+
+    @property
+    def backlog(self) -> int:
+        """Events not finished yet: pending, processing, or failed and waiting to retry."""
+        return sum(self.by_state[state] for state in ("pending", "processing", "failed"))
+
+
+def alive_since(now: float) -> float:
+    """The oldest heartbeat of a worker that still counts as alive."""
+    return now - ALIVE_SECONDS
+
+
+def collect(engine: Engine, now: float | None = None) -> Stats:
+    """Read the queue's figures in one connection."""
+    now = time.time() if now is None else now
+    due = and_(events.c.state.in_(("pending", "failed")), events.c.available_at <= now)
+    live = select(workers.c.name).where(workers.c.seen_at >= alive_since(now))
+    stuck = and_(events.c.state == "processing",
+                 or_(events.c.lease_until < now, events.c.claimed_by.not_in(live)))
+    with engine.connect() as conn:
+        counts = dict(conn.execute(select(events.c.state, func.count()).group_by(events.c.state)).all())
+        due_count, oldest = conn.execute(select(func.count(), func.min(events.c.available_at)).where(due)).one()
+        stuck_count = conn.execute(select(func.count()).where(stuck)).scalar()
+        alive, newest = conn.execute(
+            select(func.count().filter(workers.c.seen_at >= alive_since(now)), func.max(workers.c.seen_at))
+        ).one()
+    return Stats(
+        by_state={state: counts.get(state, 0) for state in STATES},
+        due=due_count,
+        oldest_due_seconds=0.0 if oldest is None else max(0.0, now - oldest),
+        stuck=stuck_count,
+        live_workers=alive,
+        last_heartbeat_seconds=None if newest is None else max(0.0, now - newest),
+    )
