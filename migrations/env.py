@@ -1,7 +1,7 @@
 """Alembic's entry point: runs the migrations on the connection receiver.migrate hands over or, from
 the `alembic` command line, on DATABASE_URL (the embedded SQLite file when it is unset).
 
-Apply migrations with `flask --app app init-db` (it takes the lock and adopts pre-Alembic databases);
+Apply migrations with `flask --app app init-db` (it takes the lock, so processes starting together take turns);
 use the `alembic` command for `revision --autogenerate`, `history` and `current`.
 """
 from alembic import context

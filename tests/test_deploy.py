@@ -16,7 +16,7 @@ import time
 import pytest
 import requests
 import sqlalchemy
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect
 
 from receiver import config
 from receiver.storage import engines, migrate, schema

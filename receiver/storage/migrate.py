@@ -1,6 +1,6 @@
 """Schema migrations: bring a database to the newest revision in migrations/versions/ with Alembic.
 
-Called when the app starts (db.init_app) and by `flask init-db`, the release step: long migrations
+Called when the app starts (storage.init_app) and by `flask init-db`, the release step: long migrations
 belong there, since gunicorn kills a worker whose boot outlasts its timeout. Receives an engine; must
 not import Flask or the app. A schema change is a new revision file, never an edit to an old one.
 """
@@ -15,20 +15,14 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect, text
+from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
 log = logging.getLogger("receiver.migrate")
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
-# What metadata.create_all made before this project used Alembic: revision 0001 creates exactly that.
-BASELINE = "0001"
-BASELINE_TABLES = frozenset(
-    {"events", "messages", "message_history", "sms_parts", "sms_groups", "rejections", "workers"}
-)
-
-# The key the pre-Alembic create_tables locked, so old and new code starting side by side still take turns.
+# The PostgreSQL advisory lock that makes processes starting together migrate one at a time.
 LOCK_KEY = 7306202511
 
 # Alembic's `context` and `op` are module-level proxies: one migration run per process at a time.
@@ -36,22 +30,13 @@ _run_lock = threading.Lock()
 
 
 def upgrade(engine: Engine) -> None:
-    """Apply the migrations this database lacks. Safe when several processes start at once.
-
-    A database whose tables were made by `metadata.create_all` (no alembic_version) is stamped
-    with the baseline revision first, then upgraded.
-
-    :raises RuntimeError: when only some of the baseline tables exist, so neither creating nor
-        adopting them is safe.
-    """
+    """Apply the migrations this database lacks. Safe when several processes start at once."""
     current, head = current_revision(engine), head_revision()
     if current == head:
         return  # the usual start: nothing to do, no lock taken
     log.info("migrating the database from revision %s to %s", current, head)
     with _run_lock, engine.begin() as conn:
         _serialize(conn)
-        if _made_without_alembic(conn):
-            _run(command.stamp, conn, BASELINE)
         _run(command.upgrade, conn, "head")
 
 
@@ -81,20 +66,6 @@ def _serialize(conn: Connection) -> None:
         # Take the write lock now, not at the first write: pysqlite would otherwise run each
         # CREATE TABLE in a transaction of its own, and two processes would both try to create.
         conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-def _made_without_alembic(conn: Connection) -> bool:
-    if MigrationContext.configure(conn).get_current_revision() is not None:
-        return False
-    found = BASELINE_TABLES & set(inspect(conn).get_table_names())
-    if found and found != BASELINE_TABLES:
-        missing = ", ".join(sorted(BASELINE_TABLES - found))
-        raise RuntimeError(
-            f"the database has some of this app's tables but not {missing}, and no alembic_version: "
-            "it was not made by this app, or its creation was interrupted. Point DATABASE_URL at an "
-            "empty database, or drop the partial tables."
-        )
-    return bool(found)
 
 
 def _run(alembic_command, conn: Connection, revision: str) -> None:
