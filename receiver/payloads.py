@@ -1,29 +1,70 @@
 """Turning stored request bytes into a field dict, and a callback into its natural dedup key.
 
 Runs on the request path, so it never rejects: a body it cannot read still gets a key (its hash).
+Whatever the bytes say, what it returns can be stored: strings that are valid UTF-8 without NUL.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from urllib.parse import parse_qsl
 
 MESSAGES_KINDS = ("message-status", "inbound-message")
 SMS_KINDS = ("inbound-sms", "delivery-receipt")
-KINDS = MESSAGES_KINDS + SMS_KINDS
+# Vonage's payloads nest four levels deep; anything far deeper is not one of them.
+MAX_DEPTH = 32
 
 
 class DuplicateParameter(ValueError):
     """An SMS API parameter appears twice: Vonage never sends that, and a signature over it is ambiguous."""
 
 
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")  # RFC 8259 has no NaN or Infinity; Python's json accepts them
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 parses to inf, which no JSON encoder may write back
+        raise ValueError(f"{text[:20]} is out of range")
+    return value
+
+
+def _decode(body: bytes, *, unique_keys: bool = False):
+    hook = _unique_pairs if unique_keys else None
+    return json.loads(body, parse_constant=_no_constant, parse_float=_finite, object_pairs_hook=hook)
+
+
+def _unique_pairs(pairs: list) -> dict:
+    found: dict = {}
+    for key, value in pairs:
+        if key in found:
+            raise DuplicateParameter(key)
+        found[key] = value
+    return found
+
+
 def json_object(body: bytes) -> dict | None:
-    """The body as a JSON object, or None when it is not one."""
+    """The body as a strict JSON object (no NaN, no infinite numbers), or None when it is not one."""
     try:
-        value = json.loads(body)
+        value = _decode(body)
     except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
+
+
+def depth(value) -> int:
+    """How deeply lists and objects nest in a decoded JSON value (0 for a scalar); no recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def _single_valued(pairs) -> dict[str, str]:
@@ -41,15 +82,20 @@ def sms_params(query: str, body: bytes, content_type: str) -> dict[str, str]:
     Vonage sends one of the three; the query string wins when present (GET), then a JSON body,
     then a form body. JSON values that are not strings are turned into strings, as Vonage sends them.
 
-    :raises DuplicateParameter: when a parameter appears twice.
+    :raises DuplicateParameter: when a parameter appears twice, in whichever source.
     """
     if query:
         return _single_valued(parse_qsl(query, keep_blank_values=True))
     if not body:
         return {}
     if "json" in content_type or body.lstrip()[:1] == b"{":
-        obj = json_object(body)
-        if obj is None:
+        try:
+            obj = _decode(body, unique_keys=True)
+        except DuplicateParameter:
+            raise
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return {}
+        if not isinstance(obj, dict):
             return {}
         return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in obj.items()}
     try:
@@ -59,43 +105,44 @@ def sms_params(query: str, body: bytes, content_type: str) -> dict[str, str]:
     return _single_valued(parse_qsl(text, keep_blank_values=True))
 
 
-def _s(value) -> str:
-    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+def storable(value, limit: int) -> str | None:
+    """`value` as a string that any database column takes (valid UTF-8, no NUL, at most `limit`
+    characters), or None when it is not one: such a value is never cut to fit."""
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    if len(text) > limit or "\x00" in text:
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, e.g. from a "\ud800" escape
+        return None
+    return text
 
 
 def natural_key(kind: str, fields: dict | None, body: bytes, query: str = "") -> tuple[str, str | None, str | None]:
     """(dedup key, message id, status) of a callback.
 
-    The key is Vonage's natural identity of the event; a payload without one is keyed by the
-    hash of its bytes, so it is still stored, once.
+    The key is Vonage's natural identity of the event; a payload without one (or whose identity
+    is not storable text) is keyed by the hash of its bytes, so it is still stored, once.
     """
     f = fields or {}
-    message_id = status = None
     parts: list = [None]
     if kind == "message-status":
-        message_id, status = f.get("message_uuid"), f.get("status")
-        parts = [message_id, status, f.get("timestamp")]
+        parts = [f.get("message_uuid"), f.get("status"), f.get("timestamp")]
     elif kind == "inbound-message":
-        message_id = f.get("message_uuid")
-        parts = [message_id]
+        parts = [f.get("message_uuid")]
     elif kind == "inbound-sms":
-        message_id = f.get("messageId")
-        parts = [message_id, f.get("concat-part", "")]
+        parts = [f.get("messageId"), f.get("concat-part", "")]
     elif kind == "delivery-receipt":
-        message_id, status = f.get("messageId"), f.get("status")
-        parts = [message_id, status, f.get("err-code"), f.get("message-timestamp")]
-    required = parts[:2] if kind in ("message-status", "delivery-receipt") else parts[:1]
-    if any(p is None or p == "" for p in required):
-        digest = hashlib.sha256(body + b"?" + query.encode()).hexdigest()
-        return "sha256:" + digest, _short(message_id), _short(status)
-    key = "|".join("" if p is None else _s(p) for p in parts)
-    if len(key) > 400:  # absurdly long ids: keep the key within the column
+        parts = [f.get("messageId"), f.get("status"), f.get("err-code"), f.get("message-timestamp")]
+    message_id = None if parts[0] is None else storable(parts[0], 255)
+    status = None if len(parts) < 2 or kind not in ("message-status", "delivery-receipt") or parts[1] is None \
+        else storable(parts[1], 64)
+    texts = [None if p is None else storable(p, 400) for p in parts]
+    required = 2 if kind in ("message-status", "delivery-receipt") else 1
+    if any(not texts[i] for i in range(required)) or any(t is None and p is not None for t, p in zip(texts, parts)):
+        digest = hashlib.sha256(body + b"?" + query.encode("utf-8", "surrogatepass")).hexdigest()
+        return "sha256:" + digest, message_id, status
+    key = "|".join(t or "" for t in texts)
+    if len(key) > 400:  # absurdly long ids: keep the key within its column
         key = "sha256:" + hashlib.sha256(key.encode()).hexdigest()
-    return key, _short(message_id), _short(status)
-
-
-def _short(value, limit: int = 200) -> str | None:
-    if value is None:
-        return None
-    text = _s(value)
-    return text[:limit]
+    return key, message_id, status

@@ -37,12 +37,13 @@ def messages_version(payload: dict[str, Any]) -> str:
     return "v0.1" if legacy else "v1"
 
 
-def load_event(kind: str, payload: dict[str, Any]) -> Event:
+def load_event(kind: str, payload: dict[str, Any], *, event_id: int | None = None) -> Event:
     """Load one callback body of the given kind ("message-status", "inbound-message", "inbound-sms",
-    "delivery-receipt") into an Event.
+    "delivery-receipt") into an Event; `event_id` is the stored callback's id.
 
-    :raises InvalidPayload: the body is not an object, lacks its id (or status), or has a value of a
-        type that cannot be coerced. Unknown fields, channels, statuses and message types never raise.
+    :raises InvalidPayload: the body is not an object, lacks its id (or status), has a value of a
+        type that cannot be coerced, or makes a schema fail in any other way. Unknown fields,
+        channels, statuses and message types never raise.
     :raises KeyError: `kind` is not one of the four above (a programming error, not a bad payload).
     """
     schema = SCHEMAS[kind]
@@ -51,9 +52,12 @@ def load_event(kind: str, payload: dict[str, Any]) -> Event:
     if isinstance(schema, dict):
         schema = schema[messages_version(payload)]
     try:
-        return _instance(schema).load(payload)
+        fields = _instance(schema).load(payload)
     except ValidationError as err:
         raise InvalidPayload(err.normalized_messages()) from err
+    except Exception as err:  # whatever a hostile value makes a schema raise stays this payload's problem
+        raise InvalidPayload({"_schema": [f"{err.__class__.__name__}: {err}"[:500]]}) from err
+    return Event(**fields, raw=payload, event_id=event_id)
 
 
 @lru_cache(maxsize=None)

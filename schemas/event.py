@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 
-@dataclass
+@dataclass(frozen=True)
 class Event:
     kind: str                      # "status" or "inbound"
     source: str                    # "messages-v1", "messages-v0.1" or "sms-api"
@@ -30,4 +30,4 @@ class Event:
     superseded: bool = False       # status events: a later status was already recorded, so the
                                    # message's status did not move (the event is still dispatched)
     raw: dict[str, Any] = field(default_factory=dict)       # the payload as received, unknown fields kept
-    event_id: int | None = None    # id of the stored callback (set by the worker)
+    event_id: int | None = None    # id of the stored callback

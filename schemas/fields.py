@@ -50,8 +50,7 @@ class Timestamp(fields.Field):
             return None
         try:
             parsed = datetime.fromisoformat(text)
-        except ValueError as err:
+            # A date at the edge of the calendar with an offset (9999-12-31T23:59-01:00) has no UTC value.
+            return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+        except (ValueError, OverflowError) as err:
             raise self.make_error("invalid") from err
-        if parsed.tzinfo is None:
-            return parsed.replace(tzinfo=timezone.utc)
-        return parsed.astimezone(timezone.utc)

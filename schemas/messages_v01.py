@@ -9,7 +9,6 @@ from typing import Any
 from marshmallow import ValidationError, fields, post_load
 
 from schemas.content import ContentFields, content_of
-from schemas.event import Event
 from schemas.fields import NOT_EMPTY, Str, Timestamp, TolerantSchema
 from schemas.messages_v1 import UsageSchema
 
@@ -49,7 +48,8 @@ class MessageSchema(TolerantSchema):
     client_ref = Str()
     usage = fields.Nested(UsageSchema)
 
-    def common_fields(self, data: dict[str, Any], original: dict[str, Any]) -> dict[str, Any]:
+    @staticmethod
+    def common_fields(data: dict[str, Any]) -> dict[str, Any]:
         """The Event arguments both callbacks share; the channel is read from `to.type` or `from.type`."""
         to, from_ = data.get("to") or {}, data.get("from_") or {}
         channel = to.get("type") or from_.get("type")
@@ -64,39 +64,33 @@ class MessageSchema(TolerantSchema):
             "timestamp": data.get("timestamp"),
             "client_ref": data.get("client_ref"),
             "usage": data.get("usage"),
-            "raw": original,
         }
 
 
 class InboundSchema(MessageSchema):
     message = fields.Nested(InboundMessageSchema)
 
-    @post_load(pass_original=True)
-    def make_event(self, data: dict[str, Any], original: dict[str, Any], **kwargs: Any) -> Event:
+    @post_load
+    def event_fields(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         content = (data.get("message") or {}).get("content") or {}
         message_type = content.get("type")
-        return Event(
-            kind="inbound",
-            message_type=message_type,
-            text=content.get("text"),
-            content=content_of(content, message_type),
-            **self.common_fields(data, original),
-        )
+        return {
+            **self.common_fields(data),
+            "kind": "inbound",
+            "message_type": message_type,
+            "text": content.get("text"),
+            "content": content_of(content, message_type),
+        }
 
 
 class StatusSchema(MessageSchema):
     status = Str(required=True, validate=NOT_EMPTY)
     error = fields.Nested(ErrorSchema)
 
-    @post_load(pass_original=True)
-    def make_event(self, data: dict[str, Any], original: dict[str, Any], **kwargs: Any) -> Event:
+    @post_load
+    def event_fields(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         error = data.get("error")
         if error is not None:
             # "detail" is v1's name for the text, so a handler can read one key whatever the version.
             error = {"code": None, "detail": error.get("reason"), **error}
-        return Event(
-            kind="status",
-            status=data["status"],
-            error=error,
-            **self.common_fields(data, original),
-        )
+        return {**self.common_fields(data), "kind": "status", "status": data["status"], "error": error}

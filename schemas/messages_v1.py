@@ -9,7 +9,6 @@ from typing import Any
 from marshmallow import fields, post_load
 
 from schemas.content import ContentFields, content_of
-from schemas.event import Event
 from schemas.fields import NOT_EMPTY, Str, Timestamp, TolerantSchema
 
 SOURCE = "messages-v1"
@@ -40,6 +39,20 @@ class MessageSchema(TolerantSchema):
     client_ref = Str()
     usage = fields.Nested(UsageSchema)
     profile = fields.Nested(ProfileSchema)
+
+    @staticmethod
+    def common_fields(data: dict[str, Any]) -> dict[str, Any]:
+        """The Event fields inbound and status callbacks share."""
+        return {
+            "source": SOURCE,
+            "message_id": data["message_uuid"],
+            "channel": data["channel"],
+            "to": data.get("to"),
+            "from_": data.get("from_"),
+            "timestamp": data.get("timestamp"),
+            "client_ref": data.get("client_ref"),
+            "usage": data.get("usage"),
+        }
 
 
 # --- inbound ---------------------------------------------------------------
@@ -76,25 +89,17 @@ class InboundSchema(MessageSchema, ContentFields):
     whatsapp = fields.Nested(InboundWhatsappSchema)
     self_link = fields.Nested(SelfLinkSchema, data_key="_self")
 
-    @post_load(pass_original=True)
-    def make_event(self, data: dict[str, Any], original: dict[str, Any], **kwargs: Any) -> Event:
+    @post_load
+    def event_fields(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         # Vonage's own SMS inbound schema has no message_type; its SDK samples say "text".
         message_type = data.get("message_type") or ("text" if data["channel"] == "sms" else None)
-        return Event(
-            kind="inbound",
-            source=SOURCE,
-            message_id=data["message_uuid"],
-            channel=data["channel"],
-            to=data.get("to"),
-            from_=data.get("from_"),
-            timestamp=data.get("timestamp"),
-            message_type=message_type,
-            text=data.get("text"),
-            content=content_of(data, message_type),
-            client_ref=data.get("client_ref"),
-            usage=data.get("usage"),
-            raw=original,
-        )
+        return {
+            **self.common_fields(data),
+            "kind": "inbound",
+            "message_type": message_type,
+            "text": data.get("text"),
+            "content": content_of(data, message_type),
+        }
 
 
 # --- status ----------------------------------------------------------------
@@ -146,22 +151,14 @@ class StatusSchema(MessageSchema):
     whatsapp = fields.Nested(StatusWhatsappSchema)
     workflow = fields.Nested(WorkflowSchema)
 
-    @post_load(pass_original=True)
-    def make_event(self, data: dict[str, Any], original: dict[str, Any], **kwargs: Any) -> Event:
-        return Event(
-            kind="status",
-            source=SOURCE,
-            message_id=data["message_uuid"],
-            channel=data["channel"],
-            to=data.get("to"),
-            from_=data.get("from_"),
-            timestamp=data.get("timestamp"),
-            status=data["status"],
-            client_ref=data.get("client_ref"),
-            error=normalize_error(data.get("error")),
-            usage=data.get("usage"),
-            raw=original,
-        )
+    @post_load
+    def event_fields(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        return {
+            **self.common_fields(data),
+            "kind": "status",
+            "status": data["status"],
+            "error": normalize_error(data.get("error")),
+        }
 
 
 def normalize_error(error: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import fields, post_load
+from marshmallow import fields, post_load, validate
 
-from schemas.event import Event
 from schemas.fields import NOT_EMPTY, Str, Timestamp, TolerantSchema
 
 SOURCE = "sms-api"
@@ -32,25 +31,25 @@ class InboundSmsSchema(SmsSchema):
     udh = Str()
     concat = Str()
     concat_ref = Str(data_key="concat-ref")
-    concat_total = fields.Integer(data_key="concat-total")
-    concat_part = fields.Integer(data_key="concat-part")
+    # A concatenated SMS has at most 255 parts: the count is one byte of the user data header.
+    concat_total = fields.Integer(data_key="concat-total", validate=validate.Range(1, 255))
+    concat_part = fields.Integer(data_key="concat-part", validate=validate.Range(1, 255))
 
-    @post_load(pass_original=True)
-    def make_event(self, data: dict[str, Any], original: dict[str, Any], **kwargs: Any) -> Event:
-        binary = {key: data[key] for key in ("data", "udh") if data.get(key) is not None}
-        return Event(
-            kind="inbound",
-            source=SOURCE,
-            message_id=data["message_id"],
-            channel="sms",
-            to=data.get("to"),
-            from_=data.get("msisdn"),  # on inbound, msisdn is the sender
-            timestamp=data.get("message_timestamp"),
-            message_type=data.get("type"),
-            text=data.get("text"),
-            content=binary,
-            raw=original,  # concat-* stay here: joining the parts is the caller's job
-        )
+    @post_load
+    def event_fields(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        # concat-* stay in Event.raw: joining the parts is the caller's job.
+        return {
+            "kind": "inbound",
+            "source": SOURCE,
+            "message_id": data["message_id"],
+            "channel": "sms",
+            "to": data.get("to"),
+            "from_": data.get("msisdn"),  # on inbound, msisdn is the sender
+            "timestamp": data.get("message_timestamp"),
+            "message_type": data.get("type"),
+            "text": data.get("text"),
+            "content": {key: data[key] for key in ("data", "udh") if data.get(key) is not None},
+        }
 
 
 class DeliveryReceiptSchema(SmsSchema):
@@ -61,20 +60,19 @@ class DeliveryReceiptSchema(SmsSchema):
     scts = Str()
     client_ref = Str(data_key="client-ref")
 
-    @post_load(pass_original=True)
-    def make_event(self, data: dict[str, Any], original: dict[str, Any], **kwargs: Any) -> Event:
+    @post_load
+    def event_fields(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         err_code, price = data.get("err_code"), data.get("price")
-        return Event(
-            kind="status",
-            source=SOURCE,
-            message_id=data["message_id"],
-            channel="sms",
-            to=data.get("msisdn"),  # on a receipt, msisdn is the recipient of our SMS
-            from_=data.get("to"),
-            timestamp=data.get("message_timestamp"),
-            status=data["status"],
-            client_ref=data.get("client_ref"),
-            error={"code": err_code} if err_code not in (None, "", "0") else None,
-            usage={"price": price} if price else None,
-            raw=original,
-        )
+        return {
+            "kind": "status",
+            "source": SOURCE,
+            "message_id": data["message_id"],
+            "channel": "sms",
+            "to": data.get("msisdn"),  # on a receipt, msisdn is the recipient of our SMS
+            "from_": data.get("to"),
+            "timestamp": data.get("message_timestamp"),
+            "status": data["status"],
+            "client_ref": data.get("client_ref"),
+            "error": {"code": err_code} if err_code not in (None, "", "0") else None,
+            "usage": {"price": price} if price else None,
+        }
