@@ -5,7 +5,7 @@ Run it with `flask --app app run` or `gunicorn 'app:create_app()'`. Nothing happ
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from receiver import api, cli, config, guard, logs, metrics, routes, storage, vonage_cli, worker
+from receiver import api, cli, config, guard, logs, metrics, routes, storage, supervisor, vonage_cli
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -24,7 +24,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     routes.init_app(app)
     api.init_app(app)
     metrics.init_app(app)
-    worker.init_app(app)
+    supervisor.init_app(app)
     cli.init_app(app)
     vonage_cli.init_app(app)
     return app

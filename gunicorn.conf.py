@@ -42,8 +42,6 @@ def child_exit(server, worker):
 def post_worker_init(worker):
     # Start the in-process worker thread at boot rather than at the first request, so a backlog
     # left by a previous deploy is processed even before Vonage calls again.
-    from receiver.worker import ensure_background_worker
+    from receiver.supervisor import started_at_boot
 
-    app = worker.wsgi
-    if getattr(app, "config", {}).get("WORKER_IN_WEB"):
-        ensure_background_worker(app)
+    started_at_boot(worker.wsgi)

@@ -7,7 +7,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
-from receiver import worker
+from receiver import supervisor
 from receiver.storage import get_storage
 
 
@@ -17,10 +17,9 @@ from receiver.storage import get_storage
 def worker_command(until_idle: bool) -> None:
     """Run the worker in this process (SIGTERM: finish the current event, then exit)."""
     if until_idle:
-        count = worker.Worker(get_storage(current_app), current_app.config).run_until_idle()
-        click.echo(f"processed {count} events")
+        click.echo(f"processed {supervisor.until_idle(current_app)} events")
         return
-    worker.run_forever(current_app)
+    supervisor.run_forever(current_app)
 
 
 @click.command("init-db")

@@ -21,3 +21,12 @@ def iso(value: datetime | float | None, timespec: str = "auto") -> str | None:
 def compact_json(value: Any) -> bytes:
     """JSON without spaces, non-ASCII kept as UTF-8: the bytes Vonage sends, and what its samples hash."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def safe_text(text: str, limit: int = 20_000) -> str:
+    """`text` as any text column and log line takes it: NUL and lone surrogates escaped, at most `limit` characters.
+
+    For what we write about an event (a traceback quotes the values that broke it), never for its data.
+    """
+    text = text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -13,7 +13,7 @@ from flask import Blueprint, Flask, Response, abort, current_app, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from receiver.storage import get_storage
-from receiver.storage.stats import ALIVE_SECONDS
+from receiver.storage.stats import ALIVE_SECONDS, STALL_SECONDS
 
 CALLBACKS = Counter(
     "vonage_callbacks_total",
@@ -32,6 +32,7 @@ PROCESSED = Counter(
     "Worker outcomes per stored event (done, failed = retry scheduled, dead, invalid, waiting = SMS part stored)",
     ["kind", "outcome"],
 )
+WORKER_RESTARTS = Counter("vonage_worker_restarts_total", "Worker loops that failed and were started again")
 LAG_SECONDS = Histogram(
     "vonage_processing_lag_seconds",
     "Time from storing a callback to its handler finishing",
@@ -52,6 +53,9 @@ class QueueCollector:
         oldest = GaugeMetricFamily("vonage_oldest_pending_age_seconds",
                                    "How long the oldest callback that is due has waited to be processed")
         alive = GaugeMetricFamily("vonage_workers_alive", f"Worker loops seen in the last {ALIVE_SECONDS:g} seconds")
+        stuck = GaugeMetricFamily("vonage_events_stuck", "Events claimed by a worker that is dead or whose lease ran out")
+        stalled = GaugeMetricFamily("vonage_backlog_stalled",
+                                    f"1 when events have been due for {STALL_SECONDS:g} s and no worker finished one")
         try:
             stats = self.storage.stats()
         except Exception:  # a scrape must not fail because the database is down; readyz reports that
@@ -60,7 +64,9 @@ class QueueCollector:
             by_state.add_metric([state], count)
         oldest.add_metric([], stats.oldest_due_seconds)
         alive.add_metric([], stats.live_workers)
-        yield from (by_state, oldest, alive)
+        stuck.add_metric([], stats.stuck)
+        stalled.add_metric([], int(stats.stalled))
+        yield from (by_state, oldest, alive, stuck, stalled)
 
 
 def observe_callback(kind: str, outcome: str, seconds: float) -> None:

@@ -12,7 +12,7 @@ from flask import Blueprint, Flask, current_app, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
-from receiver import metrics, worker
+from receiver import metrics, supervisor
 from receiver.guard import get_guard, record_rejection
 from receiver.payloads import SMS_KINDS, DuplicateParameter, json_object, natural_key, sms_params
 from receiver.signatures import SignatureError
@@ -58,9 +58,23 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    if get_storage(current_app).unreachable_reason() is None:
-        return jsonify(status="ready")
-    return error(503, "database_unavailable", "the database does not answer")
+    """Ready when the database answers, this process's worker thread runs (WORKER_IN_WEB), and the
+    backlog moves: a receiver that acknowledges but processes nothing holds up the account's queue."""
+    storage = get_storage(current_app)
+    reason = storage.unreachable_reason()
+    if reason is not None:
+        return error(503, "database_unavailable", "the database does not answer")
+    problem = supervisor.worker_problem(current_app)
+    if problem is not None:
+        return error(503, "worker_not_running", problem)
+    try:
+        stats = storage.stats()
+    except Exception:  # answered the probe a moment ago: a passing fault
+        return error(503, "database_unavailable", "the database does not answer")
+    if stats.stalled:
+        return error(503, "backlog_stalled", f"{stats.due} events due, the oldest for {stats.oldest_due_seconds:.0f} s, "
+                     f"and no worker finished one in that time ({stats.live_workers} alive)")
+    return jsonify(status="ready")
 
 
 def receive(kind: str):
@@ -129,7 +143,7 @@ def _verify_and_store(kind: str):
         return response, "unavailable", message_id, status
     if recorded.duplicate:
         return ("", 200), "duplicate", message_id, status
-    worker.notify(current_app)
+    supervisor.notify(current_app)
     return ("", 200), "stored", message_id, status
 
 

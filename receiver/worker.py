@@ -1,88 +1,78 @@
-"""The worker path: claim stored callbacks in batches, parse, reconcile message state, dispatch
-each in the order received, mark done.
+"""The worker path: claim stored callbacks, parse, reconcile message state, dispatch each in the order
+received, finish.
 
-Runs as a background thread of the web process (the default) or as its own process
-(`flask worker`). It never answers HTTP, and in a web process it hands the GIL to request
-threads between events so that it does not hold up acknowledgements.
+Every step that touches one stored callback ends in that event's own outcome (`invalid`, `failed`,
+`dead` or `done`): nothing a callback contains reaches the loop. Only the database being down
+leaves this module, and then nothing is lost: the claims are given back or their leases run out.
+How the loop is run (a thread of the web process, or `flask worker`) is receiver.supervisor's job.
 """
 from __future__ import annotations
 
-import atexit
 import json
 import logging
-import random
 import os
-import signal
+import random
 import socket
 import threading
 import time
 import traceback
 
-from flask import Flask
-from sqlalchemy.exc import SQLAlchemyError
-
-import handlers
-from receiver import metrics
-from receiver.payloads import MESSAGES_KINDS, DuplicateParameter, json_object, sms_params
-from receiver.storage import Outcome, Storage, get_storage
-from receiver.storage.stats import HEARTBEAT_SECONDS
+from receiver import dispatch, metrics
+from receiver.formats import safe_text
+from receiver.payloads import MAX_DEPTH, MESSAGES_KINDS, DuplicateParameter, depth, json_object, sms_params
+from receiver.storage import Outcome, Storage
 from schemas import Event, InvalidPayload, load_event
 
 log = logging.getLogger("receiver.worker")
 
-PRUNE_EVERY_SECONDS = 3600.0
 MAX_BATCH = 100  # events claimed at once
 BATCH_SECONDS = 0.5  # a batch is sized to take about this long
 GATHER_SECONDS = 0.05  # after a short batch, how long to let the next one gather
 SETTLE_EVERY = 10  # outcomes written together (what a killed worker may have dispatched but not marked)
-
-
-def handler_for(event: Event):
-    """The function the dispatch tables name for this event (a default when none does)."""
-    if event.kind == "status":
-        return handlers.STATUS_HANDLERS.get(event.status, handlers.DEFAULT_STATUS_HANDLER)
-    table = handlers.INBOUND_HANDLERS
-    return (
-        table.get(f"{event.channel}:{event.message_type}")
-        or table.get(event.message_type)
-        or handlers.DEFAULT_INBOUND_HANDLER
-    )
+PRUNE_EVERY_SECONDS = 3600.0
 
 
 def parse_stored(row) -> Event:
     """The stored callback as an Event.
 
-    :raises InvalidPayload: when it does not fit its schema.
+    :raises InvalidPayload: when it does not fit its schema, whatever is wrong with it.
     """
     if row.kind in MESSAGES_KINDS:
         payload = json_object(row.body)
         if payload is None:
-            raise InvalidPayload({"_body": ["body is not a JSON object"]})
+            raise InvalidPayload({"_body": ["body is not a JSON object (or not strict JSON: NaN, 1e400)"]})
     else:
         try:
             payload = sms_params(row.query, row.body, row.content_type)
         except DuplicateParameter as exc:
-            raise InvalidPayload({str(exc): ["parameter appears more than once"]}) from None
-    event = load_event(row.kind, payload)
-    event.event_id = row.id
-    return event
+            raise InvalidPayload({str(exc)[:100]: ["parameter appears more than once"]}) from None
+    if depth(payload) > MAX_DEPTH:
+        raise InvalidPayload({"_body": [f"nested deeper than {MAX_DEPTH} levels"]})
+    return load_event(row.kind, payload, event_id=row.id)
+
+
+def retry_delay(attempts: int, base: float, cap: float) -> float:
+    """Exponential backoff with jitter: base, 2*base, 4*base ... capped."""
+    delay = min(cap, base * (2 ** max(0, attempts - 1)))
+    return delay * random.uniform(0.8, 1.0)
 
 
 class Worker:
-    """One worker loop. `stop()` lets the current event finish, then `run()` returns."""
+    """One worker: `run_once()` claims and processes a batch; receiver.supervisor loops it."""
 
     def __init__(self, storage: Storage, config: dict, name: str | None = None, *, beside_requests: bool = False):
         self.storage = storage
         self.config = config
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._last_beat = 0.0
-        self._last_sweep = 0.0
-        self._last_prune = 0.0
-        self._batch_size = MAX_BATCH
         self.beside_requests = beside_requests  # a thread of a web process, sharing its GIL
         self.processed = 0
+        self.progress_at: float | None = None  # when an event last finished
+        self.held: set[int] = set()  # claimed and not settled yet: the heartbeat renews their leases
+        self.hard_stop = False  # a second signal: stop now, even inside a handler
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._batch_size = MAX_BATCH
+        self._last_sweep = self._last_prune = 0.0
 
     # -- control -------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -97,28 +87,12 @@ class Worker:
         """A new callback was stored: look for work now instead of at the next poll."""
         self._wake.set()
 
-    # -- loop ----------------------------------------------------------------------------------
-    def run(self) -> None:
-        log.info("worker %s started", self.name)
-        while not self._stop.is_set():
-            try:
-                worked = self.run_once()
-                self._housekeeping()
-            except SQLAlchemyError as exc:
-                # Database unreachable: whatever we claimed stays leased and is claimed again later.
-                log.warning("worker %s: database error, retrying: %s", self.name, exc.__class__.__name__)
-                worked = False
-                self._stop.wait(min(5.0, self.config["WORKER_POLL_SECONDS"] * 4))
-            if not worked:
-                self._wake.wait(self.config["WORKER_POLL_SECONDS"])
-                self._wake.clear()
-            elif worked < self._batch_size:
-                # Callbacks are trickling in: let a few gather rather than claim each one alone.
-                # Fewer, larger batches mean fewer write transactions beside the request path's
-                # (SQLite has one writer at a time), for at most GATHER_SECONDS more lag.
-                self._stop.wait(GATHER_SECONDS)
-        log.info("worker %s stopped after %d events", self.name, self.processed)
+    def wait(self, seconds: float) -> None:
+        """Sleep until there may be work (or the worker is told to stop)."""
+        self._wake.wait(seconds)
+        self._wake.clear()
 
+    # -- one batch -----------------------------------------------------------------------------
     def run_until_idle(self, max_events: int = 10_000) -> int:
         """Process every event that is due now; return how many were processed (tests, CLI)."""
         count = 0
@@ -130,13 +104,20 @@ class Worker:
         return count
 
     def run_once(self, limit: int | None = None) -> int:
-        """Claim a batch of due events and process it; how many were processed (0: none was due)."""
+        """Claim a batch of due events and process it; how many were processed (0: none was due).
+
+        :raises sqlalchemy.exc.SQLAlchemyError: the database failed; what was claimed is given back.
+        """
         size = self._batch_size if limit is None else min(self._batch_size, limit)
         rows = self.storage.claim(self.name, self.config["LEASE_SECONDS"], size)
         if not rows:
             return 0
+        self.held.update(row.id for row in rows)
         started = time.monotonic()
-        done = self.process_batch(rows)
+        try:
+            done = self.process_batch(rows)
+        finally:
+            self._give_back([row.id for row in rows if row.id in self.held])
         self.processed += done
         # Size the next batch to take about BATCH_SECONDS: large while handlers are quick, one
         # event at a time when a handler is slow (its claims would otherwise wait on it).
@@ -144,63 +125,93 @@ class Worker:
         self._batch_size = max(1, min(MAX_BATCH, int(BATCH_SECONDS / max(per_event, 1e-6))))
         return done
 
-    # -- a batch of events ---------------------------------------------------------------------
     def process_batch(self, rows: list) -> int:
-        """Parse, reconcile, dispatch and settle claimed events, oldest first; how many were processed.
+        """Parse, reconcile, dispatch and finish claimed events, oldest first; how many were processed.
 
-        Message state is written a few events per transaction and outcomes SETTLE_EVERY at a
-        time, so the worker's cost per event is its handler and little else. Events left when
-        the worker is told to stop (or the batch runs long) are given back.
+        Outcomes are written SETTLE_EVERY at a time. Events left when the worker is told to stop
+        (or the batch runs long) are given back.
         """
         outcomes: list[Outcome] = []
         parsed = []
         for row in rows:
-            self._let_requests_run()
-            try:
-                parsed.append((row, parse_stored(row)))
-            except InvalidPayload as exc:
-                log.warning("event %s (%s) is invalid: %s", row.id, row.kind, exc.errors)
-                outcomes.append(Outcome(row.id, "invalid", error=json.dumps(exc.errors)))
-                metrics.PROCESSED.labels(row.kind, "invalid").inc()
-        try:
-            applied = self.storage.apply(parsed, self.config["CONCAT_TIMEOUT_SECONDS"])
-        except SQLAlchemyError:
-            self._give_back([row.id for row in rows])
-            raise  # our database is the problem: the loop waits and claims again
-        ready = []
-        for item in applied:
-            if item.error is not None:
-                outcomes.append(self._failure(item.row, item.error))
-            elif item.event is None:
-                outcomes.append(Outcome(item.row.id, "done", note=item.note, message_id=item.row.message_id))
-                metrics.PROCESSED.labels(item.row.kind, "waiting").inc()
+            event = self._parse(row)
+            if isinstance(event, Outcome):
+                outcomes.append(event)
             else:
-                ready.append((item.row, item.event))
+                parsed.append((row, event))
+        ready = []
+        for applied in self.storage.apply(parsed, self.config["CONCAT_TIMEOUT_SECONDS"]):
+            row = applied.row
+            if applied.invalid:
+                outcomes.append(self._invalid(row, applied.invalid))
+            elif applied.error:
+                outcomes.append(self._failure(row, applied.error))
+            elif applied.event is None:
+                outcomes.append(Outcome(row.id, "done", note=applied.note, message_id=row.message_id))
+                metrics.PROCESSED.labels(row.kind, "waiting").inc()
+            else:
+                ready.append((row, applied.event))
 
-        started = last_settle = time.monotonic()
+        started = last_finish = time.monotonic()
         processed = len(rows) - len(ready)
         for i, (row, event) in enumerate(ready):
             now = time.monotonic()
             if i and (self.stopping or now - started > self.config["LEASE_SECONDS"] / 4):
-                self._give_back([r.id for r, _ in ready[i:]])
-                break
-            if len(outcomes) >= SETTLE_EVERY or (outcomes and now - last_settle >= BATCH_SECONDS):
-                # Done marks go out in small groups, not at the end of the batch: a worker killed
+                break  # the rest is given back (run_once)
+            if len(outcomes) >= SETTLE_EVERY or (outcomes and now - last_finish >= BATCH_SECONDS):
+                # Outcomes go out in small groups, not at the end of the batch: a worker killed
                 # mid-batch leaves at most SETTLE_EVERY dispatched events to be dispatched again.
-                self.storage.finish(self.name, outcomes)
-                outcomes, last_settle = [], now
+                self._finish(outcomes)
+                outcomes, last_finish = [], now
             self._let_requests_run()
-            try:
-                handler_for(event)(event)
-            except Exception:  # whatever the handler raised, its own database errors included
-                outcomes.append(self._failure(row, traceback.format_exc(limit=20)))
-            else:
-                outcomes.append(Outcome(row.id, "done", message_id=event.message_id, status=event.status))
-                metrics.PROCESSED.labels(row.kind, "done").inc()
-                metrics.LAG_SECONDS.observe(max(0.0, time.time() - row.received_at))
+            outcomes.append(self._dispatch(row, event))
             processed += 1
-        self.storage.finish(self.name, outcomes)
+        self._finish(outcomes)
         return processed
+
+    # -- the steps -----------------------------------------------------------------------------
+    def _parse(self, row) -> Event | Outcome:
+        self._let_requests_run()
+        try:
+            return parse_stored(row)
+        except InvalidPayload as exc:
+            return self._invalid(row, exc.errors)
+
+    def _dispatch(self, row, event: Event) -> Outcome:
+        try:
+            dispatch.dispatch(event)
+        except BaseException as exc:  # a handler's sys.exit() is its own failure too
+            if isinstance(exc, KeyboardInterrupt) or (isinstance(exc, SystemExit) and self.hard_stop):
+                raise
+            return self._failure(row, safe_text(traceback.format_exc(limit=20)), exc)
+        metrics.PROCESSED.labels(row.kind, "done").inc()
+        metrics.LAG_SECONDS.observe(max(0.0, time.time() - row.received_at))
+        return Outcome(row.id, "done", message_id=event.message_id, status=event.status)
+
+    def _finish(self, outcomes: list[Outcome]) -> None:
+        if not outcomes:
+            return
+        self.storage.finish(self.name, outcomes)
+        self.held.difference_update(o.event_id for o in outcomes)
+        self.progress_at = time.time()
+
+    def _invalid(self, row, errors) -> Outcome:
+        log.warning("event %s (%s) is invalid: %s", row.id, row.kind, safe_text(json.dumps(errors), 500))
+        metrics.PROCESSED.labels(row.kind, "invalid").inc()
+        return Outcome(row.id, "invalid", error=json.dumps(errors))
+
+    def _failure(self, row, error: str, exc: BaseException | None = None) -> Outcome:
+        """Keep the traceback; retry later, or after MAX_ATTEMPTS keep the event as dead."""
+        if row.attempts >= self.config["MAX_ATTEMPTS"]:
+            outcome = Outcome(row.id, "dead", error=error)
+        else:
+            delay = retry_delay(row.attempts, self.config["RETRY_BASE_SECONDS"], self.config["RETRY_MAX_SECONDS"])
+            outcome = Outcome(row.id, "failed", error=error, retry_at=time.time() + delay)
+        reason = f"{exc.__class__.__name__}: {exc}" if exc is not None else error.strip().splitlines()[-1]
+        log.warning("event %s failed (attempt %d, now %s): %s", row.id, row.attempts, outcome.state,
+                    safe_text(reason, 300))
+        metrics.PROCESSED.labels(row.kind, outcome.state).inc()
+        return outcome
 
     def _let_requests_run(self) -> None:
         # In a web process, hand the GIL to any request thread waiting for it between two
@@ -210,23 +221,18 @@ class Worker:
             time.sleep(0)
 
     def _give_back(self, event_ids: list[int]) -> None:
+        if not event_ids:
+            return
         try:
             self.storage.release(self.name, event_ids)
-        except SQLAlchemyError:
-            pass  # the database is down: the claims' leases run out and they are claimed again
+        except Exception as exc:  # the database is down: their leases run out, and they are claimed again
+            log.warning("worker %s could not give back %d events: %s", self.name, len(event_ids),
+                        exc.__class__.__name__)
+        self.held.difference_update(event_ids)
 
-    def _failure(self, row, error: str) -> Outcome:
-        """Keep the traceback; retry later, or after MAX_ATTEMPTS keep the event as dead."""
-        if row.attempts >= self.config["MAX_ATTEMPTS"]:
-            outcome = Outcome(row.id, "dead", error=error)
-        else:
-            delay = retry_delay(row.attempts, self.config["RETRY_BASE_SECONDS"], self.config["RETRY_MAX_SECONDS"])
-            outcome = Outcome(row.id, "failed", error=error, retry_at=time.time() + delay)
-        log.warning("event %s failed (attempt %d): now %s", row.id, row.attempts, outcome.state)
-        metrics.PROCESSED.labels(row.kind, outcome.state).inc()
-        return outcome
-
-    def _housekeeping(self) -> None:
+    # -- upkeep --------------------------------------------------------------------------------
+    def housekeeping(self) -> None:
+        """Sweep timed-out multipart SMS and apply RETENTION_DAYS, each when it is due."""
         now = time.time()
         if now - self._last_sweep >= min(30.0, self.config["CONCAT_TIMEOUT_SECONDS"] / 4):
             self._last_sweep = now
@@ -237,78 +243,8 @@ class Worker:
             self._last_prune = now
             deleted = self.storage.prune(retention_days * 86400, now)
             log.info("pruned %d events older than %g days", deleted["events"], retention_days)
-        if now - self._last_beat >= HEARTBEAT_SECONDS:
-            self._last_beat = now
-            self.storage.heartbeat(self.name, self.processed, now)
 
-
-def retry_delay(attempts: int, base: float, cap: float) -> float:
-    """Exponential backoff with jitter: base, 2*base, 4*base ... capped."""
-    delay = min(cap, base * (2 ** max(0, attempts - 1)))
-    return delay * random.uniform(0.8, 1.0)
-
-
-# -- running it ------------------------------------------------------------------------------------
-_thread_lock = threading.Lock()
-
-
-def init_app(app: Flask) -> None:
-    """Run the worker as a thread of the web process unless WORKER_IN_WEB is off.
-
-    The thread starts with the first request (gunicorn's config starts it at boot), in the
-    process that serves requests: never at import, and never in a CLI command's process.
-    """
-    app.extensions["worker"] = None
-    if app.config["WORKER_IN_WEB"]:
-        app.before_request(lambda: ensure_background_worker(app) and None)
-
-
-def ensure_background_worker(app: Flask) -> Worker:
-    """Start this process's worker thread if it is not running (idempotent, fork-aware)."""
-    current = app.extensions.get("worker")
-    if current is not None and current.pid == os.getpid():
-        return current
-    with _thread_lock:
-        current = app.extensions.get("worker")
-        if current is not None and current.pid == os.getpid():
-            return current
-        worker = Worker(get_storage(app), app.config, beside_requests=True)
-        worker.pid = os.getpid()
-        thread = threading.Thread(target=worker.run, name="receiver-worker", daemon=True)
-        worker.thread = thread
-        app.extensions["worker"] = worker
-        thread.start()
-        atexit.register(_finish, worker)
-        return worker
-
-
-def notify(app: Flask) -> None:
-    """Wake this process's worker thread, if it has one."""
-    worker = app.extensions.get("worker")
-    if worker is not None:
-        worker.notify()
-
-
-def _finish(worker: Worker) -> None:
-    # At interpreter exit: let the current event finish (bounded, under gunicorn's graceful timeout).
-    worker.stop()
-    worker.thread.join(timeout=25)
-
-
-def run_forever(app: Flask) -> Worker:
-    """`flask worker`: loop in this process until SIGTERM/SIGINT.
-
-    The first signal finishes the current event and exits; a second one stops at once.
-    """
-    worker = Worker(get_storage(app), app.config)
-
-    def on_signal(signum, _frame):
-        if worker.stopping:
-            raise SystemExit(128 + signum)
-        log.info("worker %s: signal %d, finishing the current event", worker.name, signum)
-        worker.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    worker.run()
-    return worker
+    def beat(self) -> None:
+        """Say this worker is alive, and keep the leases of what it holds from running out."""
+        self.storage.heartbeat(self.name, self.processed, self.progress_at, held=sorted(self.held),
+                               lease_seconds=self.config["LEASE_SECONDS"])

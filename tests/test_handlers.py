@@ -5,7 +5,7 @@ import pytest
 
 import handlers
 from receiver import samples
-from receiver.worker import handler_for
+from receiver.dispatch import handler_for
 from schemas import load_event
 
 

@@ -426,7 +426,7 @@ def doctor(app, *args):
 
 
 def alive(app, seconds_ago=0.0):
-    get_storage(app).heartbeat("worker-1", 0, time.time() - seconds_ago)
+    get_storage(app).heartbeat("worker-1", 0, now=time.time() - seconds_ago)
 
 
 def test_doctor_passes_a_healthy_deployment_end_to_end(vonage_app):

@@ -232,7 +232,7 @@ def test_multipart_sms_incomplete_after_timeout(make_app, calls):
     worker.run_until_idle()
     assert calls == []
     time.sleep(0.3)
-    worker._housekeeping()  # the periodic sweep finds the timed-out group
+    worker.housekeeping()  # the periodic sweep finds the timed-out group
     worker.run_until_idle()
     ((_, event),) = calls
     assert event.incomplete and event.parts == 2
@@ -368,8 +368,8 @@ def test_done_marks_are_written_in_small_groups_during_a_batch(app, vonage, engi
     for _ in range(total):
         vonage.status(samples.message_status("delivered"))
 
-    class Killed(BaseException):
-        """Stands for the process being killed: nothing after it runs."""
+    class Killed(KeyboardInterrupt):
+        """Stands for the process being killed: nothing after it runs (the worker confines anything else)."""
 
     seen = []
 
@@ -383,4 +383,4 @@ def test_done_marks_are_written_in_small_groups_during_a_batch(app, vonage, engi
         Worker(storage, app.config, name="w").run_once()
     found = states(engine)
     assert found.count("done") == SETTLE_EVERY * 2  # what a new worker would not dispatch again
-    assert found.count("processing") == 3
+    assert len(found) - found.count("done") == 3  # left to be dispatched again

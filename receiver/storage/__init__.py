@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 from dataclasses import dataclass
 
 from flask import Flask
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError, SQLAlchemyError
 
+from receiver.formats import safe_text
 from receiver.storage import events, migrate, multipart, rejections, state, stats
-from receiver.storage.engines import database_url, insert_for, make_engine, unreachable_reason, write_transaction
+from receiver.storage.engines import database_url, make_engine, unavailable, unreachable_reason, write_transaction
 from receiver.storage.events import Outcome, Recorded
 from receiver.storage.groupcommit import GroupCommitter
-from receiver.storage.schema import metadata, workers
+from receiver.storage.schema import metadata
 from receiver.storage.stats import Stats
 from schemas import Event
 
@@ -37,6 +39,7 @@ class Applied:
     event: Event | None  # the event to dispatch (a multipart SMS: the joined message); None with note or error
     note: str | None = None  # nothing to dispatch yet, e.g. a multipart part waiting for the rest
     error: str | None = None  # the traceback of a bug that kept it from being applied
+    invalid: dict | None = None  # field -> reasons its values cannot be stored (never cut to fit)
 
 
 class Storage:
@@ -99,34 +102,46 @@ class Storage:
 
     def apply(self, parsed: list[tuple[object, Event]], concat_timeout: float) -> list[Applied]:
         """Write the message state of each (row, event), APPLY_CHUNK events per transaction; one Applied
-        each, in the order given. A bug applying one event holds back that event alone.
+        each, in the order given. An event whose values do not fit the columns, or that the database
+        refuses, or that meets a bug, holds back that event alone.
 
         :raises sqlalchemy.exc.SQLAlchemyError: when the database itself fails (nothing is lost: the
-            claims' leases run out and the events are claimed again).
+            claims are given back, or their leases run out, and the events are claimed again).
         """
-        # Rows locked in one order by every worker: two batches on PostgreSQL cannot deadlock.
-        in_lock_order = sorted(parsed, key=lambda pair: (pair[1].message_id or "", pair[0].id))
         applied: dict[int, Applied] = {}
-        for start in range(0, len(in_lock_order), APPLY_CHUNK):
-            chunk = in_lock_order[start:start + APPLY_CHUNK]
+        fit = []
+        for row, event in parsed:
+            problems = state.unfit(event)
+            if problems:
+                applied[row.id] = Applied(row, None, invalid=problems)
+            else:
+                fit.append((row, event))
+        # Rows locked in one order by every worker: two batches on PostgreSQL cannot deadlock.
+        fit.sort(key=lambda pair: (pair[1].message_id or "", pair[0].id))
+        for start in range(0, len(fit), APPLY_CHUNK):
+            chunk = fit[start:start + APPLY_CHUNK]
             try:
                 with write_transaction(self.bookkeeping) as conn:
                     applied.update({row.id: self._apply_one(conn, row, event, concat_timeout) for row, event in chunk})
-            except SQLAlchemyError:
-                raise
-            except Exception:
+            except Exception as exc:
+                if unavailable(exc):
+                    raise
                 # One transaction each, so the others of the chunk still go through.
                 for row, event in chunk:
-                    try:
-                        with write_transaction(self.bookkeeping) as conn:
-                            applied[row.id] = self._apply_one(conn, row, event, concat_timeout)
-                    except SQLAlchemyError:
-                        raise
-                    except Exception:
-                        import traceback
-
-                        applied[row.id] = Applied(row, None, error=traceback.format_exc(limit=20))
+                    applied[row.id] = self._apply_alone(row, event, concat_timeout)
         return [applied[row.id] for row, _ in parsed]
+
+    def _apply_alone(self, row, event: Event, concat_timeout: float) -> Applied:
+        try:
+            with write_transaction(self.bookkeeping) as conn:
+                return self._apply_one(conn, row, event, concat_timeout)
+        except Exception as exc:
+            if unavailable(exc):
+                raise
+            if isinstance(exc, (DataError, IntegrityError)):  # the database refuses these values
+                reason = f"{exc.__class__.__name__}: {getattr(exc, 'orig', exc)}".splitlines()[0]
+                return Applied(row, None, invalid={"_database": [safe_text(reason, 500)]})
+            return Applied(row, None, error=safe_text(traceback.format_exc(limit=20)))
 
     @staticmethod
     def _apply_one(conn, row, event: Event, concat_timeout: float) -> Applied:
@@ -143,23 +158,50 @@ class Storage:
         return Applied(row, event)
 
     def finish(self, worker: str, outcomes: list[Outcome]) -> int:
-        """Record how each claimed event ended, in one transaction; how many were settled."""
-        return events.settle(self.bookkeeping, worker, outcomes) if outcomes else 0
+        """Record how each claimed event ended, in one transaction; how many were settled.
+
+        An outcome the database refuses is written alone, and failing that as `invalid` with why:
+        one event's outcome never keeps the others from being recorded.
+        """
+        if not outcomes:
+            return 0
+        try:
+            return events.settle(self.bookkeeping, worker, outcomes)
+        except Exception as exc:
+            if unavailable(exc):
+                raise
+        return sum(self._finish_alone(worker, outcome) for outcome in outcomes)
+
+    def _finish_alone(self, worker: str, outcome: Outcome) -> int:
+        try:
+            return events.settle(self.bookkeeping, worker, [outcome])
+        except Exception as exc:
+            if unavailable(exc):
+                raise
+            log.error("the outcome of event %s could not be stored (%s); keeping it as invalid",
+                      outcome.event_id, exc.__class__.__name__)
+            plain = Outcome(outcome.event_id, "invalid", error=f"its outcome could not be stored: {exc.__class__.__name__}")
+            return events.settle(self.bookkeeping, worker, [plain])
 
     def release(self, worker: str, event_ids: list[int]) -> int:
         """Give back claimed events this worker will not process: due again at once, attempt uncounted."""
         return events.release(self.bookkeeping, worker, event_ids)
 
-    def heartbeat(self, worker: str, processed: int, now: float | None = None) -> None:
-        """Record that this worker is alive."""
+    def heartbeat(self, worker: str, processed: int, progress_at: float | None = None, *, held=(),
+                  lease_seconds: float = 0.0, now: float | None = None) -> None:
+        """Record that this worker is alive, and renew the leases of the events it holds."""
         now = time.time() if now is None else now
-        insert = insert_for(self.bookkeeping)
         with write_transaction(self.bookkeeping) as conn:
-            conn.execute(
-                insert(workers)
-                .values(name=worker, seen_at=now, processed=processed)
-                .on_conflict_do_update(index_elements=[workers.c.name], set_={"seen_at": now, "processed": processed})
-            )
+            events.beat(conn, worker, now, processed, progress_at)
+            events.renew(conn, worker, list(held), now + lease_seconds)
+
+    def claim_holders(self) -> list[str]:
+        """The names of the workers that hold claims now."""
+        return events.claim_holders(self.bookkeeping)
+
+    def take_back(self, worker_names: list[str]) -> int:
+        """Make what these dead workers had claimed due again now."""
+        return events.take_back(self.bookkeeping, worker_names)
 
     def requeue_expired_parts(self, timeout: float, now: float | None = None) -> int:
         """Put one part of each timed-out multipart SMS back in the queue, to dispatch what arrived."""

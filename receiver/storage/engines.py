@@ -17,6 +17,8 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 try:
     import fcntl
@@ -181,6 +183,13 @@ def execute_prepared(conn: Connection, name: str, build: Callable[[], object], p
     if isinstance(params, list):
         return conn.exec_driver_sql(sql, [driver_params(one) for one in params])
     return conn.exec_driver_sql(sql, driver_params(params))
+
+
+def unavailable(exc: BaseException) -> bool:
+    """True when `exc` says the database itself cannot work now (down, locked, timed out, connection
+    lost), as opposed to refusing one statement's data: the caller should back off and retry later."""
+    return isinstance(exc, (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)) or bool(
+        getattr(exc, "connection_invalidated", False) or getattr(exc, "unavailable", False))
 
 
 def unreachable_reason(engine: Engine) -> str | None:

@@ -6,6 +6,7 @@ Nothing here parses payloads or calls handlers.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -14,9 +15,11 @@ from functools import lru_cache
 from sqlalchemy import and_, bindparam, delete, literal_column, or_, select, update
 from sqlalchemy.engine import Connection, Dialect, Engine
 
-from receiver.formats import iso
+from receiver.formats import iso, safe_text
+from receiver.payloads import storable
 from receiver.storage.engines import execute_prepared, insert_for, write_transaction
-from receiver.storage.schema import events, rejections, sms_groups, sms_parts
+from receiver.storage.schema import events, rejections, sms_groups, sms_parts, workers
+from receiver.storage.stats import alive_since
 
 # Only finished events are ever pruned: pending, processing, failed and dead ones are kept.
 PRUNABLE_STATES = ("done", "invalid")
@@ -46,14 +49,18 @@ def event_values(
     status: str | None = None,
     now: float | None = None,
 ) -> dict:
-    """The column values of a newly received callback."""
+    """The column values of a newly received callback: the bytes as they came, text columns made storable.
+
+    The query string is kept as received except NUL, written %00 (which parses the same);
+    a content type that is not storable text is dropped (the body's first byte still tells JSON).
+    """
     now = time.time() if now is None else now
     return {
         "kind": kind,
         "dedup_key": dedup_key,
         "body": body,
-        "query": query,
-        "content_type": content_type[:255],
+        "query": query.replace("\x00", "%00"),
+        "content_type": storable(content_type, 255) or "",
         "headers": json.dumps(headers or {}),
         "message_id": message_id,
         "status": status,
@@ -123,6 +130,14 @@ def insert_events(conn: Connection, batch: list[dict]) -> list[Recorded]:
     return results
 
 
+def plain_values(values: dict) -> dict:
+    """A callback the database refused, in the plainest form it can take: keyed by the hash of its
+    bytes, without the ids and headers read from it. The worker keeps it as invalid with the reason."""
+    digest = hashlib.sha256(values["body"] + b"?" + values["query"].encode("utf-8", "backslashreplace")).hexdigest()
+    return {**values, "dedup_key": "sha256:" + digest, "message_id": None, "status": None, "headers": "{}",
+            "query": values["query"].encode("ascii", "backslashreplace").decode("ascii"), "content_type": ""}
+
+
 def record_event(engine: Engine, **fields) -> Recorded:
     """Store one callback in a transaction of its own (see receiver.groupcommit for the request path).
 
@@ -134,10 +149,12 @@ def record_event(engine: Engine, **fields) -> Recorded:
 
 def _claimable():
     now = bindparam("now")
+    live = select(workers.c.name).where(workers.c.seen_at >= bindparam("alive_since"))
     return or_(
         and_(or_(events.c.state == "pending", events.c.state == "failed"), events.c.available_at <= now),
-        # A worker that died mid-event leaves it "processing"; its lease running out frees it.
-        and_(events.c.state == "processing", events.c.lease_until < now),
+        # A worker that died mid-event leaves it "processing": its claim is free again as soon
+        # as its heartbeat stops, or at the latest when its lease runs out.
+        and_(events.c.state == "processing", or_(events.c.lease_until < now, events.c.claimed_by.not_in(live))),
     )
 
 
@@ -165,14 +182,56 @@ def claim_batch(engine: Engine, worker_name: str, lease_seconds: float, limit: i
     PostgreSQL: FOR UPDATE SKIP LOCKED, so workers on several machines never take the same row.
     SQLite: one conditional UPDATE; SQLite runs a write statement under its single write lock.
     One statement claims the whole batch: under load a worker pays for one transaction per
-    batch instead of one per event.
+    batch instead of one per event. The same transaction writes the claimer's heartbeat, so a
+    worker holding claims is never taken for dead.
     """
     now = time.time() if now is None else now
-    params = {"now": now, "lease_until": now + lease_seconds, "worker": worker_name, "limit": max(1, int(limit))}
+    params = {"now": now, "lease_until": now + lease_seconds, "worker": worker_name, "limit": max(1, int(limit)),
+              "alive_since": alive_since(now)}
     with write_transaction(engine) as conn:
+        beat(conn, worker_name, now)
         build = lambda: _claim_statement(conn.dialect.name)  # noqa: E731
         rows = execute_prepared(conn, "claim_batch", build, params).all()
     return sorted(rows, key=lambda row: row.id)  # RETURNING does not promise an order
+
+
+def beat(conn: Connection, worker_name: str, now: float, processed: int | None = None,
+         progress_at: float | None = None) -> None:
+    """Write this worker's heartbeat (and, when given, its counters) in the caller's transaction."""
+    values = {"seen_at": now}
+    if processed is not None:
+        values.update(processed=processed, progress_at=progress_at)
+    insert = insert_for(conn)(workers).values({"name": worker_name, "processed": 0, **values})
+    conn.execute(insert.on_conflict_do_update(index_elements=[workers.c.name], set_=values))
+
+
+def renew(conn: Connection, worker_name: str, event_ids: list[int], lease_until: float) -> None:
+    """Push back the leases of events this worker holds (a slow handler's claim must not run out)."""
+    if event_ids:
+        conn.execute(
+            update(events)
+            .where(events.c.id.in_(event_ids), events.c.state == "processing", events.c.claimed_by == worker_name)
+            .values(lease_until=lease_until)
+        )
+
+
+def claim_holders(engine: Engine) -> list[str]:
+    """The workers that hold claims now."""
+    with engine.connect() as conn:
+        return list(conn.execute(select(events.c.claimed_by).where(events.c.state == "processing").distinct())
+                    .scalars())
+
+
+def take_back(engine: Engine, worker_names: list[str]) -> int:
+    """Make what these (dead) workers had claimed due again now; their claims' attempts still count."""
+    if not worker_names:
+        return 0
+    with write_transaction(engine) as conn:
+        return conn.execute(
+            update(events)
+            .where(events.c.state == "processing", events.c.claimed_by.in_(worker_names))
+            .values(state="pending", available_at=time.time(), lease_until=None, claimed_by=None)
+        ).rowcount
 
 
 def release(engine: Engine, worker_name: str, event_ids: list[int]) -> int:
@@ -202,9 +261,10 @@ class Outcome:
     status: str | None = None
 
     def columns(self, now: float) -> dict:
+        error = None if self.error is None else safe_text(self.error)
         if self.state == "failed":
-            return {"state": "failed", "available_at": self.retry_at, "last_error": self.error}
-        values = {"state": self.state, "processed_at": now, "last_error": self.error}
+            return {"state": "failed", "available_at": self.retry_at, "last_error": error}
+        values = {"state": self.state, "processed_at": now, "last_error": error}
         if self.state == "done":
             values["note"] = self.note
             if self.message_id is not None:

@@ -13,10 +13,10 @@ import queue
 import threading
 
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from receiver.storage import events
-from receiver.storage.engines import writer_turn
+from receiver.storage.engines import unavailable, writer_turn
 
 log = logging.getLogger("receiver.storage")
 
@@ -25,6 +25,8 @@ MAX_BATCH = 256
 
 class CommitTimeout(SQLAlchemyError):
     """The committer did not answer in time (the database hangs): treat it as a failed write."""
+
+    unavailable = True  # see engines.unavailable
 
 
 class _Pending:
@@ -101,21 +103,35 @@ class GroupCommitter:
         try:
             results = self._store([p.values for p in batch])
             self.commits += 1
-        except SQLAlchemyError as exc:
-            if len(batch) == 1 or isinstance(exc, OperationalError):
-                # The database itself is unavailable (locked, down, timed out): retrying each
+        except Exception as exc:
+            if unavailable(exc):
+                # The database itself cannot take writes (locked, down, timed out): retrying each
                 # callback alone would only make every request wait the timeout again.
-                for pending in batch:
-                    pending.error = exc
-                    pending.done.set()
+                self._fail(batch, exc)
                 return
-            # One callback the database refuses must not fail the others: commit each alone.
-            log.warning("group commit of %d callbacks failed (%s); committing one by one", len(batch), exc.__class__.__name__)
-            for pending in batch:
-                self._commit([pending])
-            return
+            if len(batch) > 1:
+                # One callback the database refuses must not fail the others: commit each alone.
+                log.warning("group commit of %d callbacks failed (%s); committing one by one",
+                            len(batch), exc.__class__.__name__)
+                for pending in batch:
+                    self._commit([pending])
+                return
+            # A signed callback is stored whatever its bytes say: in its plainest form if need be.
+            log.warning("the database refused a callback (%s); storing it keyed by its hash", exc.__class__.__name__)
+            try:
+                results = self._store([events.plain_values(batch[0].values)])
+                self.commits += 1
+            except Exception:
+                self._fail(batch, exc)  # what the database said of the callback itself
+                return
         for pending, result in zip(batch, results):
             pending.result = result
+            pending.done.set()
+
+    @staticmethod
+    def _fail(batch: list[_Pending], exc: BaseException) -> None:
+        for pending in batch:
+            pending.error = exc
             pending.done.set()
 
     def _store(self, batch: list[dict]) -> list[events.Recorded]:

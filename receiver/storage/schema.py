@@ -135,4 +135,5 @@ workers = Table(
     Column("name", String(255), primary_key=True),
     Column("seen_at", Double, nullable=False),
     Column("processed", BigInteger, nullable=False, default=0),
+    Column("progress_at", Double),  # when this worker last finished an event
 )

@@ -13,8 +13,10 @@ from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from receiver.formats import iso
+from receiver.payloads import storable
 from receiver.storage.engines import execute_prepared, insert_for
-from receiver.storage.schema import message_history, messages
+from receiver.storage import multipart
+from receiver.storage.schema import message_history, messages, sms_parts
 from schemas import Event
 
 # Messages API statuses and SMS API DLR statuses on one scale. Anything not listed (a status
@@ -33,6 +35,53 @@ STATUS_RANK = {
     "failed": 4,
     "unknown": 4,
 }
+
+
+def _limit(column) -> int | None:
+    return getattr(column.type, "length", None)
+
+
+# What each Event field is written to; the column's size is the value's limit (None: Text, no limit).
+_COLUMNS = {
+    "message_id": messages.c.message_id,
+    "channel": messages.c.channel,
+    "status": messages.c.status,
+    "to": messages.c.to_number,
+    "from_": messages.c.from_number,
+    "client_ref": messages.c.client_ref,
+    "message_type": messages.c.message_type,
+    "text": messages.c.text,
+}
+
+
+def unfit(event: Event) -> dict[str, list[str]]:
+    """Why this event's values cannot be written to the message state: field -> reasons ({} when they can).
+
+    Checked before writing rather than left to the database, so SQLite and PostgreSQL decide the
+    same, and a value is never cut to fit: the event stays invalid, its raw bytes kept.
+    """
+    problems: dict[str, list[str]] = {}
+    for name, column in _COLUMNS.items():
+        value = getattr(event, name)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            problems[name] = [f"not a string ({type(value).__name__})"]
+        elif storable(value, _limit(column) or len(value)) is None:
+            limit = _limit(column)
+            too_long = limit is not None and len(value) > limit
+            problems[name] = [f"longer than {limit} characters" if too_long else "holds NUL or a lone surrogate"]
+    code = (event.error or {}).get("code")
+    if code is not None and storable(code, _limit(message_history.c.error_code)) is None:
+        problems["error"] = ["its code is not storable text of at most 64 characters"]
+    parts = multipart.part_info(event) if event.source == "sms-api" else None
+    if parts and storable(parts[0], _limit(sms_parts.c.group_key)) is None:
+        problems["concat-ref"] = ["the multipart group (msisdn|to|concat-ref) is not storable text of at most 512 characters"]
+    try:
+        json.dumps(event.content)
+    except (TypeError, ValueError, RecursionError) as exc:
+        problems["content"] = [f"cannot be written as JSON ({exc.__class__.__name__})"]
+    return problems
 
 
 def _ensure_row(conn: Connection, event: Event, direction: str, now: float) -> None:

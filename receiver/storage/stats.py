@@ -15,6 +15,8 @@ from receiver.storage.schema import events, workers
 STATES = ("pending", "processing", "failed", "done", "dead", "invalid")
 HEARTBEAT_SECONDS = 5.0
 ALIVE_SECONDS = 3 * HEARTBEAT_SECONDS
+# A backlog whose oldest due event has waited this long while no worker finished anything has stalled.
+STALL_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,13 @@ class Stats:
     stuck: int  # processing, but its worker is dead or its lease ran out
     live_workers: int  # heartbeats within ALIVE_SECONDS
     last_heartbeat_seconds: float | None  # how long ago the newest heartbeat was written (None: never)
+    last_progress_seconds: float | None  # how long ago a worker last finished an event (None: never)
+
+    @property
+    def stalled(self) -> bool:
+        """Events have been due for STALL_SECONDS and no worker finished one in that time."""
+        idle = self.last_progress_seconds is None or self.last_progress_seconds > STALL_SECONDS
+        return self.oldest_due_seconds > STALL_SECONDS and idle
 
     @property
     def backlog(self) -> int:
@@ -48,8 +57,9 @@ def collect(engine: Engine, now: float | None = None) -> Stats:
         counts = dict(conn.execute(select(events.c.state, func.count()).group_by(events.c.state)).all())
         due_count, oldest = conn.execute(select(func.count(), func.min(events.c.available_at)).where(due)).one()
         stuck_count = conn.execute(select(func.count()).where(stuck)).scalar()
-        alive, newest = conn.execute(
-            select(func.count().filter(workers.c.seen_at >= alive_since(now)), func.max(workers.c.seen_at))
+        alive, newest, progress = conn.execute(
+            select(func.count().filter(workers.c.seen_at >= alive_since(now)), func.max(workers.c.seen_at),
+                   func.max(workers.c.progress_at))
         ).one()
     return Stats(
         by_state={state: counts.get(state, 0) for state in STATES},
@@ -58,4 +68,5 @@ def collect(engine: Engine, now: float | None = None) -> Stats:
         stuck=stuck_count,
         live_workers=alive,
         last_heartbeat_seconds=None if newest is None else max(0.0, now - newest),
+        last_progress_seconds=None if progress is None else max(0.0, now - progress),
     )
