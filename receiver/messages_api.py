@@ -234,7 +234,7 @@ def _outcome(response: requests.Response, credentials_hint: str) -> SendResult:
 def _refusal(status: int, problem: dict | None, summary: str, credentials_hint: str,
              response: requests.Response) -> str:
     if status == 401:
-        return f"Vonage refused the credentials (401): {credentials_hint}"
+        return f"Vonage refused the credentials (401): {credentials_hint}. {summary}"
     code = _error_code(problem)
     if code in ERROR_HINTS:
         return f"Vonage refused the message ({status}, error {code}): {summary}. {ERROR_HINTS[code]}"
