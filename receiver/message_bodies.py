@@ -161,7 +161,8 @@ def _check_content(body: dict, channel: str, message_type: str, prefix: str) -> 
 def _check_common(body: dict, channel: str, prefix: str) -> None:
     client_ref = _optional_string(body, "client_ref", prefix)
     if client_ref is not None and len(client_ref) > CLIENT_REF_MAX:
-        raise InvalidMessage(prefix + "client_ref", f"must be at most {CLIENT_REF_MAX} characters, got {len(client_ref)}")
+        raise InvalidMessage(prefix + "client_ref",
+                             f"must be at most {CLIENT_REF_MAX} characters, got {len(client_ref)}")
     if "webhook_url" in body:
         _url(body, "webhook_url", prefix)
     if "webhook_version" in body and body["webhook_version"] not in WEBHOOK_VERSIONS:

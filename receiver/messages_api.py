@@ -6,6 +6,7 @@ checked in receiver.message_bodies; its three public names are importable from h
 """
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ SANDBOX_BASE = "https://messages-sandbox.nexmo.com"
 # (https://developer.nexmo.com/cn/messages/concepts/messages-api-sandbox), and WhatsApp's rate is set by Meta's
 # tier of the sending number. So this is the documented 30/s; a 429 still means "slower" whatever the figure.
 DEFAULT_SEND_RATE = 30
+_ERRNO = re.compile(r"^\[Errno -?[0-9]+\] ")  # "[Errno 111] Connection refused" reads better without it
 
 # What to do about the error codes Vonage puts at the end of a problem's `type` (sending spec 4).
 ERROR_HINTS = {
@@ -100,7 +102,7 @@ class MessagesClient:
         if private_key:
             if not application_id:
                 raise ValueError("VONAGE_APPLICATION_ID is required to send with VONAGE_PRIVATE_KEY")
-            self._key = _parse_private_key(load_private_key(text=private_key), "VONAGE_PRIVATE_KEY")
+            self._key = _parse_private_key(_normalized_pem(private_key), "VONAGE_PRIVATE_KEY")
             self._credentials_hint = ("check VONAGE_APPLICATION_ID and that the private key (VONAGE_PRIVATE_KEY "
                                       "or VONAGE_PRIVATE_KEY_PATH) belongs to that application")
         elif api_key and api_secret:
@@ -258,7 +260,7 @@ def _transport_error(exc: requests.RequestException, url: str, timeout: tuple[fl
     if isinstance(exc, requests.ReadTimeout):
         return SendError("unknown", f"Vonage did not answer within {timeout[1]:g}s: {may_have_left}")
     cause = _root_cause(exc)
-    reason = str(cause).rpartition(": ")[2] or type(cause).__name__
+    reason = _ERRNO.sub("", str(cause).rpartition(": ")[2]) or type(cause).__name__
     never_sent = isinstance(exc, (requests.exceptions.SSLError, requests.exceptions.ProxyError)) or isinstance(
         cause, (NewConnectionError, ConnectTimeoutError))
     if never_sent:
