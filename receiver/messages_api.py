@@ -84,7 +84,10 @@ class SendResult:
 
 
 class MessagesClient:
-    """POST /v1/messages with the application's JWT, or HTTP Basic when no private key is given."""
+    """POST /v1/messages with the application's JWT, or HTTP Basic when no private key is given.
+
+    Keeps one connection pool: give each thread its own client, as requests.Session is not thread-safe.
+    """
 
     def __init__(
         self,
