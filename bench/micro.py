@@ -8,6 +8,7 @@ import tempfile
 import time
 import timeit
 import uuid
+from dataclasses import replace
 from urllib.parse import urlencode
 
 import servers
@@ -15,7 +16,7 @@ from callbacks import API_KEY, SECRET, compact
 from receiver import samples
 from receiver.storage import Storage, events as inbox
 from receiver.storage.engines import make_engine, write_transaction
-from receiver.payloads import natural_key
+from receiver.payloads import callback
 from receiver.signatures import Keyring, sign_jwt, sign_sms, verify_jwt, verify_sms
 
 WIDE = 10**9  # a signature made once is verified many times: no clock check may fail
@@ -49,11 +50,10 @@ def storage_cost(url: str, count: int = 500) -> float:
     try:
         payload = samples.delivery_receipt()
         query = urlencode(payload)
-        key, message_id, status = natural_key("delivery-receipt", payload, b"", query)
+        found = callback("delivery-receipt", payload, body=b"", query=query, content_type="", headers={})
         start = time.perf_counter()
         for i in range(count):
-            inbox.record_event(engine, kind="delivery-receipt", dedup_key=f"{key}|{i}|{uuid.uuid4().hex}",
-                               body=b"", query=query, message_id=message_id, status=status)
+            inbox.record_event(engine, replace(found, dedup_key=f"{found.dedup_key}|{i}|{uuid.uuid4().hex}"))
         return (time.perf_counter() - start) / count * 1e6
     finally:
         engine.dispose()
@@ -81,9 +81,9 @@ def worker_rate(url: str, count: int = 3000) -> float:
         for kind, _, payload in samples.traffic(count, random.Random(7)):
             messages_api = kind in MESSAGES_KINDS
             body, query = (json.dumps(payload).encode(), "") if messages_api else (b"", urlencode(payload))
-            key, message_id, status = natural_key(kind, payload, body, query)
-            rows.append(inbox.event_values(kind=kind, dedup_key=key, body=body, query=query, message_id=message_id,
-                                           status=status, content_type="application/json" if messages_api else ""))
+            content_type = "application/json" if messages_api else ""
+            rows.append(inbox.event_values(callback(kind, payload, body=body, query=query, content_type=content_type,
+                                                    headers={})))
         with write_transaction(engine) as conn:
             inbox.insert_events(conn, rows)
         for lg in loggers:

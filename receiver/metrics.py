@@ -13,6 +13,7 @@ from flask import Blueprint, Flask, Response, abort, current_app, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from receiver.storage import get_storage
+from receiver.traffic import Traffic
 from receiver.storage.stats import ALIVE_SECONDS, STALL_SECONDS
 
 CALLBACKS = Counter(
@@ -69,9 +70,11 @@ class QueueCollector:
         yield from (by_state, oldest, alive, stuck, stalled)
 
 
-def observe_callback(kind: str, outcome: str, seconds: float) -> None:
+def observe_callback(kind: str, outcome: str, seconds: float, *, api_key=None, application_id=None) -> None:
+    """Count one answered callback: Prometheus counters, and the per-minute traffic the console shows."""
     CALLBACKS.labels(kind, outcome).inc()
     ACK_SECONDS.labels(kind).observe(seconds)
+    current_app.extensions["traffic"].count(outcome, seconds, api_key, application_id)
 
 
 @bp.get("/metrics")
@@ -104,5 +107,6 @@ def _queue_registry(app: Flask) -> CollectorRegistry:
 
 
 def init_app(app: Flask) -> None:
+    app.extensions["traffic"] = Traffic(get_storage(app))
     if app.config["METRICS_ENABLED"]:
         app.register_blueprint(bp)

@@ -8,12 +8,30 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
 MESSAGES_KINDS = ("message-status", "inbound-message")
 SMS_KINDS = ("inbound-sms", "delivery-receipt")
 # Vonage's payloads nest four levels deep; anything far deeper is not one of them.
 MAX_DEPTH = 32
+
+
+@dataclass(frozen=True)
+class Callback:
+    """One verified callback as the request path stores it: the bytes as received, and what it is."""
+
+    kind: str
+    body: bytes
+    query: str
+    content_type: str
+    dedup_key: str
+    message_id: str | None = None
+    status: str | None = None
+    channel: str | None = None
+    api_key: str | None = None  # whose signature secret verified it (claimed, when verification is off)
+    application_id: str | None = None
+    headers: dict = field(default_factory=dict)  # the few request headers and token claims worth keeping
 
 
 class DuplicateParameter(ValueError):
@@ -146,3 +164,22 @@ def natural_key(kind: str, fields: dict | None, body: bytes, query: str = "") ->
     if len(key) > 400:  # absurdly long ids: keep the key within its column
         key = "sha256:" + hashlib.sha256(key.encode()).hexdigest()
     return key, message_id, status
+
+
+def callback(kind: str, fields: dict | None, *, body: bytes, query: str, content_type: str, headers: dict,
+             api_key=None, application_id=None) -> Callback:
+    """The Callback to store for a request whose signature verified; `fields` is what it says (None: unreadable)."""
+    f = fields or {}
+    dedup_key, message_id, status = natural_key(kind, fields, body, query)
+    if kind in SMS_KINDS:
+        channel = "sms"
+        api_key = f.get("api-key") if api_key is None else api_key
+    else:
+        legacy = next((f[side] for side in ("to", "from") if isinstance(f.get(side), dict)), None)  # v0.1
+        channel = (legacy or {}).get("type") if legacy is not None else f.get("channel")
+    return Callback(
+        kind=kind, body=body, query=query, content_type=content_type, dedup_key=dedup_key,
+        message_id=message_id, status=status, channel=None if channel is None else storable(channel, 32),
+        api_key=None if api_key is None else storable(api_key, 64),
+        application_id=None if application_id is None else storable(application_id, 64), headers=headers,
+    )

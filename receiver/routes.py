@@ -1,4 +1,4 @@
-"""The webhook endpoints Vonage calls, and the health checks. Read raw bytes, verify, store, acknowledge.
+"""The webhook endpoints Vonage calls, and the health checks. Read raw bytes, verify, record, answer.
 
 No handler, no schema validation and no network call runs here: the answer must be fast, and
 a 200 is only sent once the callback is committed to the database.
@@ -10,11 +10,11 @@ import time
 
 from flask import Blueprint, Flask, current_app, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from receiver import metrics, supervisor
 from receiver.guard import get_guard, record_rejection
-from receiver.payloads import SMS_KINDS, DuplicateParameter, json_object, natural_key, sms_params
+from receiver.payloads import SMS_KINDS, Callback, DuplicateParameter, callback, json_object, sms_params
 from receiver.signatures import SignatureError
 from receiver.storage import get_storage
 
@@ -78,73 +78,88 @@ def readyz():
 
 
 def receive(kind: str):
-    """Verify, store and acknowledge one callback; log one line and count it, whatever happened."""
+    """Verify, record, answer: one callback. Logs one line and counts it, whatever happened."""
     started = time.perf_counter()
-    response, outcome, message_id, status = _verify_and_store(kind)
+    found: Callback | None = None
+    try:
+        found = verified(kind)
+        recorded = get_storage(current_app).record(found)
+        outcome = "duplicate" if recorded.duplicate else "stored"
+        answer = "", 200
+        if not recorded.duplicate:
+            supervisor.notify(current_app)
+    except Refused as exc:
+        outcome, answer = exc.outcome, ("", 200) if exc.code == 200 else error(exc.code, exc.reason, exc.message)
+    except SQLAlchemyError as exc:
+        # Never 200 what we could not keep: a 5xx makes Vonage retry later.
+        log.error("could not store %s callback: %s", kind, f"{exc.__class__.__name__}: {exc}".splitlines()[0][:300])
+        outcome, answer = "unavailable", error(503, "storage_unavailable", "the callback could not be stored; retry later")
     elapsed = time.perf_counter() - started
-    metrics.observe_callback(kind, outcome, elapsed)
-    log.info(
-        "callback %s %s",
-        kind,
-        outcome,
-        extra={"kind": kind, "message_id": message_id, "status": status, "outcome": outcome,
-               "latency_ms": round(elapsed * 1000, 2)},
-    )
-    return response
+    metrics.observe_callback(kind, outcome, elapsed, api_key=found and found.api_key,
+                             application_id=found and found.application_id)
+    log.info("callback %s %s", kind, outcome, extra={
+        "kind": kind, "outcome": outcome, "latency_ms": round(elapsed * 1000, 2),
+        "message_id": found and found.message_id, "status": found and found.status})
+    return answer
 
 
-def _verify_and_store(kind: str):
-    """(response, outcome, message id, status) for one callback."""
-    body = request.get_data(cache=False)
+class Refused(Exception):
+    """A request that is not stored: `code` and `reason` are the answer, `outcome` what is counted."""
+
+    def __init__(self, code: int, reason: str, message: str, outcome: str):
+        super().__init__(message)
+        self.code, self.reason, self.message, self.outcome = code, reason, message, outcome
+
+
+def verified(kind: str) -> Callback:
+    """The callback this request carries, once its signature has verified.
+
+    :raises Refused: a forgery (401), an unsigned Messages callback (503: Vonage retries it signed),
+        an empty Messages body (400), or the SMS API's parameter-less URL probe (200, nothing stored).
+    """
+    body = _body()
     query = request.query_string.decode("latin-1")
     content_type = request.content_type or ""
     guard = get_guard(current_app)
     headers = {h: request.headers[h] for h in KEPT_HEADERS if h in request.headers}
-
     try:
         if kind in SMS_KINDS:
-            if not query and not body.strip():
-                return ("", 200), "probe", None, None  # Vonage's URL probe: it saves the URL only after a 200
+            if not query and not body.strip():  # Vonage saves a URL only after it answered this with 200
+                raise Refused(200, "probe", "", "probe")
             try:
                 fields = sms_params(query, body, content_type)
             except DuplicateParameter as exc:
-                raise SignatureError("duplicate_param", f"parameter {exc} appears more than once") from None
+                raise SignatureError("duplicate_param", f"parameter {str(exc)[:40]!r} appears more than once") from None
             guard.check_sms(fields)
             headers.update({k: fields[k] for k in ("api-key", "nonce", "timestamp") if k in fields})
-        else:
-            claims = guard.check_messages(request.headers.get("Authorization"), body)
-            headers.update({k: claims[k] for k in ("api_key", "application_id", "jti", "iat") if k in claims})
-            if not body.strip():
-                return error(400, "empty_body", "a Messages API callback has a JSON body"), "bad_request", None, None
-            fields = json_object(body)
+            return callback(kind, fields, body=body, query=query, content_type=content_type, headers=headers)
+        claims = guard.check_messages(request.headers.get("Authorization"), body)
+        kept = {k: claims[k] for k in ("api_key", "application_id", "jti", "iat") if k in claims}
+        if not body.strip():
+            raise Refused(400, "empty_body", "a Messages API callback has a JSON body", "bad_request")
+        return callback(kind, json_object(body), body=body, query=query, content_type=content_type,
+                        headers={**headers, **kept}, api_key=claims.get("api_key"),
+                        application_id=claims.get("application_id"))
     except SignatureError as exc:
         metrics.REJECTIONS.labels(exc.reason).inc()
         record_rejection(current_app, path=request.path, remote_addr=request.remote_addr, error=exc)
         # Vonage documents rare unsigned callbacks, retried signed after a 5xx.
-        code = 503 if exc.retryable else 401
-        return error(code, exc.reason, str(exc)), "rejected", None, None
+        raise Refused(503 if exc.retryable else 401, exc.reason, str(exc), "rejected") from None
 
-    dedup_key, message_id, status = natural_key(kind, fields, body, query)
-    try:
-        recorded = get_storage(current_app).record(
-            kind=kind,
-            dedup_key=dedup_key,
-            body=body,
-            query=query,
-            content_type=content_type,
-            headers=headers,
-            message_id=message_id,
-            status=status,
-        )
-    except SQLAlchemyError as exc:
-        # Never 200 what we could not keep: a 5xx makes Vonage retry later.
-        log.error("could not store %s callback: %s", kind, exc.__class__.__name__)
-        response = error(503, "storage_unavailable", "the callback could not be stored; retry later")
-        return response, "unavailable", message_id, status
-    if recorded.duplicate:
-        return ("", 200), "duplicate", message_id, status
-    supervisor.notify(current_app)
-    return ("", 200), "stored", message_id, status
+
+def _body() -> bytes:
+    """The raw body, or 413 when it is larger than MAX_CONTENT_LENGTH however it was sent.
+
+    Werkzeug refuses a Content-Length over the limit, but cuts a chunked body at the limit and
+    returns the first part: that would be verified, fail its hash, and be counted as a forgery.
+    """
+    if request.content_length is not None or not request.environ.get("wsgi.input_terminated"):
+        return request.get_data(cache=False)
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    body = request.environ["wsgi.input"].read(limit + 1)
+    if len(body) > limit:
+        raise RequestEntityTooLarge()
+    return body
 
 
 def _http_error(exc: HTTPException):

@@ -17,7 +17,7 @@ import threading
 import time
 import traceback
 
-from receiver import dispatch, metrics
+from receiver import dispatch, metrics, traffic
 from receiver.formats import safe_text
 from receiver.payloads import MAX_DEPTH, MESSAGES_KINDS, DuplicateParameter, depth, json_object, sms_params
 from receiver.storage import Outcome, Storage
@@ -238,11 +238,13 @@ class Worker:
             self._last_sweep = now
             if self.storage.requeue_expired_parts(self.config["CONCAT_TIMEOUT_SECONDS"], now):
                 self._wake.set()
-        retention_days = self.config["RETENTION_DAYS"]
-        if retention_days > 0 and now - self._last_prune >= PRUNE_EVERY_SECONDS:
+        if now - self._last_prune >= PRUNE_EVERY_SECONDS:
             self._last_prune = now
-            deleted = self.storage.prune(retention_days * 86400, now)
-            log.info("pruned %d events older than %g days", deleted["events"], retention_days)
+            self.storage.prune_traffic(now - traffic.KEEP_DAYS * 86400)
+            retention_days = self.config["RETENTION_DAYS"]
+            if retention_days > 0:
+                deleted = self.storage.prune(retention_days * 86400, now)
+                log.info("pruned %d events older than %g days", deleted["events"], retention_days)
 
     def beat(self) -> None:
         """Say this worker is alive, and keep the leases of what it holds from running out."""

@@ -3,6 +3,7 @@ import threading
 
 import sqlalchemy
 
+from receiver.payloads import Callback
 from receiver.storage import events as stored, get_storage, migrate
 from receiver.storage.engines import make_engine, write_transaction
 from receiver.storage.groupcommit import GroupCommitter
@@ -10,8 +11,12 @@ from receiver.storage.schema import events
 from tests.conftest import count_states
 
 
+def cb(kind: str, key: str, body: bytes | None) -> Callback:
+    return Callback(kind=kind, body=body, query="", content_type="", dedup_key=key)
+
+
 def record(committer, i, results, key=None):
-    results[i] = committer.record(kind="message-status", dedup_key=key or f"m{i}|delivered|t", body=b"{}")
+    results[i] = committer.record(cb("message-status", key or f"m{i}|delivered|t", b"{}"))
 
 
 def run_concurrently(committer, n, key_of=lambda i: None):
@@ -51,7 +56,7 @@ def test_a_refused_callback_does_not_fail_the_others_in_its_batch(app):
         barrier.wait()
         try:
             # body=None breaks the NOT NULL constraint: the database refuses this one callback.
-            committer.record(kind="inbound-message", dedup_key=f"u{i}", body=None if i == 7 else b"{}")
+            committer.record(cb("inbound-message", f"u{i}", None if i == 7 else b"{}"))
             outcomes[i] = "stored"
         except Exception as exc:
             outcomes[i] = exc.__class__.__name__
@@ -67,9 +72,9 @@ def test_a_refused_callback_does_not_fail_the_others_in_its_batch(app):
 
 def test_committer_survives_fork_by_starting_a_new_thread(app):
     committer = GroupCommitter(get_storage(app).engine, timeout=5)
-    committer.record(kind="message-status", dedup_key="a", body=b"{}")
+    committer.record(cb("message-status", "a", b"{}"))
     committer._pid = -1  # as seen from a forked child: the parent's thread does not exist there
-    assert committer.record(kind="message-status", dedup_key="b", body=b"{}").deliveries == 1
+    assert committer.record(cb("message-status", "b", b"{}")).deliveries == 1
 
 
 def test_one_statement_stores_a_batch_with_repeats_in_it_and_before_it(database_url):
@@ -77,7 +82,7 @@ def test_one_statement_stores_a_batch_with_repeats_in_it_and_before_it(database_
     migrate.upgrade(engine)
     try:
         def values(key):
-            return stored.event_values(kind="delivery-receipt", dedup_key=key, body=b"", query=f"id={key}")
+            return stored.event_values(Callback("delivery-receipt", b"", f"id={key}", "", key))
 
         with write_transaction(engine) as conn:
             (earlier,) = stored.insert_events(conn, [values("a")])

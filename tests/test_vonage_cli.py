@@ -22,7 +22,7 @@ from receiver.guard import record_rejection
 from receiver.storage import events as stored_events, get_storage
 from receiver.storage.schema import events
 from receiver.storage.stats import ALIVE_SECONDS
-from receiver.payloads import sms_params
+from receiver.payloads import Callback, sms_params
 from receiver.signatures import Keyring, SignatureError, verify_jwt, verify_sms
 from receiver.worker import Worker
 from tests.conftest import count_states
@@ -450,7 +450,7 @@ def test_doctor_without_base_url_skips_the_vonage_side(app):
 
 def store_status(app, state=None, received_ago=0.0):
     engine = get_storage(app).engine
-    recorded = stored_events.record_event(engine, kind="message-status", dedup_key=f"k{time.time()}", body=b"{}",
+    recorded = stored_events.record_event(engine, Callback("message-status", b"{}", "", "", f"k{time.time()}"),
                                   now=time.time() - received_ago)
     if state:
         with engine.begin() as conn:

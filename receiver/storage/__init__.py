@@ -15,7 +15,8 @@ from flask import Flask
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError, SQLAlchemyError
 
 from receiver.formats import safe_text
-from receiver.storage import events, migrate, multipart, rejections, state, stats
+from receiver.payloads import Callback
+from receiver.storage import events, migrate, multipart, rejections, state, stats, traffic
 from receiver.storage.engines import database_url, make_engine, unavailable, unreachable_reason, write_transaction
 from receiver.storage.events import Outcome, Recorded
 from receiver.storage.groupcommit import GroupCommitter
@@ -81,12 +82,12 @@ class Storage:
         self.bookkeeping.dispose()
 
     # -- the request path ----------------------------------------------------------------------
-    def record(self, **fields) -> Recorded:
+    def record(self, callback: Callback) -> Recorded:
         """Store one callback durably (sharing the commit with concurrent requests); returns once on disk.
 
         :raises sqlalchemy.exc.SQLAlchemyError: when the database could not take it.
         """
-        return self._committer.record(**fields)
+        return self._committer.record(callback)
 
     def record_rejection(self, *, path: str, remote_addr: str | None, reason: str, detail: str, keep: int) -> None:
         """Keep one signature rejection (the newest `keep` are kept). Never raises."""
@@ -237,6 +238,17 @@ class Storage:
 
     def rejections_by_reason(self, since: float) -> dict[str, int]:
         return rejections.by_reason(self.engine, since)
+
+    def save_traffic(self, process: str, rows: list[dict]) -> None:
+        """Overwrite this process's per-minute answer counts (see receiver.traffic)."""
+        traffic.save(self.engine, process, rows)
+
+    def traffic_since(self, since: float) -> list[dict]:
+        """Every process's per-minute answer counts since `since` (epoch seconds)."""
+        return traffic.since(self.engine, int(since // 60))
+
+    def prune_traffic(self, before: float) -> int:
+        return traffic.prune(self.engine, int(before // 60))
 
     def stats(self, now: float | None = None) -> Stats:
         """The queue's figures: counts by state, due backlog, oldest due, stuck claims, live workers."""

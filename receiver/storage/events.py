@@ -16,7 +16,7 @@ from sqlalchemy import and_, bindparam, delete, literal_column, or_, select, upd
 from sqlalchemy.engine import Connection, Dialect, Engine
 
 from receiver.formats import iso, safe_text
-from receiver.payloads import storable
+from receiver.payloads import Callback, storable
 from receiver.storage.engines import execute_prepared, insert_for, write_transaction
 from receiver.storage.schema import events, rejections, sms_groups, sms_parts, workers
 from receiver.storage.stats import alive_since
@@ -37,18 +37,7 @@ class Recorded:
         return self.deliveries > 1
 
 
-def event_values(
-    *,
-    kind: str,
-    dedup_key: str,
-    body: bytes,
-    query: str = "",
-    content_type: str = "",
-    headers: dict | None = None,
-    message_id: str | None = None,
-    status: str | None = None,
-    now: float | None = None,
-) -> dict:
+def event_values(callback: Callback, now: float | None = None) -> dict:
     """The column values of a newly received callback: the bytes as they came, text columns made storable.
 
     The query string is kept as received except NUL, written %00 (which parses the same);
@@ -56,14 +45,17 @@ def event_values(
     """
     now = time.time() if now is None else now
     return {
-        "kind": kind,
-        "dedup_key": dedup_key,
-        "body": body,
-        "query": query.replace("\x00", "%00"),
-        "content_type": storable(content_type, 255) or "",
-        "headers": json.dumps(headers or {}),
-        "message_id": message_id,
-        "status": status,
+        "kind": callback.kind,
+        "dedup_key": callback.dedup_key,
+        "body": callback.body,
+        "query": callback.query.replace("\x00", "%00"),
+        "content_type": storable(callback.content_type, 255) or "",
+        "headers": json.dumps(callback.headers),
+        "message_id": callback.message_id,
+        "status": callback.status,
+        "channel": callback.channel,
+        "api_key": callback.api_key,
+        "application_id": callback.application_id,
         "received_at": now,
         "last_delivery_at": now,
         "deliveries": 1,
@@ -93,8 +85,8 @@ def _insert_sql(dialect: Dialect, rows: int) -> tuple[str, tuple[str, ...] | Non
 
 
 RECORD_COLUMNS = (
-    "kind", "dedup_key", "body", "query", "content_type", "headers", "message_id", "status",
-    "received_at", "last_delivery_at", "deliveries", "state", "attempts", "available_at",
+    "kind", "dedup_key", "body", "query", "content_type", "headers", "message_id", "status", "channel",
+    "api_key", "application_id", "received_at", "last_delivery_at", "deliveries", "state", "attempts", "available_at",
 )
 
 
@@ -135,16 +127,17 @@ def plain_values(values: dict) -> dict:
     bytes, without the ids and headers read from it. The worker keeps it as invalid with the reason."""
     digest = hashlib.sha256(values["body"] + b"?" + values["query"].encode("utf-8", "backslashreplace")).hexdigest()
     return {**values, "dedup_key": "sha256:" + digest, "message_id": None, "status": None, "headers": "{}",
+            "channel": None, "api_key": None, "application_id": None,
             "query": values["query"].encode("ascii", "backslashreplace").decode("ascii"), "content_type": ""}
 
 
-def record_event(engine: Engine, **fields) -> Recorded:
-    """Store one callback in a transaction of its own (see receiver.groupcommit for the request path).
+def record_event(engine: Engine, callback: Callback, now: float | None = None) -> Recorded:
+    """Store one callback in a transaction of its own (see storage.groupcommit for the request path).
 
     :raises sqlalchemy.exc.SQLAlchemyError: when the database cannot take the write.
     """
     with write_transaction(engine) as conn:
-        return insert_events(conn, [event_values(**fields)])[0]
+        return insert_events(conn, [event_values(callback, now)])[0]
 
 
 def _claimable():
@@ -345,6 +338,9 @@ def event_summary(row) -> dict:
         "state": row.state,
         "message_id": row.message_id,
         "status": row.status,
+        "channel": row.channel,
+        "api_key": row.api_key,
+        "application_id": row.application_id,
         "received_at": iso(row.received_at),
         "deliveries": row.deliveries,
         "attempts": row.attempts,

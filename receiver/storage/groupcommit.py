@@ -51,12 +51,12 @@ class GroupCommitter:
         self._conn: Connection | None = None  # used by the committer thread only
         self.commits = 0  # transactions committed (for tests and the benchmark)
 
-    def record(self, **fields) -> events.Recorded:
+    def record(self, callback) -> events.Recorded:
         """Store one callback; returns once it is committed.
 
         :raises sqlalchemy.exc.SQLAlchemyError: when the database could not take it.
         """
-        pending = _Pending(events.event_values(**fields))
+        pending = _Pending(events.event_values(callback))
         self._ensure_thread()
         self._queue.put(pending)
         # The engine's own timeouts end a stuck commit first; this bound is the last resort.

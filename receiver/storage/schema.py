@@ -38,6 +38,10 @@ events = Table(
     Column("headers", Text, nullable=False, default="{}"),
     Column("message_id", String(255)),
     Column("status", String(64)),
+    # Who and what, read on the request path, so the console filters without parsing bodies.
+    Column("channel", String(32)),
+    Column("api_key", String(64)),  # whose signature secret verified it
+    Column("application_id", String(64)),  # Messages API: the token's application_id claim
     Column("received_at", Double, nullable=False),
     Column("last_delivery_at", Double, nullable=False),
     Column("deliveries", Integer, nullable=False, default=1),
@@ -75,6 +79,10 @@ messages = Table(
     Column("created_at", Double, nullable=False),
     Column("updated_at", Double, nullable=False),
     Index("ix_messages_direction_created", "direction", "created_at"),
+    # The console's search by client_ref or phone number.
+    Index("ix_messages_client_ref", "client_ref"),
+    Index("ix_messages_to_number", "to_number"),
+    Index("ix_messages_from_number", "from_number"),
 )
 
 # Every status ever reported for a message, applied or not, one row per stored event.
@@ -126,6 +134,21 @@ rejections = Table(
     Column("remote_addr", String(255)),
     Column("reason", String(64), nullable=False),
     Column("detail", Text),
+)
+
+# Callbacks answered, per minute, web process, sender and outcome: what the console shows of the
+# account's callback queue. Each process overwrites its own rows with its counts so far.
+traffic = Table(
+    "traffic",
+    metadata,
+    Column("minute", BigInteger, primary_key=True),  # epoch seconds // 60
+    Column("process", String(255), primary_key=True),
+    Column("api_key", String(64), primary_key=True),  # "" when unknown (a forgery names none we trust)
+    Column("application_id", String(64), primary_key=True),  # "" for SMS API callbacks
+    Column("outcome", String(16), primary_key=True),  # stored, duplicate, rejected, unavailable, bad_request, probe
+    Column("count", Integer, nullable=False),
+    Column("last_at", Double, nullable=False),
+    Column("latency", Text, nullable=False),  # JSON: how many answers fell in each of traffic.BUCKETS_MS
 )
 
 # Each worker loop writes here so operators can see it is alive.
