@@ -4,10 +4,9 @@ Without ADMIN_TOKEN the whole /api tree answers 404: an inspection API is never 
 """
 from __future__ import annotations
 
-import hmac
-
 from flask import Blueprint, Flask, abort, current_app, jsonify, request
 
+from receiver.guard import bearer_matches
 from receiver.routes import error
 from receiver.storage import get_storage
 
@@ -19,8 +18,7 @@ def require_admin_token():
     token = current_app.config.get("ADMIN_TOKEN")
     if not token:
         abort(404)
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+    if not bearer_matches(request.headers.get("Authorization"), token):
         return error(401, "unauthorized", "send Authorization: Bearer <ADMIN_TOKEN>")
     return None
 
@@ -43,7 +41,11 @@ def list_events():
     return jsonify(events=found)
 
 
-@bp.get("/events/<int:event_id>")
+# Event ids are 64-bit: a larger number is no event (404), not a value the database must refuse.
+EVENT_ID = "<int(max=9223372036854775807):event_id>"
+
+
+@bp.get(f"/events/{EVENT_ID}")
 def show_event(event_id: int):
     found = get_storage(current_app).event(event_id)
     if found is None:
@@ -51,7 +53,7 @@ def show_event(event_id: int):
     return jsonify(found)
 
 
-@bp.post("/events/<int:event_id>/replay")
+@bp.post(f"/events/{EVENT_ID}/replay")
 def replay_event(event_id: int):
     storage = get_storage(current_app)
     if storage.event(event_id) is None:

@@ -5,6 +5,7 @@ Keeps the bounded log of rejected requests. Never stores or processes a rejected
 """
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import secrets
@@ -84,6 +85,13 @@ def development_secret(instance_path: str) -> str:
         flush=True,
     )
     return secret
+
+
+def bearer_matches(authorization: str | None, expected: str) -> bool:
+    """True when an `Authorization: Bearer <token>` header (scheme in any case) carries `expected`.
+    The one check for the operator's tokens (ADMIN_TOKEN, METRICS_TOKEN); constant time."""
+    scheme, _, given = (authorization or "").strip().partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected.encode())
 
 
 def init_app(app: Flask) -> None:

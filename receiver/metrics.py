@@ -6,12 +6,12 @@ the database at scrape time, so they are right however many web and worker proce
 """
 from __future__ import annotations
 
-import hmac
 import os
 
 from flask import Blueprint, Flask, Response, abort, current_app, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+from receiver.guard import bearer_matches
 from receiver.storage import get_storage
 from receiver.traffic import Traffic
 from receiver.storage.stats import ALIVE_SECONDS, STALL_SECONDS
@@ -81,8 +81,7 @@ def observe_callback(kind: str, outcome: str, seconds: float, *, api_key=None, a
 def scrape():
     token = current_app.config.get("METRICS_TOKEN")
     if token:
-        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), token.encode()):
+        if not bearer_matches(request.headers.get("Authorization"), token):
             abort(401)
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -6,9 +6,11 @@ a 200 is only sent once the callback is committed to the database.
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 from flask import Blueprint, Flask, current_app, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -174,7 +176,30 @@ def _unexpected(exc: Exception):
     return error(503, "unavailable", "the request could not be handled; retry later")
 
 
+class StrictJSON(DefaultJSONProvider):
+    """JSON answers are always valid JSON: a NaN or infinite number stored before strict parsing, or
+    in a value Vonage adds, is written as null instead of Python's NaN, which no JSON parser accepts."""
+
+    def dumps(self, obj, **kwargs):
+        kwargs.setdefault("allow_nan", False)
+        try:
+            return super().dumps(obj, **kwargs)
+        except ValueError:
+            return super().dumps(_finite(obj), **kwargs)
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def init_app(app: Flask) -> None:
+    app.json = StrictJSON(app)
     app.register_blueprint(bp)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)

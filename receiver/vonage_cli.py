@@ -565,7 +565,14 @@ def _check_worker(stats, config) -> Check:
 def _check_events(stats) -> list[Check]:
     counts = stats.by_state
     backlog = f"{counts['pending']} pending, {counts['failed']} waiting to retry, {counts['processing']} processing"
-    if stats.oldest_due_seconds > PENDING_WARN_SECONDS:
+    if stats.stalled:
+        queue = Check("FAIL", "backlog", f"{backlog}; stalled: the oldest pending has waited "
+                      f"{stats.oldest_due_seconds:.0f} s and no worker finished an event in that time",
+                      "is a worker running? its log says why it stopped; `flask --app app worker` runs one")
+    elif stats.stuck:
+        queue = Check("WARN", "backlog", f"{backlog}; {stats.stuck} held by a worker that is gone or whose lease "
+                      "ran out", "a live worker takes them back within seconds: is one running?")
+    elif stats.oldest_due_seconds > PENDING_WARN_SECONDS:
         queue = Check("WARN", "backlog", f"{backlog}; the oldest pending has waited {stats.oldest_due_seconds:.0f} s",
                       "is the worker running and keeping up? `flask events list --state pending`")
     else:

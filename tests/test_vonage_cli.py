@@ -425,8 +425,9 @@ def doctor(app, *args):
     return result, levels
 
 
-def alive(app, seconds_ago=0.0):
-    get_storage(app).heartbeat("worker-1", 0, now=time.time() - seconds_ago)
+def alive(app, seconds_ago=0.0, progress_ago=0.0):
+    now = time.time()
+    get_storage(app).heartbeat("worker-1", 0, now - max(seconds_ago, progress_ago), now=now - seconds_ago)
 
 
 def test_doctor_passes_a_healthy_deployment_end_to_end(vonage_app):
@@ -468,6 +469,7 @@ def refuse(app, count, reason="bad_signature"):
     ({}, lambda app: alive(app, seconds_ago=45), "worker", "no heartbeat"),
     ({"WORKER_IN_WEB": True}, lambda app: None, "worker", "WORKER_IN_WEB=on"),
     ({}, lambda app: (alive(app), store_status(app, "dead")), "dead events", "1 dead"),
+    ({}, lambda app: (alive(app, progress_ago=300), store_status(app, received_ago=120)), "backlog", "stalled"),
     ({}, lambda app: (alive(app), refuse(app, 5)), "rejections", "VONAGE_SIGNATURE_SECRET is not the secret"),
     ({"SIGNATURE_VERIFICATION": "off"}, alive, "signature secret", "anyone can forge"),
     ({"VONAGE_SIGNATURE_SECRET": "short-secret"}, alive, "signature secret", "shorter than 16"),
