@@ -9,8 +9,10 @@ import tempfile
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '3000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # Threads let one process hold many requests at once, so their callbacks share a commit
-# (receiver/groupcommit.py): a durable write per request is what limits a sync worker.
-worker_class = "gthread"
+# (receiver/storage/groupcommit.py): a durable write per request is what limits a sync worker.
+# gthread, except that a thread is given a connection only once its whole request has arrived:
+# idle or slow clients cannot take the threads that acknowledge Vonage (receiver/serving.py).
+worker_class = "receiver.serving.WholeRequestWorker"
 threads = int(os.environ.get("WEB_THREADS", "8"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "10"))
 graceful_timeout = 30  # the in-process worker finishes its current event inside this

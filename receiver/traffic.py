@@ -31,6 +31,7 @@ class Traffic:
         self._rows: dict[tuple, dict] = {}
         self._dirty: set[tuple] = set()
         self._pid: int | None = None
+        self._stopped = threading.Event()
 
     def count(self, outcome: str, seconds: float, api_key: str | None, application_id: str | None) -> None:
         """Add one answered callback (called on the request path: a dict update, no I/O)."""
@@ -50,6 +51,8 @@ class Traffic:
 
     def flush(self) -> None:
         """Write the minutes counted since the last flush; forget minutes that can no longer change."""
+        if self._stopped.is_set():
+            return
         with self._lock:
             keys, self._dirty = self._dirty, set()
             rows = [{"minute": k[0], "api_key": k[1], "application_id": k[2], "outcome": k[3],
@@ -77,9 +80,12 @@ class Traffic:
         atexit.register(self.flush)
 
     def _flush_forever(self) -> None:
-        while True:
-            time.sleep(FLUSH_SECONDS)
+        while not self._stopped.wait(FLUSH_SECONDS):
             self.flush()
+
+    def stop(self) -> None:
+        """End this process's flushing, the one at exit included (an app that is discarded: tests)."""
+        self._stopped.set()
 
 
 def summary(rows: list[dict]) -> dict:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import fields, post_load, validate
+from marshmallow import ValidationError, fields, post_load, validate, validates_schema
 
 from schemas.fields import NOT_EMPTY, Str, Timestamp, TolerantSchema
 
@@ -34,6 +34,12 @@ class InboundSmsSchema(SmsSchema):
     # A concatenated SMS has at most 255 parts: the count is one byte of the user data header.
     concat_total = fields.Integer(data_key="concat-total", validate=validate.Range(1, 255))
     concat_part = fields.Integer(data_key="concat-part", validate=validate.Range(1, 255))
+
+    @validates_schema
+    def part_within_total(self, data: dict[str, Any], **kwargs: Any) -> None:
+        part, total = data.get("concat_part"), data.get("concat_total")
+        if part is not None and total is not None and part > total:
+            raise ValidationError(f"Part {part} of a message of {total} parts.", "concat-part")
 
     @post_load
     def event_fields(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:

@@ -60,6 +60,7 @@ def make_app(tmp_path):
 
     yield factory
     for app in built:
+        app.extensions["traffic"].stop()
         get_storage(app).dispose()
 
 
