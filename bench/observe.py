@@ -163,16 +163,17 @@ def _postgres_pids(database: str) -> list[int]:
 
 
 class CpuMeter:
-    """CPU used during a block: by the web processes, the worker process, the project's PostgreSQL
-    backends, and by the rest of the machine (`other_cores`: all busy time minus those and this
-    process with its children, i.e. wrk). Per-process deltas: a process that exits takes its time with it.
+    """CPU used during a block: by the web processes, the worker process, the server's PostgreSQL
+    backends, the link proxy, and by the rest of the machine (`other_cores`: all busy time minus those
+    and this process with its children, i.e. wrk). Per-process deltas: a process that exits takes its time with it.
     """
 
     HZ = os.sysconf("SC_CLK_TCK")
 
-    def __init__(self, web_pid: int, worker_pid: int | None = None, *, postgres_database: str | None = None):
-        self.web_pid, self.worker_pid, self.database = web_pid, worker_pid, postgres_database
-        self.web_seconds = self.worker_seconds = self.postgres_seconds = 0.0
+    def __init__(self, web_pid: int, worker_pid: int | None = None, *, postgres_database: str | None = None,
+                 link_pid: int | None = None):
+        self.web_pid, self.worker_pid, self.database, self.link_pid = web_pid, worker_pid, postgres_database, link_pid
+        self.web_seconds = self.worker_seconds = self.postgres_seconds = self.link_seconds = 0.0
         self.other_cores: float | None = None
 
     def _groups(self) -> dict[str, list[int]]:
@@ -180,6 +181,7 @@ class CpuMeter:
             "web": _tree(self.web_pid),
             "worker": _tree(self.worker_pid) if self.worker_pid else [],
             "postgres": _postgres_pids(self.database) if self.database else [],
+            "link": [self.link_pid] if self.link_pid else [],
         }
 
     def _snapshot(self) -> tuple[float, dict[str, dict[int, int]], float, float]:
@@ -203,8 +205,9 @@ class CpuMeter:
             before = start_per_process[group]
             return sum(max(0, j - before.get(pid, 0)) for pid, j in per_process[group].items() if j) / self.HZ
 
-        self.web_seconds, self.worker_seconds, self.postgres_seconds = used("web"), used("worker"), used("postgres")
+        self.web_seconds, self.worker_seconds = used("web"), used("worker")
+        self.postgres_seconds, self.link_seconds = used("postgres"), used("link")
         elapsed = now - start
-        ours = self.web_seconds + self.worker_seconds + self.postgres_seconds + own - start_own
+        ours = self.web_seconds + self.worker_seconds + self.postgres_seconds + self.link_seconds + own - start_own
         if elapsed > 0:
             self.other_cores = max(0.0, (busy - start_busy - ours) / elapsed)
