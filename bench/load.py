@@ -24,6 +24,19 @@ def require_wrk() -> str:
     return path
 
 
+class SigningMismatch(SystemExit):
+    pass
+
+
+def check_signing(outcome: "Outcome", name: str) -> None:
+    """A 401 means our signatures do not match the server's settings: every figure would be wrong."""
+    if outcome.statuses.get(401):
+        raise SigningMismatch(
+            f"\n{name} answered 401 to {outcome.statuses[401]} requests: the benchmark signs callbacks in a way "
+            f"the server refuses (secret, SMS method or time window). First answers: {outcome.first_errors}"
+        )
+
+
 def percentile(ordered: list[float], p: float) -> float | None:
     if not ordered:
         return None
@@ -54,8 +67,9 @@ class Outcome:
 
 
 def run_wrk(port: int, prefix: str, seconds: float, *, threads: int, connections: int) -> Outcome:
-    """wrk replaying the request files at `prefix` as fast as the server answers."""
-    args = [require_wrk(), "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s",
+    """wrk replaying the request files at `prefix` as fast as the server answers, for whole seconds."""
+    seconds = max(1, round(seconds))  # wrk takes no fractions
+    args = [require_wrk(), "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s",
             "--timeout", f"{REQUEST_TIMEOUT:g}s", "-s", str(LUA), f"http://127.0.0.1:{port}", "--", prefix]
     done = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 60)
     line = next((l for l in done.stdout.splitlines() if l.startswith("BENCH_RESULT ")), None)

@@ -5,7 +5,7 @@ import os
 import platform
 import sqlite3
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -21,6 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 class PacedRun:
     """One constant-rate run; lag, backlog and drain only for the project."""
 
+    name: str
+    database: str
     rate: float
     why: str  # "half the bare maximum", "half its own maximum"
     outcome: Outcome
@@ -39,19 +41,6 @@ class HandlerRun:
     rate: float
     outcome: Outcome
     other_cpu: float | None
-
-
-@dataclass
-class ServerResult:
-    name: str
-    database: str  # "-" for the bare handler
-    full_speed: Outcome
-    full_speed_other_cpu: float | None
-    cpu_ms: tuple[float, ...] = (0.0, 0.0, 0.0)  # CPU per request at full speed: web, `flask worker`, PostgreSQL
-    paced: list[PacedRun] = field(default_factory=list)
-    web_rss: list[float] = field(default_factory=list)
-    worker_rss: float | None = None
-    adjacent_bare: tuple[float, float] | None = None  # the bare runs' req/s just before and after this one
 
 
 def _first(path: str, prefix: str) -> str:
@@ -105,40 +94,24 @@ def _cpu(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
-def render(info: dict[str, str], settings: dict[str, str], results: list[ServerResult],
+def render(info: dict[str, str], settings: dict[str, str], sections: list[list[str]], paced: list[PacedRun],
            costs: dict[str, str], notes: list[str], handler_runs: list[HandlerRun] = (),
            instructions: dict[str, float] | None = None) -> str:
-    bare_rps = [r.full_speed.rps for r in results if r.name.startswith("bare")]
-    bare_mean = sum(bare_rps) / len(bare_rps) if bare_rps else 0.0
-    lines = ["# Benchmark: the receiver vs a bare Flask handler", ""]
+    """The whole report; `sections` are Markdown lines already rendered (full speed, link, history)."""
+    lines = ["# Benchmark: the receiver vs its references (bare snippet, careful naive receiver, other trees)", ""]
     lines += [f"- **{k}**: {v}" for k, v in info.items()]
     lines += [""] + [f"- **{k}**: {v}" for k, v in settings.items()] + [""]
+    for section in sections:
+        lines += section + [""]
 
-    lines += ["## Acknowledgement at full speed (wrk, closed loop)", ""]
-    rows = []
-    for r in results:
-        o = r.full_speed
-        reference = sum(r.adjacent_bare) / 2 if r.adjacent_bare else bare_mean
-        ratio = f"{o.rps / reference:.2f}" if reference and not r.name.startswith("bare") else "-"
-        repeats = f" ({o.wrapped} wrap)" if o.wrapped and not r.name.startswith("bare") else ""
-        web_ms, worker_ms, pg_ms = r.cpu_ms
-        cpu = " + ".join([f"{web_ms:.2f}"] + ([f"{worker_ms:.2f}"] if worker_ms else [])
-                         + ([f"{pg_ms:.2f}"] if r.database == "postgres" else []))
-        rows.append([r.name, r.database, f"{o.rps:,.0f}{repeats}", _ms(o.p50), _ms(o.p99), _ms(o.p999),
-                     str(o.non_2xx), str(o.socket_errors), ratio, cpu, _cpu(r.full_speed_other_cpu)])
-    lines += _table(["server", "database", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "non-2xx", "socket errors",
-                     "project/bare (mean of the bare runs just before and after)", "CPU ms per request (web [+ flask worker] [+ PostgreSQL])",
-                     "other CPU load (cores)"], rows)
-
-    runs = [(r, run) for r in results for run in r.paced]
-    if runs:
-        lines += ["", "## At a constant rate (latency counted from when each request was due, as wrk2 does)", ""]
+    if paced:
+        lines += ["## At a constant rate (latency counted from when each request was due, as wrk2 does)", ""]
         rows = []
-        for r, run in runs:
+        for run in paced:
             o, lag = run.outcome, run.lag
             backlog = "-"
             if run.backlog:
@@ -147,12 +120,12 @@ def render(info: dict[str, str], settings: dict[str, str], results: list[ServerR
             drained = "-" if lag is None else (f"{run.drained_after:.0f} s" if run.drained_after is not None
                                                else "not drained")
             rows.append([
-                r.name, r.database, f"{run.rate:,.0f} ({run.why})", f"{o.rps:,.0f}", _ms(o.p50), _ms(o.p99),
+                run.name, run.database, f"{run.rate:,.0f} ({run.why})", f"{o.rps:,.0f}", _ms(o.p50), _ms(o.p99),
                 _ms(o.p999), f"{o.non_2xx} / {o.socket_errors}",
                 _ms(lag.p50) if lag else "-", _ms(lag.p99) if lag else "-",
                 f"{lag.unfinished:,}" if lag else "-", backlog, drained, _cpu(run.other_cpu),
             ])
-        lines += _table(["server", "database", "offered req/s", "answered/s", "ack p50 ms", "ack p99 ms",
+        lines += table(["server", "database", "offered req/s", "answered/s", "ack p50 ms", "ack p99 ms",
                          "ack p99.9 ms", "non-2xx / unanswered", "lag p50 ms", "lag p99 ms", "unfinished",
                          "backlog max / end", "drained after", "other CPU load (cores)"], rows)
 
@@ -170,23 +143,18 @@ def render(info: dict[str, str], settings: dict[str, str], results: list[ServerR
                        "raise": "every handler raises"}[run.handler]
             rows.append([handler, run.database, f"{run.rate:,.0f}", _ms(o.p50), _ms(o.p99), _ms(o.p999),
                          f"{o.non_2xx} / {o.socket_errors}", change, _cpu(run.other_cpu)])
-        lines += _table(["handler", "database", "offered req/s", "ack p50 ms", "ack p99 ms", "ack p99.9 ms",
+        lines += table(["handler", "database", "offered req/s", "ack p50 ms", "ack p99 ms", "ack p99.9 ms",
                          "non-2xx / unanswered", "ack p99 vs the usual handlers (mean of their runs)",
                          "other CPU load (cores)"], rows)
-
-    lines += ["", "## Peak memory (VmHWM)", ""]
-    rows = [[r.name, r.database, ", ".join(f"{x:.0f}" for x in r.web_rss) or "-",
-             "-" if r.worker_rss is None else f"{r.worker_rss:.0f}"] for r in results]
-    lines += _table(["server", "database", "each web worker MiB", "`flask worker` process MiB"], rows)
 
     if instructions:
         lines += ["", "## Instructions per callback (callgrind: counted, not timed; in one process, "
                   "no HTTP, no worker)", ""]
         rows = [[server, f"{n:,.0f}", f"{n / instructions['bare']:.2f}"] for server, n in instructions.items()]
-        lines += _table(["server", "instructions per callback", "vs bare"], rows)
+        lines += table(["server", "instructions per callback", "vs bare"], rows)
 
     lines += ["", "## Costs without HTTP (this process, one caller)", ""]
-    lines += _table(["what", "per call"], [[k, v] for k, v in costs.items()])
+    lines += table(["what", "per call"], [[k, v] for k, v in costs.items()])
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
