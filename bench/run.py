@@ -1,6 +1,6 @@
 """Benchmark the receiver beside its references, on this machine, in one run, and print ratios.
 
-    .venv/bin/python bench/run.py [--smoke | --quick] [--tree REV ...]
+    .venv/bin/python bench/run.py [--smoke | --quick] [--history N] [--tree REV ...]
 
 The references: the bare Flask snippet (stores nothing), the careful naive receiver (bench/naive.py)
 run as users start it and under the project's gunicorn settings, and other trees of the project.
@@ -22,6 +22,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH), str(BENCH.parent)]
 
 import callbacks  # noqa: E402  (bench/ and the project root must be on the path first)
+import history  # noqa: E402
 import instructions  # noqa: E402
 import linkproxy  # noqa: E402
 import load  # noqa: E402
@@ -73,7 +74,7 @@ def parse_args(argv=None):
     speed = p.add_mutually_exclusive_group()
     speed.add_argument("--quick", action="store_true", help="5 s at full speed, 15 s at constant rate")
     speed.add_argument("--smoke", action="store_true",
-                       help="check that every phase runs: 2 s measurements, 1 round, no valgrind")
+                       help="check that every phase runs: 2 s measurements, 1 round, a tiny history, no valgrind")
     p.add_argument("--rounds", type=int, help="full-speed rounds over every server (default 3; 1 with --smoke)")
     p.add_argument("--backend", default="all", choices=sorted(BACKENDS),
                    help="all (default): sqlite, postgres and postgres behind the link; PostgreSQL is skipped "
@@ -88,6 +89,9 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, help="gunicorn --threads, the same three (default: gunicorn.conf.py)")
     p.add_argument("--connections", type=int, default=32, help="wrk connections")
     p.add_argument("--wrk-threads", type=int, default=1)
+    p.add_argument("--history", type=int, metavar="N",
+                   help="also compare the project on an empty database with one holding N stored events "
+                        "(1000000 for the real run; 2000 with --smoke)")
     p.add_argument("--tree", action="append", default=[], metavar="REV",
                    help="also measure this revision of the project, checked out in a temporary git worktree "
                         "(repeatable)")
@@ -98,7 +102,10 @@ def parse_args(argv=None):
                    help="skip counting instructions per callback with valgrind (about 2 minutes)")
     p.add_argument("--profile", action="store_true",
                    help="sample one project web worker with py-spy (pip install py-spy) during full speed")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.smoke and args.history is None:
+        args.history = 2000
+    return args
 
 
 def describe(plan: Plan, overrides: servers.Gunicorn, link) -> dict[str, str]:
@@ -194,6 +201,12 @@ def main(argv=None) -> int:
         if plan.rate_duration and not args.no_handlers:
             for database in local:
                 handler_runs += paced.measure_handlers(plan, overrides, database, ours[database] / 2, workdir)
+        if args.history:
+            rows = []
+            for database in local:
+                rows += history.measure(database, args.history, plan, overrides, workdir,
+                                        expected_rps=ours[database])
+            sections.append(history.render(rows, args.history))
         costs = measure_costs(local, workdir, fsync_before, plan.micro_scale)
         counted = None
         if args.no_instructions or args.smoke:
