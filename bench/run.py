@@ -1,11 +1,11 @@
 """Benchmark the receiver beside its references, on this machine, in one run, and print ratios.
 
-    .venv/bin/python bench/run.py [--smoke | --quick] [--history N] [--tree REV ...]
+    .venv/bin/python bench/run.py [--smoke | --quick] [--history N] [--tree REV ...] [--chart PATH]
 
 The references: the bare Flask snippet (stores nothing), the careful naive receiver (bench/naive.py)
 run as users start it and under the project's gunicorn settings, and other trees of the project.
 Each runs on SQLite, on the local PostgreSQL and on PostgreSQL behind a link that adds a delay.
-Prints (and saves to bench/results/latest.md) one Markdown report.
+Prints (and saves to bench/results/latest.md) one Markdown report and draws bench/results/chart.png.
 Every process it starts, and every worktree it makes, is gone before it exits.
 """
 from __future__ import annotations
@@ -22,6 +22,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH), str(BENCH.parent)]
 
 import callbacks  # noqa: E402  (bench/ and the project root must be on the path first)
+import chart  # noqa: E402
 import history  # noqa: E402
 import instructions  # noqa: E402
 import linkproxy  # noqa: E402
@@ -95,6 +96,7 @@ def parse_args(argv=None):
     p.add_argument("--tree", action="append", default=[], metavar="REV",
                    help="also measure this revision of the project, checked out in a temporary git worktree "
                         "(repeatable)")
+    p.add_argument("--chart", type=Path, metavar="PATH", help="also write the chart here (e.g. docs/benchmark.png)")
     p.add_argument("--full-speed-only", action="store_true", help="skip the constant-rate runs (to compare settings)")
     p.add_argument("--no-handlers", action="store_true",
                    help="skip the runs with a handler that sleeps 5 s and one that always raises")
@@ -223,7 +225,11 @@ def main(argv=None) -> int:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.md").write_text(markdown)
     print("\n" + markdown)
-    print(f"(written to {RESULTS / 'latest.md'})")
+    title = f"{info['project tree']}, {info['CPUs (nproc)']} CPUs, {plan.rounds} round(s) of {plan.duration:g} s"
+    for path in [RESULTS / "chart.png"] + ([args.chart] if args.chart else []):
+        chart.write(path, full, paced_runs, title)
+    print(f"(written to {RESULTS / 'latest.md'}, chart in {RESULTS / 'chart.png'}"
+          + (f" and {args.chart}" if args.chart else "") + ")")
     return 0
 
 
