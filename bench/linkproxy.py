@@ -146,7 +146,7 @@ def render_round_trips(link: Link, database_url: str, count: int) -> list[str]:
         median, p90 = round_trip_ms(url, count)
         rows.append([path, f"{median:.3f}", f"{p90:.3f}"])
         print(f"   SELECT 1 round trip, {path}: median {median:.3f} ms, p90 {p90:.3f} ms", flush=True)
-    return [f"## The database link: `SELECT 1` round trips over one connection ({count}, idle machine)", "",
+    return [f"## The database link: `SELECT 1` round trips over one connection ({count} of them, before any load)", "",
             *table(["path", "median ms", "p90 ms"], rows)]
 
 

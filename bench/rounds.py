@@ -160,7 +160,7 @@ def render(results: list[FullSpeed], rounds: int) -> list[str]:
 
     trees = sorted({c.name for c in grouped if c.is_project and c.name.startswith("tree ")
                     and not c.name.endswith("+worker")})
-    lines += ["", "## Ratios of acks/s, taken within each round (each round / ..., min–max)", ""]
+    lines += ["", "## Ratios of acks/s, taken within each round (each round's ratio, then the min–max)", ""]
     rows = []
     for contender, runs in grouped.items():
         if not contender.is_project:

@@ -59,7 +59,7 @@ class Plan:
     def from_args(cls, args) -> "Plan":
         common = dict(wrk_threads=args.wrk_threads, connections=args.connections, paced_connections=64)
         if args.smoke:
-            plan = cls(1, 2, 2, 20, rounds=1, settle=1, api_requests=5, claim_batches=5, micro_scale=0.1, **common)
+            plan = cls(1, 2, 2, 10, rounds=1, settle=1, api_requests=5, claim_batches=5, micro_scale=0.1, **common)
         elif args.quick:
             plan = cls(2, 5, 15, 30, rounds=3, settle=20, api_requests=20, claim_batches=20, micro_scale=1, **common)
         else:
