@@ -39,18 +39,18 @@ def claim_seconds(database_url: str, batches: int, limit: int = CLAIM_BATCH) -> 
 
     The benchmark's one call into the project's storage API: adapt this function when that API changes.
     """
-    from receiver import inbox
+    from receiver.storage import Storage
 
-    engine = sqlalchemy.create_engine(database_url)
+    storage = Storage(database_url, 5.0)
     try:
         times = []
         for _ in range(batches):
             start = time.perf_counter()
-            inbox.claim_batch(engine, "bench-history", 300.0, limit)
+            storage.claim("bench-history", 300.0, limit)
             times.append(time.perf_counter() - start)
         return times
     finally:
-        engine.dispose()
+        storage.dispose()
 
 
 def message_id(k: int) -> str:
