@@ -88,12 +88,14 @@ class Supervisor:
                 worker._stop.wait(GATHER_SECONDS)
 
     def _beat_until_stopped(self) -> None:
+        # Often enough that a lease shorter than the heartbeat is still renewed before it runs out.
+        every = min(HEARTBEAT_SECONDS, self.worker.config["LEASE_SECONDS"] / 3)
         while True:
             try:
                 self.worker.beat()
             except Exception as exc:  # the database is down: the next beat tries again
                 log.warning("worker %s: heartbeat failed: %s", self.worker.name, exc.__class__.__name__)
-            if self.worker._stop.wait(HEARTBEAT_SECONDS):
+            if self.worker._stop.wait(every):
                 return
 
     def _take_back_from_dead_predecessors(self) -> None:
@@ -122,7 +124,16 @@ def _dead_process_here(name: str, host: str) -> bool:
         return True
     except OSError:  # it exists (another user's process)
         return False
-    return False
+    return _zombie(int(pid))
+
+
+def _zombie(pid: int) -> bool:
+    """A killed process nobody has reaped yet (a container whose init does not reap) still has a pid."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
 
 
 # -- in a web process ------------------------------------------------------------------------------

@@ -60,10 +60,14 @@ def create_test_tables(engine: Engine) -> None:
 
 
 def recorder(engine: Engine):
-    """A handler that records its invocation and applies the idempotent effect, in one transaction."""
+    """A handler that records its invocation and applies the idempotent effect, in one transaction.
+    With TEST_HANDLER_SECONDS set, it first works that long (a slow CRM call)."""
     insert = insert_for(engine)
+    slow = float(os.environ.get("TEST_HANDLER_SECONDS") or 0)
 
     def record(event) -> None:
+        if slow:
+            time.sleep(slow)
         with engine.begin() as conn:
             conn.execute(
                 dispatch_log.insert().values(

@@ -1,0 +1,209 @@
+"""Nothing a caller sends stalls the account's callback queue, against real gunicorn processes.
+
+Poison callbacks among normal ones through the Procfile's web command; idle and slowloris sockets
+beside signed callbacks; kill -9 of every process, then a restart; a handler slower than its lease;
+gunicorn's own error answers. `pytest -s -m slow tests/test_stalls.py` prints the figures.
+"""
+from __future__ import annotations
+
+import json
+import random
+import socket
+import threading
+import time
+
+import pytest
+import requests
+
+from receiver import samples
+from receiver.signatures import sign_jwt
+from tests import load
+from tests.conftest import API_KEY, PATHS, SECRET, count_states
+from tests.servers import Server, children_of, gunicorn
+from tests.test_faults import (  # noqa: F401  (fixtures)
+    RECORDING_APP, Stack, assert_every_callback_kept_and_dispatched, database, dispatches, engine_for, pg_url,
+    receiver_env, sqlite_url, stack, wait_until_settled,
+)
+from tests.test_hardening import MESSAGES_POISON, SMS_POISON
+
+pytestmark = pytest.mark.slow
+
+BOTH = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+def poison_callbacks() -> list[load.Callback]:
+    found = []
+    for _, kind, body in MESSAGES_POISON:
+        headers = {"Authorization": f"Bearer {sign_jwt(body, SECRET, api_key=API_KEY)}",
+                   "Content-Type": "application/json"}
+        found.append(load.Callback(kind, "POST", PATHS[kind], body, headers, "poison", None))
+    for _, kind, params in SMS_POISON:
+        if "\x00" not in "".join(params.values()):
+            found.append(load.sms_callback(kind, params, "GET"))
+    return found
+
+
+@pytest.mark.parametrize("database", BOTH, indirect=True)
+def test_poison_among_normal_callbacks_is_all_stored_and_the_normal_ones_all_processed(database, request, tmp_path,
+                                                                                       stack, engine_for):
+    label = f"poison/{request.node.callspec.id}"
+    server = stack.gunicorn(receiver_env(database, tmp_path))  # the default: a worker thread in each process
+    normal, poison = load.build(400), poison_callbacks()
+    mixed = normal + poison
+    order = list(range(len(mixed)))
+    random.Random(7).shuffle(order)
+    report = load.send(server.url, [mixed[i] for i in order], threads=4, deadline=120)
+    assert len(report.acknowledged) == len(mixed), report.summary()
+
+    engine = engine_for(database)
+    states = wait_until_settled(engine, len(mixed))
+    assert states == {"done": len(normal), "invalid": len(poison)}, states
+    assert len(dispatches(engine)) == len(normal)
+    ready = requests.get(server.url + "/readyz", timeout=5)
+    assert ready.status_code == 200, ready.text  # both processes' worker threads still run
+    print(f"\n[{label}] {report.summary()}; {len(poison)} poison kept invalid, {len(normal)} processed; {states}")
+
+
+def test_idle_and_slow_clients_do_not_delay_acknowledgements(sqlite_url, tmp_path):
+    """The Procfile's web command as it is, in front of 200 idle sockets and 50 that send their headers a
+    line every half second: every signed callback is acknowledged well within a second."""
+    env = receiver_env(sqlite_url, tmp_path)
+    server = gunicorn(env, log_path=tmp_path / "gunicorn.log").start(timeout=30)
+    idle, slow = [], []
+    try:
+        host, port = "127.0.0.1", server.port
+        idle = [socket.create_connection((host, port)) for _ in range(200)]
+        slow = [socket.create_connection((host, port)) for _ in range(50)]
+        for s in slow:
+            s.sendall(b"POST /webhooks/message-status HTTP/1.1\r\nHost: x\r\n")
+        stop = threading.Event()
+
+        def trickle():
+            while not stop.wait(0.5):
+                for s in slow:
+                    try:
+                        s.sendall(b"X-Slow: 1\r\n")
+                    except OSError:
+                        pass
+
+        trickler = threading.Thread(target=trickle, daemon=True)
+        trickler.start()
+        time.sleep(1.0)
+        latencies = []
+        with requests.Session() as session:
+            for _ in range(50):
+                body = json.dumps(samples.message_status("delivered")).encode()
+                headers = {"Authorization": f"Bearer {sign_jwt(body, SECRET, api_key=API_KEY)}",
+                           "Content-Type": "application/json"}
+                started = time.perf_counter()
+                response = session.post(server.url + PATHS["message-status"], data=body, headers=headers, timeout=15)
+                latencies.append(time.perf_counter() - started)
+                assert response.status_code == 200
+        stop.set()
+        trickler.join(timeout=5)
+        latencies.sort()
+        print(f"\n[slow clients] 200 idle + 50 slowloris sockets open: 50 acknowledgements, p50 "
+              f"{latencies[25] * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms")
+        assert latencies[-1] < 1.0
+    finally:
+        for s in idle + slow:
+            s.close()
+        server.stop()
+
+
+@pytest.mark.parametrize("database", BOTH, indirect=True)
+def test_after_kill_9_of_every_process_a_restart_processes_everything_within_30s(database, request, tmp_path,
+                                                                               engine_for):
+    """LEASE_SECONDS stays at its 300 s default: what the killed workers held comes back because
+    their heartbeat stopped and their processes are gone, not because a lease ran out."""
+    label = f"kill-all/{request.node.callspec.id}"
+    env = receiver_env(database, tmp_path, LEASE_SECONDS="300", TEST_HANDLER_SECONDS="0.05")
+    env.pop("WORKER_POLL_SECONDS", None)
+    first = Stack(tmp_path)
+    server = first.gunicorn(env)
+    worker = first.worker(dict(env, WORKER_IN_WEB="false"))
+    deliveries = load.build(600)
+    report = load.send(server.url, deliveries, threads=4, deadline=120)
+    engine = engine_for(database)
+    assert count_states(engine).get("processing"), "the workers should hold claims when they are killed"
+    for process in (server, worker):
+        process.kill()  # the whole process group: gunicorn's master, its workers and their threads
+    killed_at = time.monotonic()
+    left = sum(n for state, n in count_states(engine).items() if state != "done")
+
+    again = Stack(tmp_path)
+    try:
+        again.gunicorn(dict(env, TEST_HANDLER_SECONDS="0"))
+        wait_until_settled(engine, len(deliveries), timeout=60)
+        recovered = time.monotonic() - killed_at
+        assert_every_callback_kept_and_dispatched(engine, report, deliveries, label)
+        print(f"\n[{label}] {report.summary()}; killed with {left} unfinished; all processed "
+              f"{recovered:.1f} s after the kill (restart included)")
+        assert recovered < 30
+    finally:
+        again.stop_all()
+        first.stop_all()
+
+
+def test_a_handler_slower_than_its_lease_runs_once(sqlite_url, tmp_path, stack, engine_for):
+    env = receiver_env(sqlite_url, tmp_path, WORKER_IN_WEB="false", LEASE_SECONDS="2", TEST_HANDLER_SECONDS="6")
+    server = stack.gunicorn(env)
+    for _ in range(2):
+        stack.worker(env)
+    callback = load.build(1)[0]
+    report = load.send(server.url, [callback], threads=1, deadline=30)
+    assert report.acknowledged == [0]
+    engine = engine_for(sqlite_url)
+    wait_until_settled(engine, 1, timeout=40)
+    found = dispatches(engine)
+    assert [len(pids) for pids in found.values()] == [1], f"dispatched by {found}"
+
+
+def raw(server: Server, data: bytes) -> tuple[int, dict]:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(data)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+def test_gunicorns_own_answers_are_json(sqlite_url, tmp_path):
+    env = dict(receiver_env(sqlite_url, tmp_path), MAX_CONTENT_LENGTH="2000")
+    server = gunicorn(env, log_path=tmp_path / "gunicorn.log").start(timeout=30)
+    try:
+        cases = {
+            "request line too long": (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+            "not HTTP": (b"HELLO THERE\r\n\r\n", 400),
+            "a header past gunicorn's limit": (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX: " + b"b" * 9000 + b"\r\n\r\n",
+                                               431),
+            "headers past 64 KiB": (b"GET /healthz HTTP/1.1\r\n" + b"X-Pad: y\r\n" * 8000 + b"\r\n", 431),
+            "a Content-Length over the limit": (b"POST /webhooks/message-status HTTP/1.1\r\nHost: x\r\n"
+                                                b"Content-Length: 5000\r\n\r\n", 413),
+            "a chunked body over the limit": (b"POST /webhooks/message-status HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:"
+                                              b" chunked\r\n\r\n" + b"400\r\n" + b"z" * 1024 + b"\r\n" + b"400\r\n"
+                                              + b"z" * 1024 + b"\r\n0\r\n\r\n", 413),
+        }
+        for what, (data, expected) in cases.items():
+            code, body = raw(server, data)
+            assert (code, set(body)) == (expected, {"error", "message"}), what
+    finally:
+        server.stop()
+
+
+def test_a_connection_that_sends_nothing_is_closed_without_a_thread(sqlite_url, tmp_path):
+    env = receiver_env(sqlite_url, tmp_path)
+    server = gunicorn(dict(env, WEB_THREADS="1"), workers=1, log_path=tmp_path / "gunicorn.log").start(timeout=30)
+    try:
+        held = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(5)]
+        # One thread in one process, five silent connections: a request still gets through at once.
+        assert requests.get(server.url + "/healthz", timeout=2).status_code == 200
+        for s in held:
+            s.settimeout(10)
+            assert s.recv(1) == b""  # closed by the server after keepalive seconds, unanswered
+            s.close()
+        assert children_of(server.proc.pid)
+    finally:
+        server.stop()
+
