@@ -5,7 +5,7 @@ Run it with `flask --app app run` or `gunicorn 'app:create_app()'`. Nothing happ
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from receiver import api, cli, config, guard, logs, metrics, routes, storage, supervisor, vonage_cli
+from receiver import api, cli, config, guard, logs, metrics, routes, sender, storage, supervisor
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -21,10 +21,10 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     storage.init_app(app)
     guard.init_app(app)
+    sender.init_app(app)
     routes.init_app(app)
     api.init_app(app)
     metrics.init_app(app)
     supervisor.init_app(app)
     cli.init_app(app)
-    vonage_cli.init_app(app)
     return app

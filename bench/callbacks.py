@@ -1,18 +1,18 @@
 """Distinct, correctly signed callbacks in a realistic mix, as raw HTTP/1.1 requests ready to replay.
 
-Signed exactly as tests/conftest.py's `Vonage` does (JWT for Messages, `sig` for the SMS API), built
-from receiver.samples so every request carries fresh ids: the project never sees a duplicate.
+Signed by receiver.signed, the project's one builder of callbacks as Vonage sends them (JWT for
+Messages, `sig` for the SMS API), from receiver.samples so every request carries fresh ids: the
+project never sees a duplicate.
 """
 from __future__ import annotations
 
-import json
 import random
-import uuid
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import urlsplit
 
 from receiver import samples
-from receiver.signatures import sign_jwt, sign_sms
+from receiver.formats import compact_json as compact  # noqa: F401  (micro.py takes it from here)
+from receiver.signed import sign_request
 
 SECRET = "bench-signature-secret-Jr4mW8qZ2tN6"
 API_KEY = "a1b2c3d4"
@@ -38,10 +38,6 @@ def server_env() -> dict[str, str]:
     }
 
 
-def compact(payload) -> bytes:
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 def _http(method: str, target: str, headers: dict[str, str], body: bytes = b"") -> bytes:
     lines = [f"{method} {target} HTTP/1.1", "Host: 127.0.0.1", "User-Agent: Vonage-bench/1.0"]
     lines += [f"{name}: {value}" for name, value in headers.items()]
@@ -50,27 +46,17 @@ def _http(method: str, target: str, headers: dict[str, str], body: bytes = b"") 
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
-def _messages_request(kind: str, payload: dict) -> bytes:
-    body = compact(payload)
-    token = sign_jwt(body, SECRET, api_key=API_KEY, application_id=APPLICATION_ID)
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    return _http("POST", PATHS[kind], headers, body)
-
-
-def _sms_request(kind: str, via: str, params: dict) -> bytes:
-    params = sign_sms(dict(params, **{"api-key": API_KEY}), SECRET, SMS_METHOD, nonce=str(uuid.uuid4()))
-    encoded = urlencode(params)
-    if via == "GET":
-        return _http("GET", f"{PATHS[kind]}?{encoded}", {})
-    return _http("POST", PATHS[kind], {"Content-Type": "application/x-www-form-urlencoded"}, encoded.encode())
+def _request(kind: str, via: str, payload: dict) -> bytes:
+    signed = sign_request(kind, payload, "http://127.0.0.1", SECRET, API_KEY, SMS_METHOD, via.lower(),
+                          APPLICATION_ID)
+    target = urlsplit(signed.url)
+    return _http(signed.method, target.path + (f"?{target.query}" if target.query else ""), signed.headers,
+                 signed.body)
 
 
 def generate(count: int, seed: int | None = None) -> list[bytes]:
     """`count` distinct signed requests in the samples.TRAFFIC_MIX proportions, shuffled."""
-    return [
-        _messages_request(kind, payload) if via == "json" else _sms_request(kind, via, payload)
-        for kind, via, payload in samples.traffic(count, random.Random(seed))
-    ]
+    return [_request(kind, via, payload) for kind, via, payload in samples.traffic(count, random.Random(seed))]
 
 
 def write_slices(requests: list[bytes], directory: Path, name: str, slices: int) -> str:

@@ -6,9 +6,13 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask, abort, current_app, jsonify, request
 
+from receiver import supervisor
 from receiver.guard import bearer_matches
+from receiver.message_bodies import InvalidMessage, validate_message
 from receiver.routes import error
+from receiver.sender import NOT_CONFIGURED
 from receiver.storage import get_storage
+from receiver.storage.outbox import STATES as OUTBOX_STATES
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -73,9 +77,43 @@ def list_messages():
 
 @bp.get("/messages/<path:message_id>")
 def show_message(message_id: str):
-    found = get_storage(current_app).message(message_id)
-    if found is None:
+    storage = get_storage(current_app)
+    found, sent = storage.message(message_id), storage.sent_as(message_id)
+    if found is None and sent is None:
         return error(404, "not_found", f"no message {message_id}")
+    if sent is not None:  # one of ours: what we sent, with its status history
+        found = {**(found or {"message_id": message_id, "direction": "outbound", "history": []}),
+                 "outbox_id": sent["id"], "text": sent["request"].get("text"), "request": sent["request"]}
+    return jsonify(found)
+
+
+@bp.post("/outbox")
+def queue_message():
+    """Queue one message: a Messages API body (to, from, channel, message_type, text, ...)."""
+    if not current_app.extensions["sending_configured"]:
+        return error(400, "sending_not_configured", NOT_CONFIGURED)
+    try:
+        body = validate_message(request.get_json(silent=True))
+    except InvalidMessage as exc:
+        return error(400, "invalid_message", str(exc))
+    message_id = get_storage(current_app).queue_send(body)
+    supervisor.notify_sender(current_app)
+    return jsonify(id=message_id, state="queued"), 202
+
+
+@bp.get("/outbox")
+def list_outbox():
+    state = request.args.get("state")
+    if state not in (None, *OUTBOX_STATES):
+        return error(400, "bad_state", f"state is one of {', '.join(OUTBOX_STATES)}")
+    return jsonify(messages=get_storage(current_app).outbox_messages(state=state, limit=_limit()))
+
+
+@bp.get("/outbox/<int(max=9223372036854775807):message_id>")
+def show_outbox(message_id: int):
+    found = get_storage(current_app).outbox_message(message_id)
+    if found is None:
+        return error(404, "not_found", f"no outbox message {message_id}")
     return jsonify(found)
 
 

@@ -6,6 +6,16 @@ from __future__ import annotations
 
 import os
 
+import click
+
+
+class ConfigError(click.ClickException):
+    """A setting the app cannot start with: one line naming the setting and the fix, no traceback
+    (the flask CLI prints it as `Error: ...`; gunicorn.conf.py prints it and stops)."""
+
+    exit_code = 2
+
+
 # name -> (default, parser). The parser turns the environment's string into the value's type.
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -39,6 +49,14 @@ SETTINGS: dict[str, tuple[object, object]] = {
     "VONAGE_API_KEY": (None, _str),
     "VONAGE_API_SECRET": (None, _str),
     "VONAGE_APPLICATION_ID": (None, _str),
+    "VONAGE_PRIVATE_KEY": (None, _str),
+    "VONAGE_PRIVATE_KEY_PATH": (None, _str),
+    "VONAGE_API_BASE": ("https://api.nexmo.com", _str),
+    "VONAGE_MESSAGES_SANDBOX": (False, _bool),
+    "SEND_RATE": (30.0, float),
+    "SEND_UNKNOWN_WAIT_SECONDS": (300.0, float),
+    "SEND_MAX_ATTEMPTS": (8, int),
+    "AUTO_REPLY_TEXT": (None, _str),
     "SIGNATURE_VERIFICATION": ("on", _str),
     "JWT_IAT_LEEWAY_SECONDS": (300, int),
     "JWT_MAX_AGE_SECONDS": (0, int),

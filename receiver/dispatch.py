@@ -5,6 +5,7 @@ The tables are plain dicts the user edits; this module only reads them.
 from __future__ import annotations
 
 import handlers
+from receiver import sending
 from schemas import Event
 
 
@@ -20,6 +21,9 @@ def handler_for(event: Event):
     )
 
 
-def dispatch(event: Event) -> None:
-    """Run the event's handler. Whatever it raises is the caller's to record."""
-    handler_for(event)(event)
+def dispatch(event: Event) -> list[dict]:
+    """Run the event's handler; the messages it sent (receiver.sending), to queue if it returned.
+    Whatever it raises is the caller's to record."""
+    with sending.collecting() as sends:
+        handler_for(event)(event)
+    return sends

@@ -18,6 +18,7 @@ from flask import Flask
 from sqlalchemy.exc import SQLAlchemyError
 
 from receiver import metrics
+from receiver.sender import Sender, client_settings
 from receiver.storage import get_storage
 from receiver.storage.stats import HEARTBEAT_SECONDS
 from receiver.worker import GATHER_SECONDS, Worker
@@ -35,6 +36,10 @@ class Supervisor:
         self.running = False  # the loop is running (not between a failure and its restart)
         self.thread: threading.Thread | None = None
         self.pid = os.getpid()
+        # The outbox's sender, when sending is configured: a thread of its own beside the loop.
+        self.sender = Sender(worker.storage, worker.config, worker.name) if client_settings(worker.config) else None
+        if self.sender is not None:
+            worker.wake_sender = self.sender.notify
 
     @property
     def healthy(self) -> bool:
@@ -47,6 +52,10 @@ class Supervisor:
         log.info("worker %s started", worker.name)
         beats = threading.Thread(target=self._beat_until_stopped, name="receiver-heartbeat", daemon=True)
         beats.start()
+        sends = None
+        if self.sender is not None:
+            sends = threading.Thread(target=self._send_until_stopped, name="receiver-sender", daemon=True)
+            sends.start()
         self._take_back_from_dead_predecessors()
         delay = RESTART_SECONDS[0]
         try:
@@ -66,6 +75,8 @@ class Supervisor:
         finally:
             self.running = False
             beats.join(timeout=HEARTBEAT_SECONDS + 1)
+            if sends is not None:
+                sends.join(timeout=15)  # a send in flight is bounded by the client's timeouts
         log.info("worker %s stopped after %d events", worker.name, worker.processed)
 
     def _loop(self) -> None:
@@ -86,6 +97,18 @@ class Supervisor:
             elif worked < worker._batch_size:
                 # Callbacks are trickling in: let a few gather rather than claim each one alone.
                 worker._stop.wait(GATHER_SECONDS)
+
+    def _send_until_stopped(self) -> None:
+        worker, delay = self.worker, RESTART_SECONDS[0]
+        while not worker.stopping:
+            try:
+                if not self.sender.run_once(worker._stop):
+                    self.sender.wait(worker.config["WORKER_POLL_SECONDS"])
+                delay = RESTART_SECONDS[0]
+            except Exception:  # the database is down, or a bug: what was claimed becomes unknown, never lost
+                log.exception("worker %s: the sender failed; it starts again in %.0f s", worker.name, delay)
+                worker._stop.wait(delay)
+                delay = min(RESTART_SECONDS[1], delay * 2)
 
     def _beat_until_stopped(self) -> None:
         # Often enough that a lease shorter than the heartbeat is still renewed before it runs out.
@@ -175,6 +198,13 @@ def notify(app: Flask) -> None:
     supervisor = app.extensions.get("supervisor")
     if supervisor is not None:
         supervisor.worker.notify()
+
+
+def notify_sender(app: Flask) -> None:
+    """Wake this process's sender, if it has one (a message was queued)."""
+    supervisor = app.extensions.get("supervisor")
+    if supervisor is not None and supervisor.sender is not None:
+        supervisor.sender.notify()
 
 
 def worker_problem(app: Flask) -> str | None:

@@ -69,6 +69,7 @@ class Worker:
         self.progress_at: float | None = None  # when an event last finished
         self.held: set[int] = set()  # claimed and not settled yet: the heartbeat renews their leases
         self.hard_stop = False  # a second signal: stop now, even inside a handler
+        self.wake_sender = lambda: None  # set by the supervisor: a handler queued messages
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._batch_size = MAX_BATCH
@@ -179,14 +180,14 @@ class Worker:
 
     def _dispatch(self, row, event: Event) -> Outcome:
         try:
-            dispatch.dispatch(event)
+            sends = dispatch.dispatch(event)
         except BaseException as exc:  # a handler's sys.exit() is its own failure too
             if isinstance(exc, KeyboardInterrupt) or (isinstance(exc, SystemExit) and self.hard_stop):
                 raise
             return self._failure(row, safe_text(traceback.format_exc(limit=20)), exc)
         metrics.PROCESSED.labels(row.kind, "done").inc()
         metrics.LAG_SECONDS.observe(max(0.0, time.time() - row.received_at))
-        return Outcome(row.id, "done", message_id=event.message_id, status=event.status)
+        return Outcome(row.id, "done", message_id=event.message_id, status=event.status, sends=tuple(sends))
 
     def _finish(self, outcomes: list[Outcome]) -> None:
         if not outcomes:
@@ -194,6 +195,8 @@ class Worker:
         self.storage.finish(self.name, outcomes)
         self.held.difference_update(o.event_id for o in outcomes)
         self.progress_at = time.time()
+        if any(o.sends for o in outcomes):
+            self.wake_sender()
 
     def _invalid(self, row, errors) -> Outcome:
         log.warning("event %s (%s) is invalid: %s", row.id, row.kind, safe_text(json.dumps(errors), 500))

@@ -31,3 +31,4 @@ class Event:
                                    # message's status did not move (the event is still dispatched)
     raw: dict[str, Any] = field(default_factory=dict)       # the payload as received, unknown fields kept
     event_id: int | None = None    # id of the stored callback
+    outbox_id: int | None = None   # status events: the message of ours it is about (GET /api/outbox/<id>)

@@ -1,8 +1,9 @@
 """A bounded load generator for the fault tests: distinct, correctly signed callbacks, sent and retried
 the way Vonage does.
 
-Callbacks are built from receiver.samples in a realistic mix and signed exactly as tests/conftest.py's
-`Vonage` does. `send` delivers them from a few threads and retries anything that got no answer or a
+Callbacks are built from receiver.samples in a realistic mix and signed by receiver.signed, the
+project's one builder of signed callbacks (tests/conftest.py's `Vonage` keeps an independent signer
+on purpose, to check it). `send` delivers them from a few threads and retries anything that got no answer or a
 5xx, with a short backoff, until it gets a 2xx or the deadline passes; its `Report` says which
 deliveries were acknowledged, after how many attempts, and what every attempt was answered.
 """
@@ -11,16 +12,15 @@ from __future__ import annotations
 import random
 import threading
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from urllib.parse import urlencode
+from urllib.parse import urlsplit
 
 import requests
 
 from receiver import samples
-from receiver.signatures import sign_jwt, sign_sms
-from tests.conftest import API_KEY, PATHS, SECRET, SMS_METHOD, compact
+from receiver.signed import sign_request
+from tests.conftest import API_KEY, SECRET, SMS_METHOD
 from tests.recording_app import effect_key
 
 EVENT_KINDS = {"message-status": "status", "delivery-receipt": "status",
@@ -45,23 +45,23 @@ class Callback:
         return effect_key(EVENT_KINDS[self.kind], self.message_id, self.status)
 
 
+def _signed(kind: str, payload: dict, via: str, secret: str, api_key: str, method: str):
+    request = sign_request(kind, payload, "http://receiver", secret, api_key, method, via)
+    target = urlsplit(request.url)
+    return request, target.path + (f"?{target.query}" if target.query else "")
+
+
 def messages_callback(kind: str, payload: dict, *, secret: str = SECRET, api_key: str = API_KEY) -> Callback:
-    body = compact(payload)
-    token = sign_jwt(body, secret, api_key=api_key)
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    request, path = _signed(kind, payload, "json", secret, api_key, SMS_METHOD)
     status = payload["status"] if kind == "message-status" else None
-    return Callback(kind, "POST", PATHS[kind], body, headers, payload["message_uuid"], status)
+    return Callback(kind, request.method, path, request.body, request.headers, payload["message_uuid"], status)
 
 
 def sms_callback(kind: str, params: dict, via: str = "GET", *, secret: str = SECRET, api_key: str = API_KEY,
                  method: str = SMS_METHOD) -> Callback:
-    signed = sign_sms(dict(params, **{"api-key": api_key}), secret, method, nonce=str(uuid.uuid4()))
-    status = signed["status"] if kind == "delivery-receipt" else None
-    encoded = urlencode(signed)
-    if via == "GET":
-        return Callback(kind, "GET", f"{PATHS[kind]}?{encoded}", b"", {}, signed["messageId"], status)
-    headers = {"Content-Type": "application/x-www-form-urlencoded"}
-    return Callback(kind, "POST", PATHS[kind], encoded.encode(), headers, signed["messageId"], status)
+    request, path = _signed(kind, params, via.lower(), secret, api_key, method)
+    status = params.get("status") if kind == "delivery-receipt" else None
+    return Callback(kind, request.method, path, request.body, request.headers, params["messageId"], status)
 
 
 def build(count: int, seed: int | None = None) -> list[Callback]:

@@ -5,7 +5,7 @@ import time
 from sqlalchemy import update
 
 from receiver import samples
-from receiver.cli import parse_age
+from receiver.cli.events import parse_age
 from receiver.storage.schema import events
 from tests.conftest import count_states
 

@@ -533,9 +533,18 @@ def test_a_private_key_needs_its_application(private_pem):
 
 
 @pytest.mark.parametrize("config, message", [
-    ({"VONAGE_APPLICATION_ID": APP_ID, "VONAGE_PRIVATE_KEY": "garbage"},
-     "Error: VONAGE_PRIVATE_KEY is not a PEM private key"),
-    ({"VONAGE_PRIVATE_KEY_PATH": "/nonexistent.key"}, "Error: VONAGE_PRIVATE_KEY_PATH: cannot read /nonexistent.key"),
+    ({"VONAGE_APPLICATION_ID": APP_ID, "VONAGE_PRIVATE_KEY": "garbage"}, "VONAGE_PRIVATE_KEY is not a PEM private key"),
+    ({"VONAGE_PRIVATE_KEY_PATH": "/nonexistent.key"}, "VONAGE_PRIVATE_KEY_PATH: cannot read /nonexistent.key"),
+])
+def test_an_app_with_a_bad_key_does_not_start_and_says_why_in_one_line(make_app, config, message):
+    from receiver.config import ConfigError
+
+    with pytest.raises(ConfigError) as raised:
+        make_app(**{"VONAGE_SIGNATURE_SECRET": SECRET, **config})
+    assert message in raised.value.message and "\n" not in raised.value.message
+
+
+@pytest.mark.parametrize("config, message", [
     ({"VONAGE_SIGNATURE_SECRET": None, "SIGNATURE_VERIFICATION": "off"}, "Error: no signature secret"),
 ])
 def test_the_command_stops_at_a_bad_setting_with_one_line(make_app, config, message):

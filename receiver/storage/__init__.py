@@ -6,6 +6,7 @@ for the disk (callbacks, operator actions), one for the worker's bookkeeping tha
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import traceback
@@ -16,7 +17,7 @@ from sqlalchemy.exc import DataError, IntegrityError, OperationalError, SQLAlche
 
 from receiver.formats import safe_text
 from receiver.payloads import Callback
-from receiver.storage import events, migrate, multipart, rejections, state, stats, traffic
+from receiver.storage import events, migrate, multipart, outbox, rejections, state, stats, traffic
 from receiver.storage.engines import database_url, make_engine, unavailable, unreachable_reason, write_transaction
 from receiver.storage.events import Outcome, Recorded
 from receiver.storage.groupcommit import GroupCommitter
@@ -147,7 +148,9 @@ class Storage:
     @staticmethod
     def _apply_one(conn, row, event: Event, concat_timeout: float) -> Applied:
         if event.kind == "status":
-            return Applied(row, state.record_status(conn, event))
+            event = state.record_status(conn, event)
+            sent = outbox.attach_status(conn, event.message_id, event.client_ref, event.status, time.time())
+            return Applied(row, dataclasses.replace(event, outbox_id=sent))
         info = multipart.part_info(event) if event.source == "sms-api" else None
         if info:
             joined = multipart.collect(conn, event, concat_timeout)
@@ -238,6 +241,32 @@ class Storage:
 
     def rejections_by_reason(self, since: float) -> dict[str, int]:
         return rejections.by_reason(self.engine, since)
+
+    # -- the outbox --------------------------------------------------------------------------------
+    def queue_send(self, body: dict) -> int:
+        """Queue one validated Messages API body (the API and the CLI), durably; its outbox id."""
+        return outbox.queue_one(self.engine, body)
+
+    def claim_sends(self, sender: str, limit: int, wait_unknown: float) -> list:
+        """Claim due messages to send (durably, before any leaves); stalled sends become unknown."""
+        return outbox.claim(self.engine, sender, limit, wait_unknown)
+
+    def record_send(self, message_id: int, sender: str, **values) -> bool:
+        """Write how one send went (state, message_uuid, last_error, problem ...), durably."""
+        return outbox.record(self.engine, message_id, sender, **values)
+
+    def outbox_message(self, message_id: int) -> dict | None:
+        return outbox.get(self.engine, message_id)
+
+    def outbox_messages(self, *, state: str | None = None, limit: int = 50) -> list[dict]:
+        return outbox.listed(self.engine, state=state, limit=limit)
+
+    def sent_as(self, message_uuid: str) -> dict | None:
+        """The outbox message Vonage knows by this message_uuid, if it is one of ours."""
+        return outbox.find(self.engine, message_uuid)
+
+    def live_workers(self) -> int:
+        return stats.live(self.engine)
 
     def save_traffic(self, process: str, rows: list[dict]) -> None:
         """Overwrite this process's per-minute answer counts (see receiver.traffic)."""

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection, Dialect, Engine
 
 from receiver.formats import iso, safe_text
 from receiver.payloads import Callback, storable
+from receiver.storage import outbox
 from receiver.storage.engines import execute_prepared, insert_for, write_transaction
 from receiver.storage.schema import events, rejections, sms_groups, sms_parts, workers
 from receiver.storage.stats import alive_since
@@ -252,6 +253,7 @@ class Outcome:
     retry_at: float | None = None
     message_id: str | None = None  # done: the parsed ids, for the API's filters
     status: str | None = None
+    sends: tuple = ()  # done: the Messages API bodies its handler sent, queued with this outcome
 
     def columns(self, now: float) -> dict:
         error = None if self.error is None else safe_text(self.error)
@@ -285,12 +287,16 @@ def settle(engine: Engine, worker_name: str, outcomes: list[Outcome]) -> int:
         values = outcome.columns(now)
         params = {"event_id": outcome.event_id, "worker": worker_name, **{f"v_{k}": v for k, v in values.items()}}
         by_columns.setdefault(tuple(sorted(values)), []).append(params)
+    sends = [outbox.row_values(body, event_id=o.event_id, position=i, now=now)
+             for o in outcomes if o.state == "done" for i, body in enumerate(o.sends)]
     settled = 0
     with write_transaction(engine) as conn:
         for names, params in by_columns.items():
             build = lambda: _settle_statement(names)  # noqa: E731
             many = params if len(params) > 1 else params[0]
             settled += max(0, execute_prepared(conn, "settle:" + ",".join(names), build, many).rowcount)
+        # In the same transaction: a handler's messages are queued exactly when its outcome is kept.
+        outbox.enqueue(conn, sends)
     return settled
 
 

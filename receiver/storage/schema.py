@@ -136,6 +136,39 @@ rejections = Table(
     Column("detail", Text),
 )
 
+# Messages this app sends through the Messages API: written before anything goes on the wire, sent by
+# the worker process's sender. A handler's sends are keyed by (event_id, position) so a re-dispatch
+# queues nothing twice; sends from the API and the CLI have no event.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("event_id", BigInteger),  # the event whose handler asked for it
+    Column("position", Integer),  # its place among that handler's sends
+    Column("channel", String(32), nullable=False),
+    Column("to_number", String(255), nullable=False),
+    Column("from_number", String(255), nullable=False),
+    Column("client_ref", String(100), nullable=False),  # echoed in its status callbacks: how an unknown send is found
+    Column("request", Text, nullable=False),  # the Messages API body, as JSON
+    # queued -> sending -> sent | unknown (no answer: wait for a status with its client_ref) | failed
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("available_at", Double, nullable=False),
+    Column("lease_until", Double),
+    Column("claimed_by", String(255)),
+    Column("message_uuid", String(255)),
+    Column("last_error", Text),
+    Column("problem", Text),  # Vonage's RFC 7807 problem details, as JSON, when it refused the message
+    Column("status", String(64)),  # the latest status Vonage reported for it
+    Column("created_at", Double, nullable=False),
+    Column("sent_at", Double),
+    Column("updated_at", Double, nullable=False),
+    UniqueConstraint("event_id", "position", name="uq_outbox_event_position"),
+    Index("ix_outbox_state_available_at", "state", "available_at"),
+    Index("ix_outbox_message_uuid", "message_uuid"),
+    Index("ix_outbox_client_ref", "client_ref"),
+)
+
 # Callbacks answered, per minute, web process, sender and outcome: what the console shows of the
 # account's callback queue. Each process overwrites its own rows with its counts so far.
 traffic = Table(

@@ -46,6 +46,13 @@ def alive_since(now: float) -> float:
     return now - ALIVE_SECONDS
 
 
+def live(engine: Engine, now: float | None = None) -> int:
+    """How many workers wrote a heartbeat within ALIVE_SECONDS."""
+    now = time.time() if now is None else now
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).where(workers.c.seen_at >= alive_since(now))).scalar()
+
+
 def collect(engine: Engine, now: float | None = None) -> Stats:
     """Read the queue's figures in one connection."""
     now = time.time() if now is None else now

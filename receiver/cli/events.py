@@ -1,44 +1,26 @@
-"""Command-line twins of the operator API: `flask worker`, `flask init-db`, `flask events ...`."""
+"""`flask events ...`: the command-line twins of the operator API (list, show, replay, prune, rejected,
+resend)."""
 from __future__ import annotations
 
 import json
 
 import click
-from flask import Flask, current_app
-from flask.cli import AppGroup, with_appcontext
+import requests
+from flask import current_app
+from flask.cli import with_appcontext
 
-from receiver import supervisor
+from receiver.cli import common
+from receiver.payloads import MESSAGES_KINDS, sms_params
+from receiver.signed import send_signed
 from receiver.storage import get_storage
 
 
-@click.command("worker")
-@click.option("--until-idle", is_flag=True, help="Process what is due now, then exit.")
-@with_appcontext
-def worker_command(until_idle: bool) -> None:
-    """Run the worker in this process (SIGTERM: finish the current event, then exit)."""
-    if until_idle:
-        click.echo(f"processed {supervisor.until_idle(current_app)} events")
-        return
-    supervisor.run_forever(current_app)
-
-
-@click.command("init-db")
-@with_appcontext
-def init_db_command() -> None:
-    """Apply any pending schema migrations (the app also does this when it starts)."""
-    storage = get_storage(current_app)
-    storage.migrate()
-    click.echo(f"database ready at revision {storage.revisions()[0]}")
-
-
-events_cli = AppGroup("events", help="Inspect and replay stored callbacks.")
-
-
-@events_cli.command("list")
+@click.command("list")
 @click.option("--kind", type=click.Choice(["message-status", "inbound-message", "inbound-sms", "delivery-receipt"]))
 @click.option("--state", type=click.Choice(["pending", "processing", "done", "failed", "dead", "invalid"]))
 @click.option("--message-id")
 @click.option("--limit", default=20, show_default=True)
+@with_appcontext
 def list_command(kind, state, message_id, limit) -> None:
     """Newest stored callbacks first."""
     found = get_storage(current_app).events(kind=kind, state=state, message_id=message_id, limit=limit)
@@ -48,8 +30,9 @@ def list_command(kind, state, message_id, limit) -> None:
                    f"{e['attempts']:>3}  {e['message_id'] or '-'}")
 
 
-@events_cli.command("show")
+@click.command("show")
 @click.argument("event_id", type=int)
+@with_appcontext
 def show_command(event_id: int) -> None:
     """Everything stored for one callback, as JSON."""
     found = get_storage(current_app).event(event_id)
@@ -58,8 +41,9 @@ def show_command(event_id: int) -> None:
     click.echo(json.dumps(found, indent=2))
 
 
-@events_cli.command("replay")
+@click.command("replay")
 @click.argument("event_id", type=int)
+@with_appcontext
 def replay_command(event_id: int) -> None:
     """Put a done, failed, dead or invalid event back in the queue."""
     if not get_storage(current_app).replay(event_id):
@@ -67,8 +51,9 @@ def replay_command(event_id: int) -> None:
     click.echo(f"event {event_id} is pending again")
 
 
-@events_cli.command("prune")
+@click.command("prune")
 @click.option("--older-than", "older_than", required=True, help="Age such as 30d, 12h or 90m.")
+@with_appcontext
 def prune_command(older_than: str) -> None:
     """Delete finished (done, invalid) events older than the given age. Pending, failed and dead ones stay."""
     try:
@@ -79,8 +64,9 @@ def prune_command(older_than: str) -> None:
     click.echo(f"deleted {deleted['events']} events and {deleted['rejections']} rejections older than {older_than}")
 
 
-@events_cli.command("rejected")
+@click.command("rejected")
 @click.option("--limit", default=20, show_default=True)
+@with_appcontext
 def rejected_command(limit: int) -> None:
     """Recent requests refused by signature verification, newest first."""
     rows = get_storage(current_app).rejections(limit=limit)
@@ -104,7 +90,37 @@ def parse_age(text: str) -> float:
     return float(number) * unit
 
 
-def init_app(app: Flask) -> None:
-    app.cli.add_command(worker_command)
-    app.cli.add_command(init_db_command)
-    app.cli.add_command(events_cli)
+@click.command("resend")
+@click.argument("event_id", type=int)
+@click.option("--to", "base_url", required=True, help="Base URL of the other deployment, e.g. https://staging.example")
+@with_appcontext
+def resend_command(event_id: int, base_url: str) -> None:
+    """Send a stored callback to another deployment, freshly signed, the way it first arrived."""
+    row = get_storage(current_app).stored(event_id)
+    if row is None:
+        raise click.ClickException(f"no event {event_id}")
+    headers = json.loads(row.headers or "{}")
+    if row.kind in MESSAGES_KINDS:
+        payload, via = row.body, "json"  # the stored bytes, unchanged: the new JWT hashes exactly them
+        signing = common.signing(current_app, headers.get("api_key"))
+        signing["application_id"] = headers.get("application_id") or signing["application_id"]
+    else:
+        try:
+            payload = sms_params(row.query, row.body, row.content_type)
+        except ValueError as exc:
+            raise click.ClickException(f"event {event_id} has a parameter twice ({exc}): not resent") from None
+        # Read as sms_params reads it: query string, else a JSON body, else a form body.
+        is_json = "json" in row.content_type or row.body.lstrip()[:1] == b"{"
+        via = "get" if row.query else ("json" if is_json else "form")
+        signing = common.signing(current_app, payload.get("api-key"))
+    try:
+        sent = send_signed(row.kind, payload, base_url, via=via, **signing)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--to") from None
+    except requests.RequestException as exc:
+        raise click.ClickException(f"no answer from {base_url}: {exc.__class__.__name__}") from None
+    outcome = f"{sent.status} {sent.error}".strip()
+    click.echo(f"{sent.request.method} {sent.request.url.split('?')[0]}  event {event_id} ({row.kind}"
+               f"{', ' + row.status if row.status else ''})  {outcome}  {sent.seconds * 1000:.0f} ms")
+    if not sent.ok:
+        raise click.ClickException(f"event {event_id} was not accepted ({outcome})")

@@ -17,7 +17,8 @@ from sqlalchemy import update
 from werkzeug.serving import make_server
 
 import handlers
-from receiver import samples, vonage_cli
+from receiver import samples
+from receiver.signed import VIAS
 from receiver.guard import record_rejection
 from receiver.storage import events as stored_events, get_storage
 from receiver.storage.schema import events
@@ -36,8 +37,7 @@ MESSAGES_PATHS = ("/webhooks/message-status", "/webhooks/inbound-message")
 
 # -- helpers -----------------------------------------------------------------------------------------
 def cli(app, *args):
-    """Run `flask <args>` against `app` with this module's commands registered."""
-    vonage_cli.init_app(app)
+    """Run `flask <args>` against `app`."""
     return app.test_cli_runner().invoke(args=list(args))
 
 
@@ -245,7 +245,7 @@ def test_every_inbound_sample_reaches_its_handler(app, calls, version):
     }
 
 
-@pytest.mark.parametrize("via", vonage_cli.VIAS)
+@pytest.mark.parametrize("via", VIAS)
 def test_multipart_sms_in_scrambled_order_is_joined_then_dispatched(app, calls, via):
     text = "Your parcel 48213 is ready at the Trafalgar Sq locker, code 7731."
     with serving(app) as url:
@@ -261,7 +261,7 @@ def test_multipart_sms_in_scrambled_order_is_joined_then_dispatched(app, calls, 
 def test_every_delivery_receipt_reaches_its_handler(app, calls):
     with serving(app) as url:
         for i, status in enumerate(samples.DLR_STATUSES):
-            via = vonage_cli.VIAS[i % 3]
+            via = VIAS[i % 3]
             result = cli(app, "vonage", "trigger", "dlr", "--status", status, "--via", via, "--url", url)
             assert result.exit_code == 0, result.output
     work(app)
@@ -293,7 +293,7 @@ def test_every_sample_is_accepted_and_processed_by_a_real_server(tmp_path, make_
     env = app_env(f"sqlite:///{tmp_path / 'served.sqlite3'}", VONAGE_SIGNATURE_SECRET=SECRET,
                   VONAGE_SIGNATURE_METHOD=SMS_METHOD, ADMIN_TOKEN=ADMIN_TOKEN)
     app = make_app()  # the CLI's own app: same secret and method, its own database
-    texts = {via: f"Multipart sent as {via}: parcel 48213 waits at locker 7731." for via in vonage_cli.VIAS}
+    texts = {via: f"Multipart sent as {via}: parcel 48213 waits at locker 7731." for via in VIAS}
     # One process, so one worker thread takes events in arrival order: with two, a later status can be
     # processed first, and "the late delivered is not applied" would depend on scheduling.
     with gunicorn(env, workers=1, log_path=tmp_path / "gunicorn.log") as server:

@@ -1,0 +1,157 @@
+"""The outbox: queueing messages, claiming them for the sender, recording each send's outcome, and
+joining status callbacks to what was sent (by message_uuid, or by client_ref before the 202 was recorded).
+"""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.engine import Connection, Engine
+
+from receiver.formats import iso, safe_text
+from receiver.storage.engines import insert_for, write_transaction
+from receiver.storage.schema import message_history, outbox, workers
+from receiver.storage.stats import alive_since
+
+STATES = ("queued", "sending", "sent", "unknown", "failed")
+CLAIM_LEASE_SECONDS = 60.0  # a send takes at most the client's timeouts (3 s + 10 s)
+
+
+def client_ref_for(event_id: int | None, position: int | None) -> str:
+    """The client_ref of a message whose sender gave none: unique, and at most 40 characters (Vonage's older limit)."""
+    if event_id is not None:
+        return f"vr-{event_id}-{position}"
+    return f"vr-{uuid.uuid4().hex[:24]}"
+
+
+def row_values(body: dict, *, event_id=None, position=None, now: float) -> dict:
+    """The outbox row for one validated Messages API body; it gets a client_ref when it has none."""
+    body = dict(body)
+    body.setdefault("client_ref", client_ref_for(event_id, position))
+    return {
+        "event_id": event_id, "position": position, "channel": body["channel"], "to_number": body["to"],
+        "from_number": body["from"], "client_ref": body["client_ref"], "request": json.dumps(body),
+        "state": "queued", "attempts": 0, "available_at": now, "created_at": now, "updated_at": now,
+    }
+
+
+def enqueue(conn: Connection, rows: list[dict]) -> None:
+    """Queue rows in the caller's transaction; a (event, position) already queued stays as it is."""
+    if rows:
+        insert = insert_for(conn)(outbox).values(rows)
+        conn.execute(insert.on_conflict_do_nothing(index_elements=[outbox.c.event_id, outbox.c.position]))
+
+
+def queue_one(engine: Engine, body: dict) -> int:
+    """Queue one message from the API or the CLI, durably; its id."""
+    with write_transaction(engine) as conn:
+        return conn.execute(outbox.insert().values(row_values(body, now=time.time())).returning(outbox.c.id)).scalar()
+
+
+def claim(engine: Engine, sender: str, limit: int, wait_unknown: float, now: float | None = None) -> list:
+    """Claim up to `limit` due messages for `sender`, oldest first, in a commit that waits for the disk
+    (so a row is durable before its request leaves). First, sends whose sender died or stalled
+    mid-request become `unknown`: they may have been accepted, so they wait for a status callback."""
+    now = time.time() if now is None else now
+    live = select(workers.c.name).where(workers.c.seen_at >= alive_since(now))
+    with write_transaction(engine) as conn:
+        conn.execute(
+            update(outbox)
+            .where(outbox.c.state == "sending", or_(outbox.c.lease_until < now, outbox.c.claimed_by.not_in(live)))
+            .values(state="unknown", available_at=now + wait_unknown, claimed_by=None, lease_until=None,
+                    last_error="the sender stopped before Vonage's answer was recorded", updated_at=now)
+        )
+        due = select(outbox.c.id).where(
+            outbox.c.state.in_(("queued", "unknown")), outbox.c.available_at <= now
+        ).order_by(outbox.c.id).limit(limit)
+        if conn.dialect.name == "postgresql":
+            due = due.with_for_update(skip_locked=True)
+        rows = conn.execute(
+            update(outbox)
+            .where(outbox.c.id.in_(due), outbox.c.state.in_(("queued", "unknown")))
+            .values(state="sending", attempts=outbox.c.attempts + 1, claimed_by=sender,
+                    lease_until=now + CLAIM_LEASE_SECONDS, updated_at=now)
+            .returning(outbox)
+        ).all()
+    return sorted(rows, key=lambda row: row.id)
+
+
+def record(engine: Engine, message_id: int, sender: str, **values) -> bool:
+    """Write a send's outcome (state and its columns) if this sender still holds it; durable."""
+    if "last_error" in values and values["last_error"] is not None:
+        values["last_error"] = safe_text(values["last_error"], 2000)
+    with write_transaction(engine) as conn:
+        return conn.execute(
+            update(outbox)
+            .where(outbox.c.id == message_id, outbox.c.state == "sending", outbox.c.claimed_by == sender)
+            .values(claimed_by=None, lease_until=None, updated_at=time.time(), **values)
+        ).rowcount == 1
+
+
+def attach_status(conn: Connection, message_id: str, client_ref: str | None, status: str, now: float) -> int | None:
+    """Join a status callback to the message it is about, in the caller's transaction; its outbox id.
+
+    By message_uuid; or, before the 202 was recorded (a send whose answer was lost), by client_ref:
+    the message is then known to be sent, and is not sent again.
+    """
+    by_uuid = outbox.c.message_uuid == message_id
+    by_ref = and_(outbox.c.message_uuid.is_(None), outbox.c.client_ref == client_ref,
+                  outbox.c.state.in_(("sending", "unknown"))) if client_ref else None
+    found = conn.execute(
+        select(outbox.c.id, outbox.c.message_uuid).where(by_uuid if by_ref is None else or_(by_uuid, by_ref))
+        .order_by(outbox.c.id.desc()).limit(1)
+    ).first()
+    if found is None:
+        return None
+    values = {"status": status, "updated_at": now}
+    if found.message_uuid is None:
+        values.update(message_uuid=message_id, state="sent", sent_at=now, claimed_by=None, lease_until=None,
+                      last_error=None)
+    conn.execute(update(outbox).where(outbox.c.id == found.id).values(**values))
+    return found.id
+
+
+def get(engine: Engine, message_id: int) -> dict | None:
+    """One outbox message with its status history (oldest first); None when unknown."""
+    with engine.connect() as conn:
+        row = conn.execute(select(outbox).where(outbox.c.id == message_id)).first()
+        if row is None:
+            return None
+        history = conn.execute(
+            select(message_history).where(message_history.c.message_id == row.message_uuid)
+            .order_by(message_history.c.id)
+        ).all() if row.message_uuid else []
+    return {**summary(row), "history": [
+        {"status": h.status, "timestamp": h.timestamp, "applied": h.applied, "error_code": h.error_code,
+         "event_id": h.event_id} for h in history]}
+
+
+def find(engine: Engine, message_uuid: str) -> dict | None:
+    """The outbox message Vonage knows by this message_uuid, if it is one of ours."""
+    with engine.connect() as conn:
+        row = conn.execute(select(outbox).where(outbox.c.message_uuid == message_uuid)
+                           .order_by(outbox.c.id.desc()).limit(1)).first()
+    return None if row is None else summary(row)
+
+
+def listed(engine: Engine, *, state: str | None = None, limit: int = 50) -> list[dict]:
+    """Newest first."""
+    stmt = select(outbox).order_by(outbox.c.id.desc()).limit(max(1, min(limit, 1000)))
+    if state:
+        stmt = stmt.where(outbox.c.state == state)
+    with engine.connect() as conn:
+        return [summary(row) for row in conn.execute(stmt).all()]
+
+
+def summary(row) -> dict:
+    """The public JSON shape of an outbox message."""
+    return {
+        "id": row.id, "state": row.state, "message_uuid": row.message_uuid, "client_ref": row.client_ref,
+        "attempts": row.attempts, "last_error": row.last_error,
+        "problem": json.loads(row.problem) if row.problem else None, "request": json.loads(row.request),
+        "status": row.status, "event_id": row.event_id, "channel": row.channel, "to": row.to_number,
+        "from": row.from_number, "created_at": iso(row.created_at), "sent_at": iso(row.sent_at),
+        "next_attempt_at": iso(row.available_at) if row.state in ("queued", "unknown") else None,
+    }
