@@ -4,14 +4,18 @@ The shipped ones log one structured line each. Replace the body with your busine
 keep it idempotent (see handlers/__init__.py). Media URLs expire (about 48 h): fetch promptly.
 """
 import logging
+import os
 
+from receiver.sending import reply
 from schemas import Event
 
 log = logging.getLogger("handlers.inbound")
 
 
 def on_inbound_text(event: Event) -> None:
-    """A text message (SMS parts already joined)."""
+    """A text message (SMS parts already joined). With AUTO_REPLY_TEXT set, answers it: an example to copy."""
+    if os.environ.get("AUTO_REPLY_TEXT"):
+        reply(event, text=os.environ["AUTO_REPLY_TEXT"])  # queued only if this handler returns; sent once
     log.info(
         "inbound text message_id=%s channel=%s from=%s chars=%d parts=%d incomplete=%s",
         event.message_id,

@@ -55,12 +55,12 @@ NOT_CONFIGURED = ("sending is not configured: set VONAGE_APPLICATION_ID and VONA
 class Sender:
     """Sends what the outbox holds; `run_once()` one batch, receiver.supervisor loops it."""
 
-    def __init__(self, storage, config: dict, name: str):
+    def __init__(self, storage, config: dict, name: str, **client_options):
         self.storage = storage
         self.config = config
         self.name = name
         settings = client_settings(config)
-        self.client = None if settings is None else MessagesClient(**settings)
+        self.client = None if settings is None else MessagesClient(**settings, **client_options)
         self._tokens, self._rate, self._refilled = 1.0, float(config["SEND_RATE"]), time.monotonic()
         self._rate_checked = 0.0
         self._wake = threading.Event()
