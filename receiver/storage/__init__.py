@@ -23,6 +23,7 @@ from receiver.storage.events import Outcome, Recorded
 from receiver.storage.groupcommit import GroupCommitter
 from receiver.storage.schema import metadata
 from receiver.storage.stats import Stats
+from receiver.storage import console
 from schemas import Event
 
 __all__ = ["Applied", "Outcome", "Recorded", "Stats", "Storage", "get_storage", "init_app", "metadata",
@@ -282,6 +283,34 @@ class Storage:
     def stats(self, now: float | None = None) -> Stats:
         """The queue's figures: counts by state, due backlog, oldest due, stuck claims, live workers."""
         return stats.collect(self.engine, now)
+
+    # -- the console ---------------------------------------------------------------------------
+    # Reads on their own connection (never the SQLite writer's turn), except the operator's replay.
+    def feed(self, filters: console.Filters, *, before: int | None = None, after: int | None = None,
+             limit: int = console.FEED_PAGE) -> console.FeedPage:
+        """A keyset page of events, newest first, below `before` or (live updates) above `after`."""
+        return console.feed(self.engine, filters, before=before, after=after, limit=limit)
+
+    def timeline(self, message_id: str) -> console.Timeline | None:
+        """One message: its state, status history, events and conversation; None when unknown."""
+        return console.timeline(self.engine, message_id)
+
+    def problem_events(self, limit: int) -> list:
+        """The newest failed, dead and invalid events with their errors."""
+        return console.problem_events(self.engine, limit)
+
+    def queue_figures(self, now: float | None = None) -> Stats:
+        """`stats()` for every page: the same figures without counting done events (by_state lacks `done`)."""
+        return console.queue_figures(self.engine, now)
+
+    def senders(self, since: float) -> list[dict]:
+        """Per api_key and application_id: callbacks answered since `since` and when the last arrived."""
+        return console.senders(self.engine, int(since // 60))
+
+    def replay_events(self, event_ids: list[int]) -> int:
+        """Put those of these events that are failed, dead or invalid back to pending; how many moved."""
+        return console.replay_events(self.engine, event_ids)
+    # -- end of the console ----------------------------------------------------------------------
 
 
 def init_app(app: Flask) -> None:
