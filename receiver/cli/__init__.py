@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Flask
 from flask.cli import AppGroup
 
+from receiver import retire
 from receiver.cli import configure, doctor, events, send, service, trigger
 from receiver.simulator.cli import simulator_command
 
@@ -15,7 +16,7 @@ for command in (events.list_command, events.show_command, events.replay_command,
 
 vonage_cli = AppGroup("vonage", help="Send, simulate and configure Vonage; check a deployment.")
 for command in (trigger.trigger_command, configure.configure_command, doctor.doctor_command, send.send_command,
-                simulator_command):
+                retire.retire_command, simulator_command):
     vonage_cli.add_command(command)
 
 
