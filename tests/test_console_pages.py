@@ -1,0 +1,231 @@
+"""The event, message, problems and health pages, and group replay, through Flask's test client."""
+import json
+import shlex
+import time
+from urllib.parse import parse_qsl
+
+import pytest
+
+import handlers.status
+from receiver import samples
+from receiver.console import problems
+from receiver.signatures import Keyring, verify_jwt, verify_sms
+from receiver.payloads import callback
+from receiver.storage import get_storage
+from receiver.storage.events import record_event
+from receiver.worker import Worker
+from tests.conftest import SECRET, SMS_METHOD, Vonage, compact
+from tests.console_client import csrf, login
+
+
+@pytest.fixture
+def operator(client):
+    login(client)
+    return client
+
+
+def page(client, path):
+    response = client.get(path)
+    assert response.status_code == 200, path
+    return response.get_data(as_text=True)
+
+
+def curl_of(html):
+    """The curl command shown on an event page, unescaped, as argv."""
+    text = html.split('<pre id="curl">', 1)[1].split("</pre>", 1)[0]
+    for escaped, plain in (("&#34;", '"'), ("&#39;", "'"), ("&lt;", "<"), ("&gt;", ">"), ("&amp;", "&")):
+        text = text.replace(escaped, plain)
+    return shlex.split(text)
+
+
+def test_the_event_page_shows_the_request_its_verification_and_a_resigned_curl(operator, vonage, work):
+    payload = samples.message_status("read", "whatsapp")
+    vonage.status(payload)
+    work()
+    html = page(operator, "/ui/events/1")
+    assert "&#34;message_uuid&#34;: &#34;" + payload["message_uuid"] in html  # indented JSON, escaped
+    assert "Messages API JWT (HS256)" in html and "<dt>jti</dt>" in html and "<dt>iat</dt>" in html
+    argv = curl_of(html)
+    headers = dict(argv[i + 1].split(": ", 1) for i, arg in enumerate(argv) if arg == "-H")
+    body = argv[argv.index("--data-binary") + 1].encode()
+    assert argv[argv.index("-X") + 2] == "http://localhost/webhooks/message-status"
+    assert json.loads(body) == payload
+    assert verify_jwt(headers["Authorization"], body, Keyring([SECRET]))["api_key"] == "a1b2c3d4"
+
+
+def test_an_sms_event_shows_its_parameters_and_resigns_them(operator, vonage, work):
+    vonage.sms("inbound-sms", samples.inbound_sms("Hello"), via="form")
+    work()
+    html = page(operator, "/ui/events/1")
+    assert "<td>text</td><td>Hello</td>" in html and "SMS API signature" in html
+    argv = curl_of(html)
+    params = dict(parse_qsl(argv[argv.index("--data-binary") + 1], keep_blank_values=True))
+    assert params["text"] == "Hello"
+    verify_sms(params, Keyring([SECRET]), SMS_METHOD)
+
+
+def test_no_curl_without_a_secret_for_the_events_key(make_app):
+    app = make_app(VONAGE_API_KEY="a1b2c3d4")  # the secret is that key's alone
+    operator = app.test_client()
+    login(operator)
+    storage = get_storage(app)
+    payload = samples.message_status("delivered")
+    found = callback("message-status", payload, body=compact(payload), query="", content_type="application/json",
+                     headers={"api_key": "retired-key"}, api_key="retired-key")
+    record_event(storage.engine, found)
+    assert "no signature secret is configured for api key retired-key" in page(operator, "/ui/events/1")
+
+
+class Failing:
+    """An app whose shipped status handlers raise, as one calling a CRM that is down would, with a
+    logged-in client, a signing sender and the worker."""
+
+    def __init__(self, app):
+        self.app, self.client = app, app.test_client()
+        login(self.client)
+        self.vonage = Vonage(self.client)
+        self.storage = get_storage(app)
+
+    def work(self):
+        Worker(self.storage, self.app.config).run_until_idle()
+
+
+@pytest.fixture
+def failing(make_app, monkeypatch):
+    def fail(event, *args):
+        raise RuntimeError("CRM is down")
+
+    monkeypatch.setattr(handlers.status, "_log", fail)
+    return lambda **settings: Failing(make_app(**settings))
+
+
+def test_a_failed_event_shows_its_next_retry_and_traceback(failing):
+    crm = failing(RETRY_BASE_SECONDS=60.0)
+    crm.vonage.status(samples.message_status("delivered"))
+    crm.work()
+    html = page(crm.client, "/ui/events/1")
+    assert "<dt>next retry</dt>" in html and "RuntimeError: CRM is down" in html and "in on_delivered" in html
+
+
+def test_the_message_page_orders_statuses_as_vonage_stamped_them(operator, vonage, work):
+    submitted = samples.message_status("submitted", "whatsapp", timestamp="2026-12-01T10:00:00.000Z")
+    same = {k: submitted[k] for k in ("message_uuid", "to", "from", "client_ref")}
+    vonage.status(submitted)
+    vonage.status(samples.message_status("read", "whatsapp", timestamp="2026-12-01T10:00:20.000Z", **same))
+    vonage.status(samples.message_status("delivered", "whatsapp", timestamp="2026-12-01T10:00:04.000Z", **same))
+    vonage.inbound(samples.inbound_message("whatsapp", text="Thanks!", to=same["from"], from_=same["to"]))
+    work()
+    html = page(operator, f"/ui/messages/{submitted['message_uuid']}")
+    timeline = html.split('<table class="timeline">', 1)[1].split("</table>", 1)[0]
+    assert timeline.index("submitted") < timeline.index("delivered") < timeline.index("<td>read")
+    delivered_row = timeline.split("<tr", 3)[3]
+    assert "superseded" in delivered_row and "3rd" in delivered_row and "out of order" in delivered_row
+    conversation = html.split('<table class="conversation">', 1)[1]
+    assert "Thanks!" in conversation and "them →" in conversation and "→ them" in conversation
+    assert "{% block sent %}" not in html and "What we sent" not in html
+
+
+def test_failover_status_events_are_grouped_by_workflow(operator, vonage, work):
+    first = samples.message_status("rejected", "whatsapp", to="447700900222",
+                                   workflow={"id": "wf-1", "item_number": "1", "items_total": "2"})
+    second = samples.message_status("delivered", "sms", to="447700900222", **{"from": first["from"]},
+                                    workflow={"workflow_id": "wf-1", "items_number": "2", "total_items": "2"})
+    vonage.status(first)
+    vonage.status(second)
+    work()
+    html = page(operator, f"/ui/messages/{second['message_uuid']}")
+    workflow = html.split("<h3>Workflow wf-1</h3>", 1)[1].split("</ol>", 1)[0]
+    assert workflow.index("item 1 of 2") < workflow.index("item 2 of 2")
+    assert "rejected" in workflow and "delivered" in workflow
+
+
+def test_hostile_inbound_text_and_profile_name_are_escaped(operator, vonage, work):
+    hostile = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=1">'
+    inbound = samples.inbound_message("whatsapp", text=hostile, profile={"name": hostile})
+    vonage.inbound(inbound)
+    work()
+    for path in (f"/ui/messages/{inbound['message_uuid']}", "/ui/events/1", "/ui/"):
+        html = page(operator, path)
+        assert "<script>window" not in html and "<img src=x" not in html, path
+    assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in page(operator, f"/ui/messages/{inbound['message_uuid']}")
+
+
+def test_unknown_event_and_message_are_404_pages(operator):
+    assert operator.get("/ui/events/999").status_code == 404
+    assert operator.get("/ui/messages/no-such-message").status_code == 404
+
+
+# -- problems ----------------------------------------------------------------------------------------
+def test_problems_are_grouped_by_handler_exception_and_schema_fields(failing):
+    crm = failing(MAX_ATTEMPTS=1)
+    for _ in range(3):
+        crm.vonage.status(samples.message_status("delivered"))
+    crm.vonage.status(samples.message_status("read", "whatsapp"))
+    crm.vonage.status({**samples.message_status("delivered"), "status": ""})  # an empty status: invalid
+    crm.vonage.status(samples.message_status("read"), token="forged.token.here")
+    crm.work()
+    html = page(crm.client, "/ui/problems")
+    groups = html.split('<table class="problems">', 1)[1].split("</table>", 1)[0].split("<tr>")[2:]
+    assert "<td>3</td>" in groups[0] and "RuntimeError in on_delivered" in groups[0] and "3 dead" in groups[0]
+    singles = sorted(groups[1:], key=lambda group: "invalid" in group)  # equal sizes: the newest first
+    assert "RuntimeError in on_read" in singles[0]
+    assert "fields: status" in singles[1] and "1 invalid" in singles[1]
+    rejected = html.split('<table class="rejections">', 1)[1]
+    assert "<code>malformed_token</code>" in rejected and problems.NOT_VONAGE in rejected
+
+
+def test_a_group_is_replayed_after_a_preview_of_exactly_its_ids(failing, monkeypatch):
+    monkeypatch.setattr(problems, "MAX_REPLAY", 2)
+    crm = failing(MAX_ATTEMPTS=1)
+    for _ in range(3):
+        crm.vonage.status(samples.message_status("delivered"))
+    crm.work()
+    (group,) = problems.group_events(crm.storage.problem_events(problems.SCAN))
+    preview = page(crm.client, f"/ui/problems/{group.key}/replay")
+    assert "Replay 2 events" in preview and "3 in the group" in preview and 'name="ids" value="3,2"' in preview
+    refused = crm.client.post(f"/ui/problems/{group.key}/replay", data={"ids": "3,2"})
+    assert refused.status_code == 403
+    response = crm.client.post(f"/ui/problems/{group.key}/replay", data={"ids": "3,2", "csrf_token": csrf(crm.client)})
+    assert response.status_code == 302
+    assert {e["id"]: e["state"] for e in crm.storage.events()} == {3: "pending", 2: "pending", 1: "dead"}
+    assert "2 of 2 events are pending again" in page(crm.client, "/ui/problems")
+
+
+@pytest.mark.parametrize("error, expected", [
+    ('Traceback (most recent call last):\n  File "/srv/app/receiver/worker.py", line 180, in _dispatch\n'
+     '    dispatch.dispatch(event)\n  File "/srv/app/handlers/status.py", line 12, in on_delivered\n'
+     '    crm.post(event)\n  File "/srv/app/venv/crm.py", line 3, in post\n    raise ConnectionError("down")\n'
+     'ConnectionError: down\nsecond line of the message', "ConnectionError in on_delivered"),
+    ('Traceback (most recent call last):\n  File "/srv/app/receiver/storage/state.py", line 9, in record\n'
+     '    x()\nKeyError: \'to\'', "KeyError outside the handlers (a bug?)"),
+])
+def test_the_cause_of_a_failing_event(error, expected):
+    class Row:
+        state, last_error = "dead", error
+    assert problems.cause(Row()) == ("failing", expected)
+
+
+# -- health ------------------------------------------------------------------------------------------
+def test_health_says_which_applications_are_safe_to_retire(operator, storage):
+    now = time.time()
+    for app_id, ago in (("app-busy", 600), ("app-quiet", 2 * 86400)):
+        storage.save_traffic("web-1", [{"minute": int((now - ago) // 60), "api_key": "a1b2c3d4",
+                                        "application_id": app_id, "outcome": "stored", "count": 5,
+                                        "last_at": now - ago, "latency": [5] + [0] * 13}])
+    html = page(operator, "/ui/health")
+    busy = html.split("<code>app-busy</code>", 1)[1].split("</tr>", 1)[0]
+    quiet = html.split("<code>app-quiet</code>", 1)[1].split("</tr>", 1)[0]
+    assert '<span class="bad">no</span>: from' in busy and '<span class="ok">yes</span>' in quiet
+    assert "<td>last hour</td><td>5</td>" in html
+
+
+def test_the_bar_counts_what_stats_counts_without_done(storage, vonage, work):
+    for status in ("delivered", "read", "submitted"):
+        vonage.status(samples.message_status(status))
+    work()
+    vonage.status(samples.message_status("delivered"))
+    full, cheap = storage.stats(), storage.queue_figures()
+    assert cheap.by_state == {state: full.by_state[state] for state in cheap.by_state}
+    assert (cheap.due, cheap.backlog, cheap.stuck, cheap.live_workers, cheap.stalled) == (
+        full.due, full.backlog, full.stuck, full.live_workers, full.stalled)
+    assert "done" not in cheap.by_state and full.by_state["done"] == 3
