@@ -120,6 +120,7 @@ def test_the_message_page_orders_statuses_as_vonage_stamped_them(operator, vonag
     assert timeline.index("submitted") < timeline.index("delivered") < timeline.index("<td>read")
     delivered_row = timeline.split("<tr", 3)[3]
     assert "superseded" in delivered_row and "3rd" in delivered_row and "out of order" in delivered_row
+    assert "out of order" not in timeline.split("<tr", 4)[4]  # read came before delivered: not late
     conversation = html.split('<table class="conversation">', 1)[1]
     assert "Thanks!" in conversation and "them →" in conversation and "→ them" in conversation
     assert "{% block sent %}" not in html and "What we sent" not in html

@@ -5,7 +5,7 @@ Everything returned is plain text for the templates to escape: a stored value is
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from urllib.parse import parse_qsl
 
@@ -120,13 +120,16 @@ class Step:
     recorded_at: float
     applied: bool  # False: superseded, a later status had already arrived
     error_code: str | None
+    late: bool = False  # a status Vonage stamped later arrived before this one
 
 
 def steps(history: list) -> list[Step]:
     """The statuses in the order Vonage stamped them (ties: the order they arrived)."""
     arrived = [Step(h.status, h.timestamp, n, h.event_id, h.recorded_at, bool(h.applied), h.error_code)
                for n, h in enumerate(history, start=1)]
-    return sorted(arrived, key=lambda step: (step.timestamp or "", step.arrived))
+    stamped = sorted(arrived, key=lambda step: (step.timestamp or "", step.arrived))
+    return [replace(step, late=any(other.arrived < step.arrived for other in stamped[i + 1:]))
+            for i, step in enumerate(stamped)]
 
 
 @dataclass(frozen=True)
