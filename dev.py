@@ -10,6 +10,8 @@ import hashlib
 import os
 import subprocess
 import sys
+import threading
+import time
 import venv
 from pathlib import Path
 
@@ -38,6 +40,17 @@ def ensure_venv() -> None:
     stamp.touch()
 
 
+def print_login_url(env: dict, port: str) -> None:
+    """Once the app has generated its development admin token, print a URL that logs in with it."""
+    path = Path(env.get("INSTANCE_PATH") or ROOT / "instance") / "dev-admin-token"
+    for _ in range(300):
+        token = path.read_text(encoding="utf-8").strip() if path.exists() else ""
+        if token:
+            print(f" * Console: http://127.0.0.1:{port}/ui/login?token={token}", flush=True)
+            return
+        time.sleep(0.1)
+
+
 def main(argv: list[str]) -> int:
     command, rest = (argv[0], argv[1:]) if argv else ("", [])
     if command not in ("serve", "test", "flask"):
@@ -56,6 +69,8 @@ def main(argv: list[str]) -> int:
         args = [str(BIN / "flask"), "--app", "app", *rest]
     else:
         args = [str(BIN / "python"), "-m", "pytest", *rest]
+    if command == "serve" and not env.get("ADMIN_TOKEN") and env["APP_ENV"] == "development":
+        threading.Thread(target=print_login_url, args=(env, port), daemon=True).start()
     return subprocess.call(args, cwd=ROOT, env=env)
 
 
