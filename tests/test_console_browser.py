@@ -174,3 +174,14 @@ def test_no_console_asset_comes_from_outside_the_app(browser, server):
     fetched = requested_urls(browser)
     assert fetched and all(url.startswith((server.url + "/", "data:")) for url in fetched), fetched
     assert {urlsplit(url).path for url in fetched} >= {"/ui/static/console.css", "/ui/static/console.js"}
+
+
+def test_the_readme_screenshots_are_small(tmp_path):
+    from PIL import Image
+
+    from tests.browser import SIZE, screenshots
+
+    for path in screenshots(tmp_path):
+        with Image.open(path) as image:
+            assert image.size == SIZE, path
+        assert path.stat().st_size < 150_000, path
