@@ -9,8 +9,8 @@ import pytest
 import handlers.status
 from receiver import samples
 from receiver.console import problems
-from receiver.signatures import Keyring, verify_jwt, verify_sms
 from receiver.payloads import callback
+from receiver.signatures import Keyring, verify_jwt, verify_sms
 from receiver.storage import get_storage
 from receiver.storage.events import record_event
 from receiver.worker import Worker
@@ -193,12 +193,12 @@ def test_a_group_is_replayed_after_a_preview_of_exactly_its_ids(failing, monkeyp
 
 
 @pytest.mark.parametrize("error, expected", [
-    ('Traceback (most recent call last):\n  File "/srv/app/receiver/worker.py", line 180, in _dispatch\n'
-     '    dispatch.dispatch(event)\n  File "/srv/app/handlers/status.py", line 12, in on_delivered\n'
-     '    crm.post(event)\n  File "/srv/app/venv/crm.py", line 3, in post\n    raise ConnectionError("down")\n'
-     'ConnectionError: down\nsecond line of the message', "ConnectionError in on_delivered"),
-    ('Traceback (most recent call last):\n  File "/srv/app/receiver/storage/state.py", line 9, in record\n'
-     '    x()\nKeyError: \'to\'', "KeyError outside the handlers (a bug?)"),
+    (('Traceback (most recent call last):\n  File "/srv/app/receiver/worker.py", line 180, in _dispatch\n'
+      '    dispatch.dispatch(event)\n  File "/srv/app/handlers/status.py", line 12, in on_delivered\n'
+      '    crm.post(event)\n  File "/srv/app/venv/crm.py", line 3, in post\n    raise ConnectionError("down")\n'
+      'ConnectionError: down\nsecond line of the message'), "ConnectionError in on_delivered"),
+    (('Traceback (most recent call last):\n  File "/srv/app/receiver/storage/state.py", line 9, in record\n'
+      '    x()\nKeyError: \'to\''), "KeyError outside the handlers (a bug?)"),
 ])
 def test_the_cause_of_a_failing_event(error, expected):
     class Row:

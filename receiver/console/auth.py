@@ -10,8 +10,7 @@ import hmac
 import os
 import secrets
 
-from flask import (Blueprint, Flask, abort, current_app, jsonify, redirect, render_template, request, session,
-                   url_for)
+from flask import Blueprint, Flask, abort, current_app, jsonify, redirect, render_template, request, session, url_for
 from flask.sessions import SecureCookieSessionInterface
 from itsdangerous import URLSafeTimedSerializer
 

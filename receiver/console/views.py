@@ -5,6 +5,7 @@ No SQL here and no work beyond the page: the only writes are the operator's repl
 from __future__ import annotations
 
 import time
+from dataclasses import fields
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
 
@@ -32,7 +33,7 @@ def _filters() -> Filters:
 
 def _filter_args() -> dict:
     """The feed's filters as given, for links that keep them."""
-    given = {name: (request.args.get(name) or "").strip()[:255] for name in Filters.__dataclass_fields__}
+    given = {field.name: (request.args.get(field.name) or "").strip()[:255] for field in fields(Filters)}
     return {name: value for name, value in given.items() if value}
 
 
