@@ -164,11 +164,14 @@ def test_no_console_asset_comes_from_outside_the_app(browser, server):
     server.settle()
     (newest,) = server.storage.events(limit=1)
     pages = ["/ui/", "/ui/problems", "/ui/health", f"/ui/events/{newest['id']}", f"/ui/messages/{newest['message_id']}"]
+    browser.get_log("browser")
     for path in pages:
         browser.get(server.url + path)
         linked = browser.execute_script(
             "return Array.from(document.querySelectorAll('[src], link[href]')).map(e => e.src || e.href)")
         assert all(url.startswith((server.url + "/", "data:")) for url in linked), linked
+    blocked = [entry["message"] for entry in browser.get_log("browser") if "Content Security Policy" in entry["message"]]
+    assert blocked == []  # the pages need nothing the policy forbids
     browser.delete_all_cookies()
     browser.get(server.url + "/ui/login")
     fetched = requested_urls(browser)
