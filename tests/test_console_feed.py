@@ -1,12 +1,14 @@
 """The feed: newest first in keyset pages (?before=id), filters, search by message id, client_ref or
 number, the live fragment, and the bounded window for filters on columns without an index."""
 import pytest
+from sqlalchemy import update
 
 from receiver import samples
 from receiver.payloads import callback
 from receiver.storage import console, get_storage
 from receiver.storage.console import Filters
 from receiver.storage.events import record_event
+from receiver.storage.schema import events
 from tests.conftest import compact
 from tests.console_client import login
 
@@ -117,3 +119,14 @@ def test_stored_text_is_escaped_in_the_feed(operator, vonage, work):
     html = operator.get("/ui/").get_data(as_text=True)
     assert "<script>window" not in html and "<img src=x" not in html
     assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in html
+
+
+def test_problem_reads_and_group_replay_on_both_databases(feed_db):
+    stored = [store(feed_db) for _ in range(4)]
+    with feed_db.engine.begin() as conn:
+        for event_id, state in zip(stored, ("dead", "invalid", "failed", "done")):
+            conn.execute(update(events).where(events.c.id == event_id).values(state=state, last_error="x"))
+    assert [row.id for row in feed_db.problem_events(10)] == stored[2::-1]
+    assert feed_db.queue_figures().by_state == {"pending": 0, "processing": 0, "failed": 1, "dead": 1, "invalid": 1}
+    assert feed_db.replay_events(stored) == 3  # the done one is left alone
+    assert feed_db.queue_figures().by_state["pending"] == 3
