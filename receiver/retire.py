@@ -6,7 +6,6 @@ line: no callback for 24 hours first. The console's queue health page shows the 
 """
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass
 
@@ -17,7 +16,7 @@ from flask.cli import with_appcontext
 from receiver.formats import iso
 from receiver.storage import get_storage
 from receiver.traffic import KEEP_DAYS
-from receiver.vonage_api import READ_ONLY_FIELDS, VonageAPIError, VonageClient, diff_application
+from receiver.vonage_api import VonageAPIError, VonageClient, diff_application, writable_copy
 
 QUIET_SECONDS = 24 * 3600
 
@@ -46,19 +45,9 @@ def application_verdict(storage, application_id: str, now: float | None = None) 
     return Verdict(max(last) if last else None, now)
 
 
-def writable(application: dict) -> dict:
-    """What a PUT takes back of a GET, as vonage_api.configure_application sends it: no id or _links,
-    of the keys only the public key."""
-    body = {key: copy.deepcopy(value) for key, value in application.items() if key not in (*READ_ONLY_FIELDS, "keys")}
-    public_key = (application.get("keys") or {}).get("public_key")
-    if public_key:
-        body["keys"] = {"public_key": public_key}
-    return body
-
-
 def without_webhooks(application: dict) -> dict:
     """The PUT body: `application` with its Messages inbound and status URLs emptied, all else kept."""
-    body = writable(application)
+    body = writable_copy(application)
     hooks = (((body.get("capabilities") or {}).get("messages") or {}).get("webhooks") or {})
     for name in ("inbound_url", "status_url"):
         if isinstance(hooks.get(name), dict):
@@ -86,7 +75,7 @@ def retire_command(application_id: str, dry_run: bool, api_base: str | None) -> 
     try:
         current = client.get_application(application_id)
         planned = without_webhooks(current)
-        diff = diff_application(writable(current), planned)
+        diff = diff_application(writable_copy(current), planned)
         quiet = (f"last callback {iso(verdict.last_at, 'seconds')}" if verdict.last_at
                  else f"no callback in the last {KEEP_DAYS} days")
         if not diff:

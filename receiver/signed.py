@@ -6,6 +6,7 @@ tests keep an independent signer on purpose, to check this one). Needs no app or
 """
 from __future__ import annotations
 
+import json
 import shlex
 import time
 import uuid
@@ -16,7 +17,7 @@ from urllib.parse import urlencode
 import requests
 
 from receiver.formats import compact_json
-from receiver.payloads import MESSAGES_KINDS
+from receiver.payloads import MESSAGES_KINDS, sms_params
 from receiver.signatures import sign_jwt, sign_sms
 from receiver.vonage_api import webhook_urls
 
@@ -116,3 +117,26 @@ def _error_code(response: requests.Response) -> str:
     except ValueError:
         return ""
     return str(body.get("error", "")) if isinstance(body, dict) else ""
+
+
+class Replayable(NamedTuple):
+    """What to sign to send a stored callback again the way it first arrived."""
+
+    payload: dict | bytes  # the stored bytes for Messages kinds (a new token hashes exactly them), else the params
+    via: str
+    api_key: str | None  # whose secret signed it
+    application_id: str | None
+
+
+def replayable(row) -> Replayable:
+    """A stored event's request, to be signed afresh (`flask events resend`, the console's curl).
+
+    :raises receiver.payloads.DuplicateParameter: an SMS API callback with a parameter twice.
+    """
+    if row.kind in MESSAGES_KINDS:
+        headers = json.loads(row.headers or "{}")
+        return Replayable(row.body, "json", headers.get("api_key"), headers.get("application_id"))
+    payload = sms_params(row.query, row.body, row.content_type)
+    # Read as sms_params reads it: query string, else a JSON body, else a form body.
+    is_json = "json" in row.content_type or row.body.lstrip()[:1] == b"{"
+    return Replayable(payload, "get" if row.query else ("json" if is_json else "form"), payload.get("api-key"), None)

@@ -184,7 +184,7 @@ def plan_application_update(app: dict, base_url: str, version: str = "v1") -> di
     if version not in MESSAGES_VERSIONS:
         raise ValueError(f"messages version must be one of {MESSAGES_VERSIONS}, got {version!r}")
     urls = webhook_urls(base_url)
-    body = _writable_copy(app)
+    body = writable_copy(app)
     capabilities = _child(body, "capabilities")
     messages = _child(capabilities, "messages")
     webhooks = _child(messages, "webhooks")
@@ -214,7 +214,7 @@ def configure_application(
     current = client.get_application(app_id)
     planned = plan_application_update(current, base_url)
     # Compare with what a PUT could carry, so dropping `id` and `_links` does not count as a change.
-    diff_text = diff_application(_writable_copy(current), planned)
+    diff_text = diff_application(writable_copy(current), planned)
     changed = bool(diff_text)
     if changed and not dry_run:
         client.put_application(app_id, planned)
@@ -233,7 +233,8 @@ def configure_sms(client: VonageClient, base_url: str, dry_run: bool = False) ->
     return client.update_account_settings(urls["moCallBackUrl"], urls["drCallBackUrl"])
 
 
-def _writable_copy(app):
+def writable_copy(app: dict) -> dict:
+    """What a PUT takes back of a GET: no id or _links, and of the keys only the public key."""
     body = copy.deepcopy(app)
     for field in READ_ONLY_FIELDS:
         body.pop(field, None)

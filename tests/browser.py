@@ -22,7 +22,7 @@ from werkzeug.serving import make_server
 from app import create_app
 from receiver import samples
 from receiver.storage import get_storage
-from receiver.vonage_cli import send_signed
+from receiver.signed import send_signed
 from receiver.worker import Worker
 from tests.conftest import ADMIN_TOKEN, API_KEY, SECRET, SMS_METHOD, base_config
 

@@ -10,8 +10,8 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from receiver.cli import common
-from receiver.payloads import MESSAGES_KINDS, sms_params
-from receiver.signed import send_signed
+from receiver.payloads import DuplicateParameter
+from receiver.signed import replayable, send_signed
 from receiver.storage import get_storage
 
 
@@ -99,22 +99,14 @@ def resend_command(event_id: int, base_url: str) -> None:
     row = get_storage(current_app).stored(event_id)
     if row is None:
         raise click.ClickException(f"no event {event_id}")
-    headers = json.loads(row.headers or "{}")
-    if row.kind in MESSAGES_KINDS:
-        payload, via = row.body, "json"  # the stored bytes, unchanged: the new JWT hashes exactly them
-        signing = common.signing(current_app, headers.get("api_key"))
-        signing["application_id"] = headers.get("application_id") or signing["application_id"]
-    else:
-        try:
-            payload = sms_params(row.query, row.body, row.content_type)
-        except ValueError as exc:
-            raise click.ClickException(f"event {event_id} has a parameter twice ({exc}): not resent") from None
-        # Read as sms_params reads it: query string, else a JSON body, else a form body.
-        is_json = "json" in row.content_type or row.body.lstrip()[:1] == b"{"
-        via = "get" if row.query else ("json" if is_json else "form")
-        signing = common.signing(current_app, payload.get("api-key"))
     try:
-        sent = send_signed(row.kind, payload, base_url, via=via, **signing)
+        stored = replayable(row)
+    except DuplicateParameter as exc:
+        raise click.ClickException(f"event {event_id} has a parameter twice ({exc}): not resent") from None
+    signing = common.signing(current_app, stored.api_key)
+    signing["application_id"] = stored.application_id or signing["application_id"]
+    try:
+        sent = send_signed(row.kind, stored.payload, base_url, via=stored.via, **signing)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--to") from None
     except requests.RequestException as exc:

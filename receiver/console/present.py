@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl
 
 from receiver.payloads import MESSAGES_KINDS, DuplicateParameter, json_object, sms_params
 from receiver.routes import KEPT_HEADERS
-from receiver.vonage_cli import curl_command
+from receiver.signed import curl_command, replayable
 
 FEED_KINDS = ("message-status", "inbound-message", "inbound-sms", "delivery-receipt")
 STATES = ("pending", "processing", "failed", "done", "dead", "invalid")
@@ -87,26 +87,18 @@ def event_page(row) -> EventPage:
 def resigned_curl(row, keyring, config: dict, base_url: str) -> tuple[str | None, str | None]:
     """(the stored callback as a curl command freshly signed with the app's current secret, None) or
     (None, why it cannot be), as `flask events resend` would send it to `base_url`."""
-    headers = json.loads(row.headers or "{}")
-    application_id = None
-    if row.kind in MESSAGES_KINDS:
-        payload, via = row.body, "json"  # the stored bytes: the new token hashes exactly them
-        api_key = headers.get("api_key")
-        application_id = headers.get("application_id") or config.get("VONAGE_APPLICATION_ID")
-    else:
-        try:
-            payload = sms_params(row.query, row.body, row.content_type)
-        except DuplicateParameter as exc:
-            return None, f"it has the parameter {exc} twice, so no signature covers it"
-        is_json = "json" in row.content_type or row.body.lstrip()[:1] == b"{"
-        via = "get" if row.query else ("json" if is_json else "form")
-        api_key = payload.get("api-key")
-    api_key = api_key or config.get("VONAGE_API_KEY")
+    try:
+        stored = replayable(row)
+    except DuplicateParameter as exc:
+        return None, f"it has the parameter {exc} twice, so no signature covers it"
+    api_key = stored.api_key or config.get("VONAGE_API_KEY")
     secrets = keyring.secrets_for(api_key) if api_key else []
     if not secrets:
         return None, f"no signature secret is configured for api key {api_key or '(none)'}"
-    return curl_command(row.kind, payload, base_url, secrets[0], api_key, config["VONAGE_SIGNATURE_METHOD"], via,
-                        application_id), None
+    application_id = stored.application_id or (config.get("VONAGE_APPLICATION_ID") if row.kind in MESSAGES_KINDS
+                                               else None)
+    return curl_command(row.kind, stored.payload, base_url, secrets[0], api_key, config["VONAGE_SIGNATURE_METHOD"],
+                        stored.via, application_id), None
 
 
 @dataclass(frozen=True)
