@@ -5,7 +5,7 @@ Run it with `flask --app app run` or `gunicorn 'app:create_app()'`. Nothing happ
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from receiver import api, cli, config, console, guard, logs, metrics, routes, sender, storage, supervisor
+from receiver import api, cli, config, console, dispatch, guard, logs, metrics, routes, sender, storage, supervisor
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -22,6 +22,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     storage.init_app(app)
     guard.init_app(app)
     sender.init_app(app)
+    dispatch.init_app(app)
     routes.init_app(app)
     api.init_app(app)
     console.init_app(app)

@@ -1,14 +1,16 @@
 """What happens for each callback: the dispatch tables. This is the package you edit.
 
 Every handler receives one `schemas.Event` and returns nothing. Raising means "try again later":
-the worker retries with backoff, then keeps the event as dead. Handlers must be idempotent: a
-callback can be dispatched again (a retry after your handler raised, a replay, a worker killed
-between your handler returning and the event being marked done: it marks them ten at a time).
-Key any side effect on `event.message_id` (+ `event.status`) or `event.event_id`, e.g. an
-INSERT ... ON CONFLICT DO NOTHING.
+the worker retries with backoff, then keeps the event as dead. To answer or send a message, call
+`receiver.sending.reply(event, text=...)` or `send(...)`: it is queued only if the handler returns,
+and sent once however often the handler runs.
+
+Delivery is at least once: a handler may run again for the same callback (after a raise, a replay,
+a crash). Key your side effects on `event.event_id`, e.g. INSERT ... ON CONFLICT DO NOTHING.
 
 To add behaviour for a status: write a function in handlers/status.py, point its status at it
-below, and add a test in tests/test_handlers.py.
+below, and add a test in tests/test_handlers.py. A key Vonage never sends, or a value that is not a
+function, stops the app at start with the line it is on.
 """
 from handlers.inbound import on_inbound, on_inbound_media, on_inbound_text, on_unsupported
 from handlers.status import (

@@ -10,8 +10,9 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-CHANNELS = ("sms", "mms", "whatsapp", "messenger", "viber_service", "rcs")
-# What each channel can send (sending spec 3); inbound types are a different list (receiver.samples).
+from schemas.vocabulary import CHANNELS
+
+# What each channel can send (sending spec 3); inbound types are a different list (schemas.vocabulary).
 MESSAGE_TYPES = {
     "sms": ("text",),
     "mms": ("image", "vcard", "audio", "video"),

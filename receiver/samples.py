@@ -1,6 +1,6 @@
 """Realistic sample callbacks, built from the wire spec: the one place they live (CLI `trigger`, tests).
 
-Pure data: imports nothing from Flask or the rest of the project. Numbers are fictitious (447700 900xxx).
+Pure data: imports nothing from Flask or the plumbing (Vonage's vocabulary comes from schemas). Numbers are fictitious (447700 900xxx).
 
 Every builder takes keyword overrides that replace or add top-level fields:
 - Messages payloads: Vonage's names, except `from_` for "from" (a Python keyword).
@@ -16,21 +16,14 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-CHANNELS = ("sms", "mms", "whatsapp", "messenger", "viber_service", "rcs")
-STATUSES = ("submitted", "delivered", "read", "rejected", "undeliverable")
-DLR_STATUSES = ("accepted", "buffered", "delivered", "expired", "failed", "rejected", "unknown")
+from schemas.vocabulary import CHANNELS, DLR_STATUSES, STATUSES  # noqa: F401  (the samples' vocabulary)
+from schemas.vocabulary import INBOUND_TYPES as KNOWN_TYPES
 
-# Inbound message types per channel in Messages v1 (spec 2.3). An MMS with several attachments
-# also carries a `content` list: pass it as an override, e.g. content=[{"type": "image", "url": ...}].
-INBOUND_TYPES: dict[str, tuple[str, ...]] = {
-    "sms": ("text",),
-    "mms": ("text", "image", "vcard", "audio", "video", "file"),
-    "whatsapp": ("text", "image", "audio", "video", "file", "location", "sticker", "reply", "button",
-                 "order", "reaction", "unsupported"),
-    "messenger": ("text", "image", "audio", "video", "file", "unsupported"),
-    "viber_service": ("text", "image", "video", "file"),
-    "rcs": ("text", "image", "video", "file", "location", "reply", "button"),
-}
+# The inbound types per channel the samples build: every one Vonage sends, less those whose shape no
+# source shows. An MMS with several attachments also carries a `content` list: pass it as an
+# override, e.g. content=[{"type": "image", "url": ...}].
+_UNSEEN = {("whatsapp", "contact"), ("rcs", "audio"), ("rcs", "vcard")}
+INBOUND_TYPES = {channel: tuple(t for t in types if (channel, t) not in _UNSEEN) for channel, types in KNOWN_TYPES.items()}
 V01_CHANNEL_NAMES = {"viber_service": "viber_service_msg"}
 
 OUR_NUMBER = "447700900456"

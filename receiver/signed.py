@@ -140,3 +140,9 @@ def replayable(row) -> Replayable:
     # Read as sms_params reads it: query string, else a JSON body, else a form body.
     is_json = "json" in row.content_type or row.body.lstrip()[:1] == b"{"
     return Replayable(payload, "get" if row.query else ("json" if is_json else "form"), payload.get("api-key"), None)
+
+
+def marked(kind: str, payload: dict, test: str) -> dict:
+    """`payload` marked as this app's own test callback ("trigger" or "doctor", see schemas.TEST_MARKS):
+    a handler sees `event.test`, and the worker never dispatches a doctor's one."""
+    return {**payload, ("receiver_test" if kind in MESSAGES_KINDS else "receiver-test"): test}

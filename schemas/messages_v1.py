@@ -52,6 +52,7 @@ class MessageSchema(TolerantSchema):
             "timestamp": data.get("timestamp"),
             "client_ref": data.get("client_ref"),
             "usage": data.get("usage"),
+            "profile_name": (data.get("profile") or {}).get("name"),
         }
 
 
@@ -99,6 +100,7 @@ class InboundSchema(MessageSchema, ContentFields):
             "message_type": message_type,
             "text": data.get("text"),
             "content": content_of(data, message_type),
+            "reply_to": (data.get("context") or {}).get("message_uuid"),
         }
 
 

@@ -96,6 +96,7 @@ class LiveServer:
         if supervisor is not None:
             supervisor.worker.stop()
             supervisor.thread.join(timeout=10)
+        self.app.extensions["traffic"].stop()
         self.storage.dispose()
 
     def send(self, kind: str, payload: dict, via: str = "json"):

@@ -222,4 +222,5 @@ def pg_app(pg_database, tmp_path):
         names = ", ".join(t.name for t in metadata.sorted_tables)
         conn.execute(sqlalchemy.text(f"TRUNCATE {names} RESTART IDENTITY"))
     yield app
+    app.extensions["traffic"].stop()
     get_storage(app).dispose()

@@ -11,7 +11,7 @@ from flask.cli import with_appcontext
 
 from receiver import samples
 from receiver.cli import common
-from receiver.signed import URL_FIELDS, send_signed
+from receiver.signed import URL_FIELDS, marked, send_signed
 from receiver.guard import get_guard
 from receiver.storage import get_storage
 from receiver.storage.stats import ALIVE_SECONDS
@@ -43,7 +43,7 @@ def doctor_command(base_url, api_base, rest_base):
     """Check secret, database, worker, backlog and rejections; with --base-url, the Vonage side too.
 
     With --base-url it sends one signed sample status (client_ref vonage-doctor) and one sample inbound
-    message to that deployment, where they are stored and dispatched like any callback.
+    message to that deployment, where they are stored and verified like any callback but never reach a handler.
     Exits 1 when any check FAILs.
     """
     app = current_app._get_current_object()
@@ -171,8 +171,9 @@ def _check_vonage_side(app: Flask, base_url: str | None, api_base, rest_base) ->
         signing = common.signing(app)
     except click.ClickException as exc:
         return checks + [Check("FAIL", "round trip", exc.message, "set VONAGE_SIGNATURE_SECRET")]
-    status = samples.message_status("delivered", client_ref="vonage-doctor")
-    inbound = samples.inbound_message(text="vonage doctor: signed round trip")
+    # Marked as the doctor's: stored and verified like any callback, never dispatched to a handler.
+    status = marked("message-status", samples.message_status("delivered", client_ref="vonage-doctor"), "doctor")
+    inbound = marked("inbound-message", samples.inbound_message(text="vonage doctor: signed round trip"), "doctor")
     return checks + [_check_round_trip("message-status", status, base_url, signing),
                      _check_round_trip("inbound-message", inbound, base_url, signing)]
 

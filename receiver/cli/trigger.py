@@ -14,7 +14,7 @@ from flask.cli import with_appcontext
 from receiver import samples
 from receiver.cli import common
 from receiver.formats import iso
-from receiver.signed import URL_FIELDS, VIAS, VONAGE_TIMEOUT, curl_command, send_signed
+from receiver.signed import URL_FIELDS, VIAS, VONAGE_TIMEOUT, curl_command, marked, send_signed
 from receiver.vonage_api import MESSAGES_VERSIONS, webhook_urls
 
 
@@ -157,7 +157,8 @@ def trigger_command(what, url, print_only, **options):
         webhook_urls(url)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--url") from None
-    callbacks = _trigger_callbacks(what, options)
+    callbacks = [Sample(c.kind, marked(c.kind, c.payload, "trigger"), c.description, c.via)
+                 for c in _trigger_callbacks(what, options)]
     signing = common.signing(current_app)
     if print_only:
         for callback in callbacks:
