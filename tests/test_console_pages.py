@@ -230,3 +230,65 @@ def test_the_bar_counts_what_stats_counts_without_done(storage, vonage, work):
     assert (cheap.due, cheap.backlog, cheap.stuck, cheap.live_workers, cheap.stalled) == (
         full.due, full.backlog, full.stuck, full.live_workers, full.stalled)
     assert "done" not in cheap.by_state and full.by_state["done"] == 3
+
+
+# -- what we sent, and answering from the console --------------------------------------------------
+@pytest.fixture(scope="module")
+def sending_key():
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode()
+
+
+@pytest.fixture
+def sender_app(make_app, sending_key):
+    return make_app(VONAGE_APPLICATION_ID="8d3f0c2e-5b7a-4c1d-9e6f-0a1b2c3d4e5f", VONAGE_PRIVATE_KEY=sending_key)
+
+
+def test_an_inbound_message_can_be_answered_from_its_page(sender_app):
+    client, storage = sender_app.test_client(), get_storage(sender_app)
+    login(client)
+    payload = samples.inbound_message("whatsapp", "text", text="Can I move my booking?")
+    Vonage(client).inbound(payload)
+    Worker(storage, sender_app.config, name="w").run_until_idle()
+    html = page(client, f"/ui/messages/{payload['message_uuid']}")
+    assert 'class="reply"' in html
+    response = client.post(f"/ui/messages/{payload['message_uuid']}/reply",
+                           data={"text": "Yes: <b>which day</b>?", "csrf_token": csrf(client)})
+    assert response.status_code == 302
+    (queued,) = storage.outbox_messages()
+    request = queued["request"]
+    assert (request["to"], request["from"], request["channel"]) == (payload["from"], payload["to"], "whatsapp")
+    assert request["text"] == "Yes: <b>which day</b>?" and request["context"] == {"message_uuid": payload["message_uuid"]}
+
+
+def test_a_reply_without_the_csrf_token_is_refused(sender_app):
+    client, storage = sender_app.test_client(), get_storage(sender_app)
+    login(client)
+    payload = samples.inbound_message("sms", "text")
+    Vonage(client).inbound(payload)
+    Worker(storage, sender_app.config, name="w").run_until_idle()
+    assert client.post(f"/ui/messages/{payload['message_uuid']}/reply", data={"text": "hi"}).status_code == 403
+    assert storage.outbox_messages() == []
+
+
+def test_the_page_of_a_message_we_sent_shows_what_we_sent_escaped(sender_app):
+    client, storage = sender_app.test_client(), get_storage(sender_app)
+    login(client)
+    body = {"to": "447700900123", "from": "447700900456", "channel": "whatsapp", "message_type": "text",
+            "text": "<script>alert(1)</script> your code is 4471"}
+    message_id = storage.queue_send(body)
+    storage.heartbeat("s", 0)
+    (row,) = storage.claim_sends("s", 1, 300)
+    storage.record_send(row.id, "s", state="sent", message_uuid="a1b2c3d4-0000-4000-8000-000000000001",
+                        sent_at=time.time())
+    Vonage(client).status(samples.message_status("delivered", "whatsapp", message_uuid="a1b2c3d4-0000-4000-8000-000000000001",
+                                                 client_ref=row.client_ref))
+    Worker(storage, sender_app.config, name="w").run_until_idle()
+    html = page(client, "/ui/messages/a1b2c3d4-0000-4000-8000-000000000001")
+    assert f"outbox message {message_id}, sent, last status delivered" in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; your code is 4471" in html and "<script>alert" not in html
+    assert 'class="reply"' not in html  # our own message: nothing to answer

@@ -1,6 +1,6 @@
 """The console's pages under /ui: each view reads through Storage and renders one template.
 
-No SQL here and no work beyond the page: the only writes are the operator's replays.
+No SQL here and no work beyond the page: the only writes are the operator's replays and replies.
 """
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ from dataclasses import fields
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
 
-from receiver import traffic
+from receiver import supervisor, traffic
 from receiver.console import auth, health, present, problems
 from receiver.guard import get_guard
+from receiver.message_bodies import InvalidMessage, build_message
+from receiver.sender import NOT_CONFIGURED
+from receiver.sending import QUOTING_CHANNELS
 from receiver.storage import get_storage
 from receiver.storage.console import FEED_PAGE, SCAN_WINDOW, Filters
 
@@ -76,12 +79,35 @@ def replay(event_id: int):
 
 @bp.get("/messages/<path:message_id>")
 def message(message_id: str):
-    found = get_storage(current_app).timeline(message_id)
+    storage = get_storage(current_app)
+    found = storage.timeline(message_id)
     if found is None:
         return auth.refuse(404, "not_found", "No message with that id has been processed.")
+    can_reply = found.message.direction == "inbound" and current_app.extensions["sending_configured"]
     return render_template("console/message.html", timeline=found, steps=present.steps(found.history),
                            workflows=present.workflows(found.conversation_statuses),
-                           sent=None)  # the outbox fills this: the text we sent, and the reply form
+                           sent=storage.sent_as(message_id), can_reply=can_reply)
+
+
+@bp.post("/messages/<path:message_id>/reply")
+def reply(message_id: str):
+    """Answer an inbound message from the console: queued in the outbox like any send."""
+    storage = get_storage(current_app)
+    found = storage.timeline(message_id)
+    if found is None or found.message.direction != "inbound":
+        return auth.refuse(404, "not_found", "Only an inbound message can be answered.")
+    if not current_app.extensions["sending_configured"]:
+        return auth.refuse(400, "sending_not_configured", NOT_CONFIGURED)
+    m = found.message
+    try:
+        body = build_message(m.channel, to=m.from_number, from_=m.to_number, text=request.form.get("text", ""),
+                             reply_to=m.message_id if m.channel in QUOTING_CHANNELS else None)
+    except InvalidMessage as exc:
+        flash(f"Not sent: {exc}")
+    else:
+        flash(f"Reply queued as outbox message {storage.queue_send(body)}: the worker sends it.")
+        supervisor.notify_sender(current_app)
+    return redirect(url_for("console.message", message_id=message_id))
 
 
 @bp.get("/problems")
