@@ -62,11 +62,11 @@ class Stack:
         self.tmp_path = tmp_path
         self.started: list = []
 
-    def gunicorn(self, env: dict, workers: int = 2) -> Server:
+    def gunicorn(self, env: dict, workers: int = 2, port: int | None = None) -> Server:
         n = len(self.started)
         # Each server counts its metrics in its own folder: gunicorn empties it when it starts.
         env = dict(env, PROMETHEUS_MULTIPROC_DIR=str(self.tmp_path / f"metrics-{n}"))
-        server = gunicorn(env, workers=workers, app=f"{RECORDING_APP}:create_app()",
+        server = gunicorn(env, workers=workers, port=port, app=f"{RECORDING_APP}:create_app()",
                           log_path=self.tmp_path / f"gunicorn-{n}.log")
         self.started.append(server)
         return server.start(timeout=30)

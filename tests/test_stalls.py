@@ -11,6 +11,7 @@ import random
 import socket
 import threading
 import time
+from collections import Counter
 
 import pytest
 import requests
@@ -18,8 +19,8 @@ import requests
 from receiver import samples
 from receiver.signatures import sign_jwt
 from tests import load
-from tests.conftest import API_KEY, PATHS, SECRET, count_states
-from tests.servers import Server, children_of, gunicorn
+from tests.conftest import ADMIN_TOKEN, API_KEY, PATHS, SECRET, count_states
+from tests.servers import Server, children_of, free_port, gunicorn
 from tests.test_faults import (  # noqa: F401  (fixtures)
     RECORDING_APP, Stack, assert_every_callback_kept_and_dispatched, database, dispatches, engine_for, pg_url,
     receiver_env, sqlite_url, stack, wait_until_settled,
@@ -207,3 +208,58 @@ def test_a_connection_that_sends_nothing_is_closed_without_a_thread(sqlite_url, 
     finally:
         server.stop()
 
+
+
+def test_kill_9_of_the_sending_worker_loses_no_message_and_sends_none_twice(sqlite_url, tmp_path, stack, engine_for):
+    """200 messages queued, the worker that sends them killed mid-way and restarted: every message is
+    sent, and none that had been recorded as sent is sent again."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from sqlalchemy import select
+
+    from receiver.messages_api import public_key_pem
+    from receiver.simulator import running_simulator
+    from receiver.storage.schema import outbox
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    (tmp_path / "private.key").write_text(key)
+    app_id = "3e1f2a4b-5c6d-4e7f-8a9b-0c1d2e3f4a5b"
+    port = free_port()
+    with running_simulator(application_id=app_id, public_key=public_key_pem(key), signature_secret=SECRET,
+                           api_key=API_KEY, receiver_url=f"http://127.0.0.1:{port}", callback_delay=0.05,
+                           reject_share=0, duplicate_share=0, out_of_order_share=0) as vonage:
+        env = receiver_env(sqlite_url, tmp_path, WORKER_IN_WEB="false", VONAGE_APPLICATION_ID=app_id,
+                           VONAGE_PRIVATE_KEY_PATH=str(tmp_path / "private.key"), VONAGE_API_BASE=vonage.url,
+                           SEND_RATE="40", SEND_UNKNOWN_WAIT_SECONDS="3")
+        server = stack.gunicorn(env, port=port)
+        auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        base = server.url
+        with requests.Session() as session:
+            for i in range(200):
+                body = {"to": f"447700900{i:03d}", "from": "AcmeShop", "channel": "sms", "message_type": "text",
+                        "text": f"Your code is {1000 + i}"}
+                assert session.post(base + "/api/outbox", json=body, headers=auth, timeout=10).status_code == 202
+        engine = engine_for(sqlite_url)
+
+        def sent_refs():
+            with engine.connect() as conn:
+                return set(conn.execute(select(outbox.c.client_ref).where(outbox.c.state == "sent")).scalars())
+
+        worker = stack.worker(env)
+        deadline = time.monotonic() + 60
+        while len(vonage.sent) < 60 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        worker.kill()
+        recorded_sent = sent_refs()
+        assert 0 < len(recorded_sent) < 200, "the kill should land mid-way"
+
+        stack.worker(env)
+        deadline = time.monotonic() + 90
+        while len(sent_refs()) < 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        posts = Counter(m.body["client_ref"] for m in vonage.sent)
+        assert len(sent_refs()) == 200, f"{200 - len(sent_refs())} messages were never sent"
+        assert all(posts[ref] == 1 for ref in recorded_sent), "a message recorded as sent was sent again"
+        print(f"\n[outbox kill] killed after {len(recorded_sent)} recorded as sent; all 200 sent; "
+              f"{sum(posts.values())} requests to Vonage for 200 messages")
