@@ -14,6 +14,8 @@ import errno
 import json
 import logging
 import selectors
+import socket
+import struct
 import time
 from functools import partial
 
@@ -123,7 +125,6 @@ class _Conn(TConn):
         if self.request_bytes:
             self.parser.unreader.unread(self.request_bytes)
             self.request_bytes = b""
-        self.sock.settimeout(IO_SECONDS)
 
 
 class WholeRequestWorker(ThreadWorker):
@@ -143,24 +144,29 @@ class WholeRequestWorker(ThreadWorker):
                 raise
             return
         self.nr_conns += 1
+        # Whatever a thread still reads or writes is bounded, by the kernel: no poll() per recv or send.
+        timeval = struct.pack("ll", int(IO_SECONDS), 0)
+        client_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+        client_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
         conn = _Conn(self.cfg, client_sock, client_addr, listener.getsockname())
         if self.cfg.is_ssl:  # TLS records are not a request: gthread's own way, in a thread
             self.enqueue_req(conn)
             return
         # A new connection has keepalive seconds to start its request, like an idle kept-alive one.
         self._await_request(conn, time.monotonic() + self.cfg.keepalive)
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._read_some, conn))
 
     def on_client_socket_readable(self, conn, client):
         """A kept-alive connection has its next request coming: read it here, not in a thread."""
-        self.poller.unregister(client)
         self.keepalived_conns.remove(conn)
         self._await_request(conn, time.monotonic() + REQUEST_SECONDS)
-        self._read_some(conn, client)
+        self._read_some(conn, client)  # usually the whole request is here already
+        if conn in self.arriving:  # it is not: wait for the rest with this worker's own callback
+            self.poller.modify(conn.sock, selectors.EVENT_READ, partial(self._read_some, conn))
 
     def _await_request(self, conn: _Conn, deadline: float) -> None:
         conn.incoming, conn.deadline, conn.continued = IncompleteRequest(self.max_body), deadline, False
         self.arriving.add(conn)
-        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._read_some, conn))
 
     def _read_some(self, conn: _Conn, client) -> None:
         try:

@@ -33,6 +33,13 @@ class OperatorSession(SecureCookieSessionInterface):
 
     salt = "console-session"
 
+    def open_session(self, app: Flask, request):
+        # The console's pages are the only ones with a session: a webhook or an API call gets Flask's
+        # null session, so acknowledging a callback never derives a key or reads a cookie.
+        if not request.path.startswith("/ui"):
+            return None
+        return super().open_session(app, request)
+
     def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer | None:
         token = app.config.get("ADMIN_TOKEN")
         if not token:

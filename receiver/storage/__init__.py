@@ -149,9 +149,11 @@ class Storage:
     @staticmethod
     def _apply_one(conn, row, event: Event, concat_timeout: float) -> Applied:
         if event.kind == "status":
-            event = state.record_status(conn, event)
-            sent = outbox.attach_status(conn, event.message_id, event.client_ref, event.status, time.time())
-            return Applied(row, dataclasses.replace(event, outbox_id=sent))
+            superseded = state.record_status(conn, event)
+            # The outbox sends through the Messages API: an SMS API receipt is never about one of its messages.
+            sent = None if event.source == "sms-api" else outbox.attach_status(
+                conn, event.message_id, event.client_ref, event.status, time.time())
+            return Applied(row, dataclasses.replace(event, superseded=superseded, outbox_id=sent))
         info = multipart.part_info(event) if event.source == "sms-api" else None
         if info:
             joined = multipart.collect(conn, event, concat_timeout)

@@ -7,11 +7,11 @@ import json
 import time
 import uuid
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from receiver.formats import iso, safe_text
-from receiver.storage.engines import insert_for, write_transaction
+from receiver.storage.engines import execute_prepared, insert_for, write_transaction
 from receiver.storage.schema import message_history, outbox, workers
 from receiver.storage.stats import alive_since
 
@@ -96,21 +96,42 @@ def attach_status(conn: Connection, message_id: str, client_ref: str | None, sta
     By message_uuid; or, before the 202 was recorded (a send whose answer was lost), by client_ref:
     the message is then known to be sent, and is not sent again.
     """
-    by_uuid = outbox.c.message_uuid == message_id
-    by_ref = and_(outbox.c.message_uuid.is_(None), outbox.c.client_ref == client_ref,
-                  outbox.c.state.in_(("sending", "unknown"))) if client_ref else None
-    found = conn.execute(
-        select(outbox.c.id, outbox.c.message_uuid).where(by_uuid if by_ref is None else or_(by_uuid, by_ref))
-        .order_by(outbox.c.id.desc()).limit(1)
-    ).first()
-    if found is None:
+    # Two indexed lookups rather than one OR, which SQLite would answer with a scan; compiled once,
+    # as this runs for every status callback (most are for no message of ours).
+    found = execute_prepared(conn, "outbox.by_uuid", _by_uuid, {"message_uuid": message_id}).scalar()
+    if found is not None:
+        execute_prepared(conn, "outbox.status", _set_status, {"id": found, "status": status, "now": now})
+        return found
+    if not client_ref:
         return None
-    values = {"status": status, "updated_at": now}
-    if found.message_uuid is None:
-        values.update(message_uuid=message_id, state="sent", sent_at=now, claimed_by=None, lease_until=None,
-                      last_error=None)
-    conn.execute(update(outbox).where(outbox.c.id == found.id).values(**values))
-    return found.id
+    found = execute_prepared(conn, "outbox.by_ref", _by_ref, {"client_ref": client_ref}).scalar()
+    if found is not None:  # its 202 never came: the message is sent, and is not sent again
+        execute_prepared(conn, "outbox.sent_by_status", _sent_by_status,
+                         {"id": found, "status": status, "now": now, "message_uuid": message_id})
+    return found
+
+
+def _by_uuid():
+    return select(outbox.c.id).where(outbox.c.message_uuid == bindparam("message_uuid")).order_by(
+        outbox.c.id.desc()).limit(1)
+
+
+def _by_ref():
+    return select(outbox.c.id).where(
+        outbox.c.client_ref == bindparam("client_ref"), outbox.c.message_uuid.is_(None),
+        or_(outbox.c.state == "sending", outbox.c.state == "unknown")).order_by(outbox.c.id.desc()).limit(1)
+
+
+def _set_status():
+    return update(outbox).where(outbox.c.id == bindparam("id")).values(
+        status=bindparam("status"), updated_at=bindparam("now"))
+
+
+def _sent_by_status():
+    now = bindparam("now")
+    return update(outbox).where(outbox.c.id == bindparam("id")).values(
+        status=bindparam("status"), updated_at=now, message_uuid=bindparam("message_uuid"), state="sent",
+        sent_at=now, claimed_by=None, lease_until=None, last_error=None)
 
 
 def get(engine: Engine, message_id: int) -> dict | None:

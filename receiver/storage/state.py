@@ -5,7 +5,6 @@ the same stored event twice changes nothing, so a retried event is safe.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 
@@ -147,9 +146,9 @@ def _current_status():
     return select(messages.c.status).where(messages.c.message_id == bindparam("message_id"))
 
 
-def record_status(conn: Connection, event: Event) -> Event:
-    """Apply a status event to its message, in the caller's transaction; the event to dispatch,
-    `superseded` when a later status had already been recorded."""
+def record_status(conn: Connection, event: Event) -> bool:
+    """Apply a status event to its message, in the caller's transaction; True when it was superseded
+    (a later status had already been recorded, so the message's status did not move)."""
     now = time.time()
     _ensure_row(conn, event, "outbound", now)
     moved = execute_prepared(conn, "messages.move_status", _move_status, {
@@ -158,11 +157,11 @@ def record_status(conn: Connection, event: Event) -> Event:
     }).rowcount == 1
     _record_history(conn, event, event.status, moved, now)
     if moved:
-        return dataclasses.replace(event, superseded=False)
+        return False
     # A repeat of the current status, or one that a later status already overtook.
     current = execute_prepared(conn, "messages.current_status", _current_status,
                                {"message_id": event.message_id}).scalar()
-    return dataclasses.replace(event, superseded=current != event.status)
+    return current != event.status
 
 
 def _receive():
