@@ -4,17 +4,35 @@ PORT and WEB_CONCURRENCY follow the Heroku-style conventions; the request timeou
 Vonage's 15 s so a stuck request is recycled before Vonage gives up on it.
 """
 import os
+import sys
 import tempfile
+import traceback
 
-bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '3000')}"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+
+def _whole_number(name: str, value: str | None, default: int, low: int = 1, high: int | None = None) -> int:
+    """The setting `name` (its environment value, else `default`); one line and exit 2 when it is not one."""
+    if not value:
+        return default
+    try:
+        number = int(value.strip())
+    except ValueError:
+        number = None
+    if number is None or number < low or (high is not None and number > high):
+        limits = f"from {low} to {high}" if high is not None else f"of {low} or more"
+        print(f"Error: {name}={value!r}: expected a whole number {limits}", file=sys.stderr, flush=True)
+        raise SystemExit(2)
+    return number
+
+
+bind = f"{os.environ.get('HOST', '0.0.0.0')}:{_whole_number('PORT', os.environ.get('PORT'), 3000, 1, 65535)}"
+workers = _whole_number("WEB_CONCURRENCY", os.environ.get("WEB_CONCURRENCY"), 2)
 # Threads let one process hold many requests at once, so their callbacks share a commit
 # (receiver/storage/groupcommit.py): a durable write per request is what limits a sync worker.
 # gthread, except that a thread is given a connection only once its whole request has arrived:
 # idle or slow clients cannot take the threads that acknowledge Vonage (receiver/serving.py).
 worker_class = "receiver.serving.WholeRequestWorker"
-threads = int(os.environ.get("WEB_THREADS", "8"))
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "10"))
+threads = _whole_number("WEB_THREADS", os.environ.get("WEB_THREADS"), 8)
+timeout = _whole_number("GUNICORN_TIMEOUT", os.environ.get("GUNICORN_TIMEOUT"), 10, low=0)
 graceful_timeout = 30  # the in-process worker finishes its current event inside this
 keepalive = 5
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None  # "-" for stdout
@@ -30,9 +48,43 @@ def on_starting(server):
         path = tempfile.mkdtemp(prefix="vonage-receiver-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
     os.makedirs(path, exist_ok=True)
-    for name in os.listdir(path):  # counters of a previous run would be added to this one's
+    _check_that_the_app_starts(server)
+    for name in os.listdir(path):  # counters of a previous run (and of the check) would be added to this one's
         if name.endswith(".db"):
             os.unlink(os.path.join(path, name))
+
+
+def _check_that_the_app_starts(server):
+    """Build the app once before any worker, so that a setting it cannot start with is one line and
+    exit 2 here rather than a boot traceback from every worker, retried forever by the platform.
+
+    The app is built in a child of the master that exits afterwards: nothing it opens or imports (database
+    connections, the app's modules) stays in the master, which keeps preload_app = False true: workers
+    still import the code afresh, and a HUP still loads a new version.
+    """
+    pid = os.fork()
+    if pid == 0:
+        from click import ClickException
+
+        status = 0
+        try:
+            app = server.app.load()
+            storage = getattr(app, "extensions", {}).get("storage")
+            if storage is not None:
+                storage.dispose()  # close its connections properly
+        except ClickException as exc:  # receiver.config.ConfigError: one line naming the setting
+            print(f"Error: {exc.format_message()}", file=sys.stderr)
+            status = exc.exit_code
+        except BaseException:  # a bug: the traceback is what its reader needs
+            traceback.print_exc()
+            status = 1
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(status)  # no atexit handlers, no gunicorn cleanup: this process was never a server
+    status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    if status:
+        raise SystemExit(status if status > 0 else 1)
 
 
 def child_exit(server, worker):

@@ -16,12 +16,41 @@ class ConfigError(click.ClickException):
     exit_code = 2
 
 
-# name -> (default, parser). The parser turns the environment's string into the value's type.
+# name -> (default, parser). The parser turns the environment's string into the value's type, and
+# raises ValueError saying what it expects (the start error names the variable and repeats that).
 _TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
 
 
 def _bool(value: str) -> bool:
-    return value.strip().lower() in _TRUE
+    # Strict: a typo such as WORKER_IN_WEB=flase must not quietly mean false.
+    word = value.strip().lower()
+    if word not in _TRUE | _FALSE:
+        raise ValueError("true or false")
+    return word in _TRUE
+
+
+def _int(value: str) -> int:
+    try:
+        return int(value.strip())
+    except ValueError:
+        raise ValueError("a whole number") from None
+
+
+def _float(value: str) -> float:
+    try:
+        return float(value.strip())
+    except ValueError:
+        raise ValueError("a number") from None
+
+
+def _one_of(*choices: str):
+    def parse(value: str) -> str:
+        if value.strip().lower() not in choices:
+            raise ValueError("one of " + ", ".join(choices))
+        return value.strip().lower()
+
+    return parse
 
 
 def _str(value: str) -> str:
@@ -32,17 +61,17 @@ SETTINGS: dict[str, tuple[object, object]] = {
     "APP_ENV": ("production", _str),
     "INSTANCE_PATH": (os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "instance"), _str),
     "DATABASE_URL": (None, _str),
-    "DATABASE_TIMEOUT_SECONDS": (5.0, float),
-    "MAX_CONTENT_LENGTH": (1024 * 1024, int),
+    "DATABASE_TIMEOUT_SECONDS": (5.0, _float),
+    "MAX_CONTENT_LENGTH": (1024 * 1024, _int),
     "ADMIN_TOKEN": (None, _str),
     "WORKER_IN_WEB": (True, _bool),
-    "WORKER_POLL_SECONDS": (0.5, float),
-    "MAX_ATTEMPTS": (8, int),
-    "RETRY_BASE_SECONDS": (5.0, float),
-    "RETRY_MAX_SECONDS": (900.0, float),
-    "LEASE_SECONDS": (300.0, float),
-    "CONCAT_TIMEOUT_SECONDS": (600.0, float),
-    "RETENTION_DAYS": (0.0, float),
+    "WORKER_POLL_SECONDS": (0.5, _float),
+    "MAX_ATTEMPTS": (8, _int),
+    "RETRY_BASE_SECONDS": (5.0, _float),
+    "RETRY_MAX_SECONDS": (900.0, _float),
+    "LEASE_SECONDS": (300.0, _float),
+    "CONCAT_TIMEOUT_SECONDS": (600.0, _float),
+    "RETENTION_DAYS": (0.0, _float),
     "VONAGE_SIGNATURE_SECRET": (None, _str),
     "VONAGE_SIGNATURE_SECRETS": (None, _str),
     "VONAGE_SIGNATURE_METHOD": ("md5hash", _str),
@@ -53,21 +82,28 @@ SETTINGS: dict[str, tuple[object, object]] = {
     "VONAGE_PRIVATE_KEY_PATH": (None, _str),
     "VONAGE_API_BASE": ("https://api.nexmo.com", _str),
     "VONAGE_MESSAGES_SANDBOX": (False, _bool),
-    "SEND_RATE": (30.0, float),
-    "SEND_UNKNOWN_WAIT_SECONDS": (300.0, float),
-    "SEND_MAX_ATTEMPTS": (8, int),
+    "SEND_RATE": (30.0, _float),
+    "SEND_UNKNOWN_WAIT_SECONDS": (300.0, _float),
+    "SEND_MAX_ATTEMPTS": (8, _int),
     "AUTO_REPLY_TEXT": (None, _str),
     "SIGNATURE_VERIFICATION": ("on", _str),
-    "JWT_IAT_LEEWAY_SECONDS": (300, int),
-    "JWT_MAX_AGE_SECONDS": (0, int),
-    "SMS_TIMESTAMP_WINDOW_SECONDS": (300, int),
-    "PROXY_FIX_HOPS": (0, int),
-    "REJECTIONS_KEPT": (1000, int),
-    "LOG_LEVEL": ("INFO", _str),
-    "LOG_FORMAT": ("json", _str),
+    "JWT_IAT_LEEWAY_SECONDS": (300, _int),
+    "JWT_MAX_AGE_SECONDS": (0, _int),
+    "SMS_TIMESTAMP_WINDOW_SECONDS": (300, _int),
+    "PROXY_FIX_HOPS": (0, _int),
+    "REJECTIONS_KEPT": (1000, _int),
+    "LOG_LEVEL": ("INFO", _one_of("debug", "info", "warning", "error", "critical")),
+    "LOG_FORMAT": ("json", _one_of("json", "text")),
     "METRICS_ENABLED": (True, _bool),
     "METRICS_TOKEN": (None, _str),
 }
+
+
+# Read by gunicorn (gunicorn.conf.py), not by the app, and checked by from_env too: gunicorn parses
+# WEB_CONCURRENCY itself as it is imported, before gunicorn.conf.py runs, so a bad value there is a
+# traceback from gunicorn's code. Checked here, it stops the release step (`flask init-db`, run before
+# the web processes start: Procfile, systemd's ExecStartPre) in one line.
+SERVER_SETTINGS = ("PORT", "WEB_CONCURRENCY", "WEB_THREADS", "GUNICORN_TIMEOUT")
 
 
 def defaults() -> dict:
@@ -78,7 +114,7 @@ def defaults() -> dict:
 def from_env(environ=os.environ) -> dict:
     """The settings present in the environment, parsed to their types.
 
-    :raises ValueError: naming the variable whose value does not parse.
+    :raises ConfigError: naming the variable whose value does not parse, and what it expects.
     """
     found = {}
     for name, (_, parse) in SETTINGS.items():
@@ -87,6 +123,10 @@ def from_env(environ=os.environ) -> dict:
             continue
         try:
             found[name] = parse(raw)
-        except ValueError:
-            raise ValueError(f"{name}={raw!r} is not a valid value") from None
+        except ValueError as expected:
+            raise ConfigError(f"{name}={raw!r}: expected {expected}") from None
+    for name in SERVER_SETTINGS:
+        raw = environ.get(name)
+        if raw and not raw.strip().isdigit():
+            raise ConfigError(f"{name}={raw!r}: expected a whole number")
     return found

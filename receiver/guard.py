@@ -12,6 +12,7 @@ import secrets
 
 from flask import Flask
 
+from receiver.config import ConfigError
 from receiver.storage import get_storage
 from receiver.signatures import SMS_SIGNATURE_METHODS, Keyring, SignatureError, verify_jwt, verify_sms
 
@@ -19,7 +20,6 @@ log = logging.getLogger("receiver.guard")
 
 MODES = ("on", "jwt-only", "off")
 DEV_SECRET_FILE = "dev-signature-secret"
-
 
 class Guard:
     """Checks one request's signature with the app's keyring and settings."""
@@ -57,10 +57,10 @@ def _secret_or_dev_secret(app: Flask) -> tuple[str | None, str | None]:
     if secret or by_key or app.config["SIGNATURE_VERIFICATION"] == "off":
         return secret, by_key
     if app.config["APP_ENV"] != "development":
-        raise RuntimeError(
-            "VONAGE_SIGNATURE_SECRET is not set. Set it to your Vonage account's signature secret "
-            "(dashboard -> API settings), or VONAGE_SIGNATURE_SECRETS for several accounts. "
-            "Without it every callback would be forgeable, so the app refuses to start."
+        # Without it every callback would be forgeable, so the app refuses to start.
+        raise ConfigError(
+            "VONAGE_SIGNATURE_SECRET is not set: set it to your Vonage account's signature secret "
+            "(dashboard -> API settings), VONAGE_SIGNATURE_SECRETS for several accounts, or APP_ENV=development"
         )
     return development_secret(app.instance_path), None
 
@@ -98,12 +98,16 @@ def init_app(app: Flask) -> None:
     """Build the app's Guard from config; refuse to start without a secret outside development."""
     mode = app.config["SIGNATURE_VERIFICATION"]
     if mode not in MODES:
-        raise RuntimeError(f"SIGNATURE_VERIFICATION={mode!r}: use one of {', '.join(MODES)}")
+        raise ConfigError(f"SIGNATURE_VERIFICATION={mode!r}: use one of {', '.join(MODES)}")
     method = app.config["VONAGE_SIGNATURE_METHOD"]
     if method not in SMS_SIGNATURE_METHODS:
-        raise RuntimeError(f"VONAGE_SIGNATURE_METHOD={method!r}: use one of {', '.join(SMS_SIGNATURE_METHODS)}")
+        raise ConfigError(f"VONAGE_SIGNATURE_METHOD={method!r}: use one of {', '.join(SMS_SIGNATURE_METHODS)} "
+                          "(the signature method set in the Vonage dashboard)")
     secret, by_key = _secret_or_dev_secret(app)
-    keyring = Keyring.from_config(secret, by_key, app.config.get("VONAGE_API_KEY"))
+    try:
+        keyring = Keyring.from_config(secret, by_key, app.config.get("VONAGE_API_KEY"))
+    except ValueError as exc:  # the message names the setting or the entry, never a secret
+        raise ConfigError(str(exc)) from None
     if mode == "off":
         log.warning("SIGNATURE_VERIFICATION=off: callbacks are NOT verified; anyone can forge them")
     elif mode == "jwt-only":

@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from receiver import samples
+from receiver.config import ConfigError
 from receiver.storage import get_storage
 from receiver.storage.schema import events
 from receiver.signatures import sign_jwt, sign_sms
@@ -189,17 +190,17 @@ def test_verification_off_must_be_explicit_and_is_logged(make_app, status_body, 
 
 
 def test_unknown_verification_mode_refuses_to_start(make_app):
-    with pytest.raises(RuntimeError, match="SIGNATURE_VERIFICATION"):
+    with pytest.raises(ConfigError, match="SIGNATURE_VERIFICATION"):
         make_app(SIGNATURE_VERIFICATION="maybe")
 
 
 def test_unknown_sms_signature_method_refuses_to_start(make_app):
-    with pytest.raises(RuntimeError, match="VONAGE_SIGNATURE_METHOD"):
+    with pytest.raises(ConfigError, match="VONAGE_SIGNATURE_METHOD"):
         make_app(VONAGE_SIGNATURE_METHOD="sha384")
 
 
 def test_production_without_a_secret_refuses_to_start(make_app):
-    with pytest.raises(RuntimeError, match="VONAGE_SIGNATURE_SECRET is not set"):
+    with pytest.raises(ConfigError, match="VONAGE_SIGNATURE_SECRET is not set"):
         make_app(VONAGE_SIGNATURE_SECRET=None, APP_ENV="production")
 
 

@@ -1,0 +1,116 @@
+"""The first hour without traps: every mistake a new user can make at start is refused in one line that
+names the setting (in each of the three ways the app starts), and `dev.py` reloads, reads .env, honours
+PORT, repairs its venv and sends through the local simulator. Tests start real processes where the
+behaviour is about processes."""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import requests
+
+from receiver import config
+from receiver.config import ConfigError
+from tests.conftest import SECRET
+from tests.servers import BIN, ROOT, free_port, gunicorn
+
+# -- helpers -------------------------------------------------------------------------------------
+# What each process sees: none of this machine's settings, so only the test's own count.
+OURS = set(config.SETTINGS) | set(config.SERVER_SETTINGS) | {"DYNO", "HOST"}
+
+
+def clean_env(**extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in OURS and not k.startswith(("FLASK_", "VONAGE_"))}
+    return dict(env, PYTHONUNBUFFERED="1", **extra)
+
+
+def run(args: list[str], env: dict, cwd: Path = ROOT, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def error_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("Error: ")]
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, names: str) -> None:
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "Traceback" not in output, output
+    (line,) = error_lines(output)
+    assert names in line, output
+
+
+# -- start errors: one line naming the setting, in each way the app starts ------------------------
+@pytest.mark.parametrize("name, value, expected", [
+    ("MAX_ATTEMPTS", "five", "a whole number"),
+    ("RETRY_BASE_SECONDS", "soon", "a number"),
+    ("WORKER_IN_WEB", "flase", "true or false"),
+    ("LOG_FORMAT", "xml", "one of json, text"),
+    ("LOG_LEVEL", "verbose", "one of debug, info, warning, error, critical"),
+    # gunicorn reads it as it is imported, before gunicorn.conf.py: the release step catches it
+    ("WEB_CONCURRENCY", "two", "a whole number"),
+])
+def test_a_setting_that_does_not_parse_is_named_with_what_it_expects(name, value, expected):
+    with pytest.raises(ConfigError) as raised:
+        config.from_env({name: value})
+    assert raised.value.format_message() == f"{name}={value!r}: expected {expected}"
+    assert raised.value.exit_code == 2
+
+
+def test_the_flask_cli_prints_a_start_error_as_one_line_without_traceback(tmp_path):
+    result = run([str(BIN / "flask"), "--app", "app", "init-db"],
+                 clean_env(MAX_ATTEMPTS="five", INSTANCE_PATH=str(tmp_path), VONAGE_SIGNATURE_SECRET=SECRET))
+    assert_one_line_error(result, "MAX_ATTEMPTS='five': expected a whole number")
+
+
+START_ERRORS = {  # extra settings -> what the one line must say
+    "unparsable": ({"MAX_ATTEMPTS": "five"}, "MAX_ATTEMPTS='five'"),
+    "verification mode": ({"SIGNATURE_VERIFICATION": "maybe"}, "SIGNATURE_VERIFICATION='maybe': use one of"),
+    "sms method": ({"VONAGE_SIGNATURE_METHOD": "sha384"}, "VONAGE_SIGNATURE_METHOD='sha384': use one of"),
+    "malformed secrets": ({"VONAGE_SIGNATURE_SECRETS": "k1"}, "VONAGE_SIGNATURE_SECRETS entry 1"),
+    "private key": ({"VONAGE_PRIVATE_KEY": "not a key", "VONAGE_APPLICATION_ID": "app-1"},
+                    "VONAGE_PRIVATE_KEY is not a PEM private key"),
+    "no secret": ({"VONAGE_SIGNATURE_SECRET": ""}, "VONAGE_SIGNATURE_SECRET is not set"),
+}
+
+
+def production_env(tmp_path, settings: dict) -> dict:
+    return clean_env(**{"INSTANCE_PATH": str(tmp_path), "DATABASE_URL": f"sqlite:///{tmp_path / 'r.sqlite3'}",
+                        "VONAGE_SIGNATURE_SECRET": SECRET, **settings})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", START_ERRORS)
+def test_start_errors_are_one_line_from_flask_and_gunicorn(tmp_path, case):
+    settings, says = START_ERRORS[case]
+    env = production_env(tmp_path, settings)
+    assert_one_line_error(run([str(BIN / "flask"), "--app", "app", "init-db"], env), says)
+    # gunicorn builds the app once before forking: the same line, exit 2, no worker boots.
+    served = run([str(BIN / "gunicorn"), "app:create_app()"], dict(env, PORT=str(free_port()), HOST="127.0.0.1"))
+    assert_one_line_error(served, says)
+    assert "Booting worker" not in served.stdout + served.stderr
+
+
+@pytest.mark.parametrize("name, value, says", [
+    ("WEB_THREADS", "x", "WEB_THREADS='x': expected a whole number of 1 or more"),
+    ("PORT", "abc", "PORT='abc': expected a whole number from 1 to 65535"),
+    ("GUNICORN_TIMEOUT", "-1", "GUNICORN_TIMEOUT='-1': expected a whole number of 0 or more"),
+])
+def test_gunicorn_conf_names_a_bad_number(tmp_path, name, value, says):
+    result = run([str(BIN / "gunicorn"), "app:create_app()"], production_env(tmp_path, {name: value}))
+    assert_one_line_error(result, says)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs /proc")
+def test_gunicorns_check_leaves_nothing_open_in_the_master(tmp_path):
+    database = tmp_path / "r.sqlite3"
+    env = production_env(tmp_path, {"DATABASE_URL": f"sqlite:///{database}"})
+    with gunicorn(env, workers=1, log_path=tmp_path / "gunicorn.log") as server:
+        assert requests.get(server.url + "/readyz", timeout=5).status_code == 200
+        assert database.exists()  # the check built the app (and migrated) before the worker did
+        master = Path(f"/proc/{server.pid}/fd")
+        opened = [os.readlink(fd) for fd in master.iterdir() if fd.name.isdigit()]
+    assert not [path for path in opened if path.startswith(str(database))], opened
