@@ -13,6 +13,7 @@ import requests
 
 from receiver import config
 from receiver.config import ConfigError
+from receiver.storage import get_storage
 from tests.conftest import SECRET
 from tests.servers import BIN, ROOT, free_port, gunicorn
 
@@ -114,3 +115,43 @@ def test_gunicorns_check_leaves_nothing_open_in_the_master(tmp_path):
         master = Path(f"/proc/{server.pid}/fd")
         opened = [os.readlink(fd) for fd in master.iterdir() if fd.name.isdigit()]
     assert not [path for path in opened if path.startswith(str(database))], opened
+
+
+# -- a wrong DATABASE_URL says why ----------------------------------------------------------------
+def test_a_database_that_is_down_still_lets_the_web_process_start_and_says_why(make_app, caplog):
+    url = f"postgresql://postgres:hunter2@127.0.0.1:{free_port()}/receiver"  # nothing listens there
+    app = make_app(DATABASE_URL=url)
+    (line,) = [r.getMessage() for r in caplog.records if "database unreachable" in r.getMessage()]
+    assert "DATABASE_URL (postgresql+psycopg://postgres:***@127.0.0.1:" in line and "Connection refused" in line
+    assert "hunter2" not in caplog.text
+    assert app.test_client().get("/readyz").status_code == 503  # an outage: 503 until it is back
+    result = app.test_cli_runner().invoke(args=["init-db"])
+    assert result.exit_code == 2 and "hunter2" not in result.output
+    assert result.output.startswith("Error: DATABASE_URL (postgresql+psycopg://postgres:***@127.0.0.1:")
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("where, says", [
+    ("postgres:hunter2@{host}/nosuchdb", 'database "nosuchdb" does not exist'),
+    ("nobody@{host}/test", 'role "nobody" does not exist'),
+])
+def test_init_db_names_the_databases_own_reason(make_app, pg_database, where, says):
+    host = pg_database.split("@", 1)[1].split("/", 1)[0]
+    app = make_app(DATABASE_URL="postgresql://" + where.format(host=host))
+    result = app.test_cli_runner().invoke(args=["init-db"])
+    assert result.exit_code == 2
+    assert result.output.strip() == f"Error: DATABASE_URL ({get_storage(app).where()}): {says}"
+    assert "hunter2" not in result.output
+
+
+def test_a_sqlite_folder_that_cannot_be_created_is_a_start_error(make_app, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ConfigError, match=r"^DATABASE_URL: cannot create the folder .*a-file/sub"):
+        make_app(DATABASE_URL=f"sqlite:///{tmp_path / 'a-file' / 'sub' / 'r.sqlite3'}")
+
+
+@pytest.mark.parametrize("url", ["mysql://me:hunter2@db.example/receiver", "not a url with hunter2"])
+def test_a_database_url_this_app_cannot_use_is_a_start_error_that_hides_it(make_app, url):
+    with pytest.raises(ConfigError, match="DATABASE_URL is not a database URL") as raised:
+        make_app(DATABASE_URL=url)
+    assert "hunter2" not in raised.value.format_message()

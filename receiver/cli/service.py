@@ -4,9 +4,11 @@ from __future__ import annotations
 import click
 from flask import current_app
 from flask.cli import with_appcontext
+from sqlalchemy.exc import InterfaceError, OperationalError, ProgrammingError
 
 from receiver import supervisor
-from receiver.storage import get_storage
+from receiver.config import ConfigError
+from receiver.storage import get_storage, start_failure
 
 
 @click.command("worker")
@@ -25,5 +27,10 @@ def worker_command(until_idle: bool) -> None:
 def init_db_command() -> None:
     """Apply any pending schema migrations (the app also does this when it starts)."""
     storage = get_storage(current_app)
-    storage.migrate()
+    try:
+        storage.migrate()
+    except (OperationalError, InterfaceError, ProgrammingError) as exc:
+        # The release step: a database that cannot be reached or used stops the deploy, in one line.
+        setting = "DATABASE_URL" if current_app.config.get("DATABASE_URL") else "INSTANCE_PATH"
+        raise ConfigError(start_failure(storage, setting, exc)) from None
     click.echo(f"database ready at revision {storage.revisions()[0]}")

@@ -13,8 +13,10 @@ import traceback
 from dataclasses import dataclass
 
 from flask import Flask
-from sqlalchemy.exc import DataError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (ArgumentError, DataError, IntegrityError, NoSuchModuleError, OperationalError,
+                            SQLAlchemyError)
 
+from receiver.config import ConfigError
 from receiver.formats import safe_text
 from receiver.payloads import Callback
 from receiver.storage import events, migrate, multipart, outbox, rejections, state, stats, traffic
@@ -316,16 +318,41 @@ class Storage:
 
 
 def init_app(app: Flask) -> None:
-    """Open this app's storage and bring the schema up to date (migrations/versions/)."""
-    storage = Storage(database_url(app.config.get("DATABASE_URL"), app.instance_path),
-                      app.config["DATABASE_TIMEOUT_SECONDS"])
+    """Open this app's storage and bring the schema up to date (migrations/versions/).
+
+    :raises ConfigError: a DATABASE_URL that names no database this code can open, or a SQLite
+        folder that cannot be created.
+    """
+    setting = "DATABASE_URL" if app.config.get("DATABASE_URL") else "INSTANCE_PATH"
+    url = database_url(app.config.get("DATABASE_URL"), app.instance_path)
+    try:
+        storage = Storage(url, app.config["DATABASE_TIMEOUT_SECONDS"])
+    except (ArgumentError, NoSuchModuleError, ImportError):
+        # Not shown: a URL that does not parse may still hold a password.
+        raise ConfigError("DATABASE_URL is not a database URL this app can use: postgresql://user:password@host/name "
+                          "or sqlite:////absolute/path.sqlite3") from None
+    except OSError as exc:  # the SQLite file's folder cannot be created
+        raise ConfigError(f"{setting}: cannot create the folder {exc.filename} for the SQLite file "
+                          f"({exc.strerror})") from None
     try:
         storage.migrate()
     except OperationalError as exc:
         # A web process restarted during a database outage must still come up and answer 503
         # until the database is back; the release step (`flask init-db`) fails loudly instead.
-        log.warning("database unreachable at start, schema not checked: %s", exc.__class__.__name__)
+        log.warning("database unreachable at start, schema not checked: %s", start_failure(storage, setting, exc))
     app.extensions["storage"] = storage
+
+
+def start_failure(storage: Storage, setting: str, exc: BaseException) -> str:
+    """One line on why the database failed: the setting, the database (no password) and the driver's own
+    words, e.g. `DATABASE_URL (postgresql+psycopg://app:***@db/orders): database "orders" does not exist`."""
+    reason = str(getattr(exc, "orig", None) or exc).strip()
+    # psycopg: 'connection failed: connection to server at "h", port 5432 failed: FATAL:  <the reason>'
+    reason = (reason.rsplit("FATAL:", 1)[-1] if "FATAL:" in reason else reason).strip().splitlines()[0]
+    password = storage.engine.url.password
+    if password:
+        reason = reason.replace(str(password), "***")
+    return f"{setting} ({storage.where()}): {reason}"
 
 
 def get_storage(app: Flask) -> Storage:
