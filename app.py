@@ -10,6 +10,7 @@ from receiver import api, cli, config, console, dispatch, guard, logs, metrics, 
 
 def create_app(test_config: dict | None = None) -> Flask:
     settings = {**config.defaults(), **config.from_env(), **(test_config or {})}
+    config.refuse_ephemeral_database(settings)
     app = Flask(__name__, instance_path=settings["INSTANCE_PATH"], static_folder=None)
     app.config.update(settings)
 

@@ -130,3 +130,18 @@ def from_env(environ=os.environ) -> dict:
         if raw and not raw.strip().isdigit():
             raise ConfigError(f"{name}={raw!r}: expected a whole number")
     return found
+
+
+def refuse_ephemeral_database(settings: dict, environ=os.environ) -> None:
+    """Refuse SQLite on a Heroku dyno (Heroku sets DYNO on every one): its disk is wiped at every
+    restart, and every callback the app acknowledged with it. Development may try it there.
+
+    :raises ConfigError: DYNO is set, the database is SQLite (DATABASE_URL unset or sqlite:) and
+        APP_ENV is not development.
+    """
+    url = settings.get("DATABASE_URL") or "sqlite:"
+    if environ.get("DYNO") and url.startswith("sqlite") and settings["APP_ENV"] != "development":
+        which = "is SQLite" if settings.get("DATABASE_URL") else "is not set"
+        raise ConfigError(f"DATABASE_URL {which}, so callbacks would be kept on this dyno's disk, which Heroku "
+                          "wipes at every restart: add PostgreSQL with `heroku addons:create heroku-postgresql` "
+                          "(it sets DATABASE_URL)")

@@ -74,6 +74,7 @@ START_ERRORS = {  # extra settings -> what the one line must say
     "private key": ({"VONAGE_PRIVATE_KEY": "not a key", "VONAGE_APPLICATION_ID": "app-1"},
                     "VONAGE_PRIVATE_KEY is not a PEM private key"),
     "no secret": ({"VONAGE_SIGNATURE_SECRET": ""}, "VONAGE_SIGNATURE_SECRET is not set"),
+    "heroku sqlite": ({"DYNO": "web.1"}, "heroku addons:create heroku-postgresql"),
 }
 
 
@@ -155,3 +156,36 @@ def test_a_database_url_this_app_cannot_use_is_a_start_error_that_hides_it(make_
     with pytest.raises(ConfigError, match="DATABASE_URL is not a database URL") as raised:
         make_app(DATABASE_URL=url)
     assert "hunter2" not in raised.value.format_message()
+
+
+# -- Heroku without PostgreSQL --------------------------------------------------------------------
+def test_heroku_with_sqlite_refuses_to_start(make_app, monkeypatch):
+    monkeypatch.setenv("DYNO", "web.1")
+    with pytest.raises(ConfigError, match=r"heroku addons:create heroku-postgresql.*sets DATABASE_URL"):
+        make_app()
+
+
+def test_heroku_with_postgres_or_in_development_starts(make_app, monkeypatch):
+    monkeypatch.setenv("DYNO", "web.1")
+    config.refuse_ephemeral_database({"DATABASE_URL": "postgres://u:p@h/d", "APP_ENV": "production"})
+    assert make_app(APP_ENV="development")
+
+
+def doctor_levels(app) -> dict[str, str]:
+    result = app.test_cli_runner().invoke(args=["vonage", "doctor"])
+    return {line[6:28].strip(): line[:4].strip() for line in result.output.splitlines()
+            if line[:4].strip() in ("OK", "WARN", "FAIL", "SKIP")} | {"_output": result.output}
+
+
+def test_doctor_fails_sqlite_on_heroku(make_app, monkeypatch):
+    app = make_app(APP_ENV="development")
+    monkeypatch.setenv("DYNO", "web.1")
+    levels = doctor_levels(app)
+    assert levels["database file"] == "FAIL" and "heroku addons:create heroku-postgresql" in levels["_output"]
+
+
+def test_doctor_warns_of_sqlite_outside_development(make_app):
+    levels = doctor_levels(make_app())
+    assert levels["database file"] == "WARN"
+    assert "persistent storage" in levels["_output"] and "only this machine" in levels["_output"]
+    assert doctor_levels(make_app(APP_ENV="development"))["database file"] == "OK"

@@ -1,6 +1,7 @@
 """`flask vonage doctor`: what is wrong with this deployment, in one line per check, each with its fix."""
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -49,7 +50,7 @@ def doctor_command(base_url, api_base, rest_base):
     app = current_app._get_current_object()
     storage = get_storage(app)
     now = time.time()
-    checks = [_check_secret(app), _check_database(storage)]
+    checks = [_check_secret(app), _check_database_file(app, storage), _check_database(storage)]
     if checks[-1].level == "FAIL":
         checks.append(Check("SKIP", "worker, events", "not checked: fix the database first"))
     else:
@@ -90,6 +91,20 @@ def _check_secret(app: Flask) -> Check:
     if config["APP_ENV"] == "development":
         return Check("WARN", name, "APP_ENV=development", "set APP_ENV=production where Vonage calls this app")
     return Check("OK", name, f"set for api key {api_key}; SMS signature method {method}")
+
+
+def _check_database_file(app: Flask, storage) -> Check:
+    name = "database file"
+    if storage.dialect != "sqlite":
+        return Check("OK", name, f"{storage.dialect}: not a file on this machine")
+    if os.environ.get("DYNO"):  # Heroku sets it on every dyno
+        return Check("FAIL", name, "SQLite on a Heroku dyno, whose disk is wiped at every restart: the callbacks "
+                     "it acknowledged go with it", "`heroku addons:create heroku-postgresql` (it sets DATABASE_URL)")
+    if app.config["APP_ENV"] == "development":
+        return Check("OK", name, f"SQLite at {storage.engine.url.database} (development)")
+    return Check("WARN", name, f"SQLite at {storage.engine.url.database}: it must be on persistent storage, and only "
+                 "this machine can use it", "fine on one server with a real disk; for a PaaS or several machines "
+                 "set DATABASE_URL to PostgreSQL")
 
 
 def _check_database(storage) -> Check:
