@@ -14,12 +14,37 @@ from flask import Flask
 
 from receiver.config import ConfigError
 from receiver.storage import get_storage
-from receiver.signatures import SMS_SIGNATURE_METHODS, Keyring, SignatureError, verify_jwt, verify_sms
+from receiver.signatures import (SMS_SIGNATURE_METHODS, Keyring, SignatureError, secrets_by_setting, verify_jwt,
+                                 verify_sms)
 
 log = logging.getLogger("receiver.guard")
 
 MODES = ("on", "jwt-only", "off")
 DEV_SECRET_FILE = "dev-signature-secret"
+
+# The floor for a signature secret outside development, used by the start check and by doctor.
+# Vonage documents no format for signature secrets: the Messages API's "Signed webhooks" page only
+# recommends they be "no less than 32 bits" (developer.nexmo.com/messages/concepts/signed-webhooks),
+# and neither it nor the dashboard's API settings page says what the dashboard generates. The secret
+# is an HS256 key, for which RFC 7518 section 3.2 asks for 256 bits (32 bytes; PyJWT warns below
+# that), and Vonage's own SDK tests use a 32-character one (vonage-python-sdk,
+# jwt/tests/test_verify_jwt.py). The floor is 16 characters rather than 32: it refuses the typed
+# placeholders ("x", "changeme") without the risk of refusing a secret Vonage really signs with.
+MIN_SECRET_LENGTH = 16
+# Values from docs, SDK tests, samples and .env templates: a secret that is one of these is not a secret.
+EXAMPLE_SECRETS = {"yq9vd3ke7pl2sx8wr4tn6bm1cz5hj0af", "qwertyuiopasdfghjklzxcvbnm123456", "signature_secret",
+                   "signature-secret", "secret", "changeme", "change-me", "your-signature-secret",
+                   "your_signature_secret", "replace-me", "replace_me"}
+
+
+def weakness(secret: str) -> str | None:
+    """Why `secret` cannot be a real signature secret (too short, an example value), or None."""
+    if len(secret) < MIN_SECRET_LENGTH:
+        return f"is shorter than {MIN_SECRET_LENGTH} characters"
+    if secret.lower() in EXAMPLE_SECRETS:
+        return "is an example value"
+    return None
+
 
 class Guard:
     """Checks one request's signature with the app's keyring and settings."""
@@ -65,6 +90,18 @@ def _secret_or_dev_secret(app: Flask) -> tuple[str | None, str | None]:
     return development_secret(app.instance_path), None
 
 
+def _refuse_weak_secrets(secret: str | None, by_key: str | None) -> None:
+    """Outside development, a configured secret that is too short or an example value stops the start.
+    The message names the setting (and api key), never the secret."""
+    for where, values in secrets_by_setting(secret, by_key).items():
+        for position, value in enumerate(values):
+            problem = weakness(value)
+            if problem:
+                which = f"the previous secret in {where}" if position else where
+                raise ConfigError(f"{which} {problem}: copy the signature secret from the Vonage dashboard "
+                                  "(API settings)")
+
+
 def development_secret(instance_path: str) -> str:
     """The local development secret under instance/, generated (and printed) on first use."""
     path = os.path.join(instance_path, DEV_SECRET_FILE)
@@ -108,6 +145,8 @@ def init_app(app: Flask) -> None:
         keyring = Keyring.from_config(secret, by_key, app.config.get("VONAGE_API_KEY"))
     except ValueError as exc:  # the message names the setting or the entry, never a secret
         raise ConfigError(str(exc)) from None
+    if app.config["APP_ENV"] != "development":
+        _refuse_weak_secrets(secret, by_key)
     if mode == "off":
         log.warning("SIGNATURE_VERIFICATION=off: callbacks are NOT verified; anyone can forge them")
     elif mode == "jwt-only":

@@ -311,6 +311,19 @@ def _compact(value: dict[str, Any]) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode("utf-8")
 
 
+def secrets_by_setting(secret: str | None, secrets_by_key: str | None) -> dict[str, list[str]]:
+    """Each configured list of secrets (current first) under the name of the setting that holds it:
+    "VONAGE_SIGNATURE_SECRET", "VONAGE_SIGNATURE_SECRETS (api key k1)", for messages that say where
+    a secret is without showing it. Takes what Keyring.from_config has already accepted."""
+    found = {}
+    if _is_set(secret):
+        found["VONAGE_SIGNATURE_SECRET"] = _split_secrets(secret)
+    if _is_set(secrets_by_key):
+        for api_key, secrets in _parse_secrets_by_key(secrets_by_key).items():
+            found[f"VONAGE_SIGNATURE_SECRETS (api key {api_key})"] = secrets
+    return found
+
+
 def _is_set(value: str | None) -> bool:
     return value is not None and value.strip() != ""
 

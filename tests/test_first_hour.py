@@ -5,13 +5,14 @@ behaviour is about processes."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
 import requests
 
-from receiver import config
+from receiver import config, guard
 from receiver.config import ConfigError
 from receiver.storage import get_storage
 from tests.conftest import SECRET
@@ -74,6 +75,7 @@ START_ERRORS = {  # extra settings -> what the one line must say
     "private key": ({"VONAGE_PRIVATE_KEY": "not a key", "VONAGE_APPLICATION_ID": "app-1"},
                     "VONAGE_PRIVATE_KEY is not a PEM private key"),
     "no secret": ({"VONAGE_SIGNATURE_SECRET": ""}, "VONAGE_SIGNATURE_SECRET is not set"),
+    "weak secret": ({"VONAGE_SIGNATURE_SECRET": "changeme"}, "VONAGE_SIGNATURE_SECRET is shorter than 16"),
     "heroku sqlite": ({"DYNO": "web.1"}, "heroku addons:create heroku-postgresql"),
 }
 
@@ -189,3 +191,38 @@ def test_doctor_warns_of_sqlite_outside_development(make_app):
     assert levels["database file"] == "WARN"
     assert "persistent storage" in levels["_output"] and "only this machine" in levels["_output"]
     assert doctor_levels(make_app(APP_ENV="development"))["database file"] == "OK"
+
+
+# -- weak secrets ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("settings, says", [
+    ({"VONAGE_SIGNATURE_SECRET": "x"}, "VONAGE_SIGNATURE_SECRET is shorter than 16 characters"),
+    ({"VONAGE_SIGNATURE_SECRET": "YOUR_SIGNATURE_SECRET"}, "VONAGE_SIGNATURE_SECRET is an example value"),
+    ({"VONAGE_SIGNATURE_SECRET": "qwertyuiopasdfghjklzxcvbnm123456"}, "an example value"),  # Vonage's SDK tests
+    ({"VONAGE_SIGNATURE_SECRET": f"{SECRET},changeme"},
+     "the previous secret in VONAGE_SIGNATURE_SECRET is shorter"),
+    ({"VONAGE_SIGNATURE_SECRET": None, "VONAGE_SIGNATURE_SECRETS": f"k1={SECRET};k2=changeme"},
+     "VONAGE_SIGNATURE_SECRETS (api key k2) is shorter"),
+])
+def test_weak_secrets_are_refused_outside_development_without_showing_them(make_app, settings, says):
+    with pytest.raises(ConfigError, match=re.escape(says)) as raised:
+        make_app(**settings)
+    message = raised.value.format_message()
+    assert "Vonage dashboard" in message
+    assert not {"changeme", "YOUR_SIGNATURE_SECRET", "qwertyuiop"} & set(re.findall(r"[\w]+", message))
+
+
+def test_development_may_use_a_weak_secret(make_app):
+    assert make_app(APP_ENV="development", VONAGE_SIGNATURE_SECRET="x")
+
+
+def test_the_test_suites_own_secret_passes_the_floor():
+    assert guard.weakness(SECRET) is None
+
+
+def test_doctor_and_the_start_check_share_one_floor(make_app, monkeypatch):
+    app = make_app(APP_ENV="development")  # where doctor, not the start, is the one to say it
+    monkeypatch.setattr(guard, "MIN_SECRET_LENGTH", len(SECRET) + 1)
+    levels = doctor_levels(app)
+    assert levels["signature secret"] == "FAIL" and f"shorter than {len(SECRET) + 1}" in levels["_output"]
+    with pytest.raises(ConfigError, match="shorter than"):
+        make_app()
