@@ -36,6 +36,9 @@ timeout = _whole_number("GUNICORN_TIMEOUT", os.environ.get("GUNICORN_TIMEOUT"), 
 graceful_timeout = 30  # the in-process worker finishes its current event inside this
 keepalive = 5
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None  # "-" for stdout
+# The default format's %(r)s is the request line, query string included: an SMS API callback sent
+# by GET carries the message text there. %(U)s is the path alone.
+access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 errorlog = "-"
 # The app must be built after the fork: it opens database connections and may start a thread.
 preload_app = False

@@ -30,8 +30,32 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+class RequestLineWithoutQuery(logging.Filter):
+    """Drops the query string from the request lines of werkzeug's server (`flask run`, `dev.py serve`):
+    an SMS API callback sent by GET carries the message text, and the sender's number, in its query."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # werkzeug logs '<address> - - [<date>] "%s" %s %s' with (request line, status, size).
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 3 and isinstance(args[0], str) and '"%s"' in str(record.msg):
+            record.args = (_without_query(args[0]), *args[1:])
+        return True
+
+
+def _without_query(line: str) -> str:
+    """'GET /path?text=a b HTTP/1.1' -> 'GET /path HTTP/1.1' (the query's text may hold spaces once decoded)."""
+    start = line.find("?")
+    if start < 0:
+        return line
+    _, version_mark, version = line[start:].rpartition(" HTTP/")
+    return line[:start] + (version_mark + version if version_mark else "")
+
+
 def init_app(app: Flask) -> None:
     """Send the app's logs to stdout, once per process (the platform collects stdout)."""
+    werkzeug = logging.getLogger("werkzeug")
+    if not any(isinstance(f, RequestLineWithoutQuery) for f in werkzeug.filters):
+        werkzeug.addFilter(RequestLineWithoutQuery())
     root = logging.getLogger()
     if any(getattr(h, "_receiver", False) for h in root.handlers):
         return

@@ -4,6 +4,8 @@ PORT, repairs its venv and sends through the local simulator. Tests start real p
 behaviour is about processes."""
 from __future__ import annotations
 
+import datetime
+import logging
 import os
 import re
 import subprocess
@@ -12,11 +14,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from receiver import config, guard
+from receiver import config, guard, logs
 from receiver.config import ConfigError
 from receiver.storage import get_storage
 from tests.conftest import SECRET
-from tests.servers import BIN, ROOT, free_port, gunicorn
+from tests.servers import BIN, ROOT, app_env, free_port, gunicorn, wait_for
 
 # -- helpers -------------------------------------------------------------------------------------
 # What each process sees: none of this machine's settings, so only the test's own count.
@@ -226,3 +228,45 @@ def test_doctor_and_the_start_check_share_one_floor(make_app, monkeypatch):
     assert levels["signature secret"] == "FAIL" and f"shorter than {len(SECRET) + 1}" in levels["_output"]
     with pytest.raises(ConfigError, match="shorter than"):
         make_app()
+
+
+# -- no SMS text in the logs ----------------------------------------------------------------------
+def test_werkzeug_request_lines_lose_their_query(app, caplog):
+    from werkzeug.serving import WSGIRequestHandler
+
+    handler = WSGIRequestHandler.__new__(WSGIRequestHandler)
+    handler.client_address, handler.command, handler.request_version = ("127.0.0.1", 5000), "GET", "HTTP/1.1"
+    handler.path = "/webhooks/inbound-sms?msisdn=447700900123&text=meet%20me%20at%20locker%207731"
+    handler.requestline = f"GET {handler.path} HTTP/1.1"
+    with caplog.at_level(logging.INFO, logger="werkzeug"):
+        handler.log_request(200, 2)
+        handler.log_request(401, 2)  # coloured lines too
+    lines = [r.getMessage() for r in caplog.records if r.name == "werkzeug"]
+    assert len(lines) == 2 and all("/webhooks/inbound-sms" in line for line in lines)
+    assert not any("7731" in line or "447700900123" in line for line in lines)
+    assert logs._without_query("GET /p?text=a b HTTP/1.1") == "GET /p HTTP/1.1"
+
+
+def test_gunicorns_access_log_format_has_the_path_without_the_query():
+    from gunicorn.glogging import Logger
+
+    namespace = {}
+    exec((ROOT / "gunicorn.conf.py").read_text(), namespace)
+    environ = {"REQUEST_METHOD": "GET", "RAW_URI": "/webhooks/inbound-sms?text=locker%207731",
+               "PATH_INFO": "/webhooks/inbound-sms", "QUERY_STRING": "text=locker%207731",
+               "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "127.0.0.1"}
+    response = type("Response", (), {"status": "200 OK", "response_length": 2, "headers": (), "sent": 2})()
+    request = type("Request", (), {"headers": ()})()
+    atoms = Logger.atoms(Logger.__new__(Logger), response, request, environ, datetime.timedelta(0))
+    line = namespace["access_log_format"] % atoms
+    assert '"GET /webhooks/inbound-sms HTTP/1.1" 200' in line and "7731" not in line
+
+
+@pytest.mark.slow
+def test_gunicorns_access_log_keeps_sms_text_out(tmp_path):
+    env = dict(app_env(f"sqlite:///{tmp_path / 'r.sqlite3'}", VONAGE_SIGNATURE_SECRET=SECRET,
+                       INSTANCE_PATH=str(tmp_path)), GUNICORN_ACCESS_LOG="-")
+    with gunicorn(env, workers=1, log_path=tmp_path / "gunicorn.log") as server:
+        requests.get(server.url + "/webhooks/inbound-sms?msisdn=447700900123&text=locker+7731", timeout=5)
+        wait_for(lambda: "GET /webhooks/inbound-sms HTTP/1.1" in server.log_tail())
+    assert "7731" not in (tmp_path / "gunicorn.log").read_text()
