@@ -8,12 +8,18 @@ import datetime
 import logging
 import os
 import re
+import shutil
+import signal
+import stat
 import subprocess
+import sys
+import venv
 from pathlib import Path
 
 import pytest
 import requests
 
+import dev
 from receiver import config, guard, logs
 from receiver.config import ConfigError
 from receiver.storage import get_storage
@@ -80,6 +86,7 @@ START_ERRORS = {  # extra settings -> what the one line must say
     "weak secret": ({"VONAGE_SIGNATURE_SECRET": "changeme"}, "VONAGE_SIGNATURE_SECRET is shorter than 16"),
     "heroku sqlite": ({"DYNO": "web.1"}, "heroku addons:create heroku-postgresql"),
 }
+DEVELOPMENT_ALLOWS = {"no secret", "weak secret", "heroku sqlite"}
 
 
 def production_env(tmp_path, settings: dict) -> dict:
@@ -270,3 +277,192 @@ def test_gunicorns_access_log_keeps_sms_text_out(tmp_path):
         requests.get(server.url + "/webhooks/inbound-sms?msisdn=447700900123&text=locker+7731", timeout=5)
         wait_for(lambda: "GET /webhooks/inbound-sms HTTP/1.1" in server.log_tail())
     assert "7731" not in (tmp_path / "gunicorn.log").read_text()
+
+
+# -- dev.py ---------------------------------------------------------------------------------------
+def port_pair() -> int:
+    """A free port whose next port is free too (dev.py serve puts the simulator on PORT+1)."""
+    for _ in range(50):
+        port = free_port()
+        if not dev.listening(port + 1) and port < 65534:
+            return port
+    raise AssertionError("no two free ports in a row")
+
+
+@pytest.fixture(scope="module")
+def checkout(tmp_path_factory):
+    """A copy of the project (no .git, no instance/, no developer's .env) using this checkout's .venv,
+    so `dev.py` runs as from a fresh clone, with files of its own to edit."""
+    if not dev.installed_stamp().exists():
+        pytest.skip(f"{dev.VENV} is not installed for the current requirements: run `python3 dev.py test` once")
+    copy = tmp_path_factory.mktemp("checkout") / "receiver"
+    shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "instance", ".env", "__pycache__", ".pytest_cache", ".hypothesis", "bench"))
+    os.symlink(dev.VENV, copy / ".venv")
+    return copy
+
+
+def dev_py(checkout: Path, *args: str, env: dict, timeout: float = 60) -> subprocess.CompletedProcess:
+    return run([sys.executable, str(checkout / "dev.py"), *args], env, cwd=checkout, timeout=timeout)
+
+
+class DevServe:
+    """`python3 dev.py serve` in a checkout, in its own process group, its output in a file."""
+
+    def __init__(self, checkout: Path, env: dict, port: int):
+        self.checkout, self.env, self.port = checkout, env, port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = checkout / f"serve-{port}.log"
+
+    def __enter__(self):
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen([sys.executable, str(self.checkout / "dev.py"), "serve"], cwd=self.checkout,
+                                         env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(self._ready, timeout=60)
+        return self
+
+    def _ready(self):
+        assert self.proc.poll() is None, self.output()
+        try:
+            return requests.get(self.url + "/healthz", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def __exit__(self, *exc):
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", sorted(set(START_ERRORS) - DEVELOPMENT_ALLOWS))
+def test_start_errors_are_one_line_from_dev_serve(checkout, case):
+    settings, says = START_ERRORS[case]
+    result = dev_py(checkout, "serve", env=clean_env(PORT=str(port_pair()), **settings))
+    assert_one_line_error(result, says)
+
+
+def test_dev_serve_runs_flask_with_the_reloader_but_not_the_debugger():
+    command = dev.serve_command(4000, ["--host", "0.0.0.0"])
+    assert command[1:] == ["--app", "app", "run", "--port", "4000", "--reload", "--no-debugger", "--host", "0.0.0.0"]
+    assert dev.RELOADING == " * Reloading on changes to handlers/ and schemas/"
+
+
+def test_dotenv_lines(tmp_path):
+    (tmp_path / ".env").write_text(
+        "# a comment\n\nPORT=4000\nexport LOG_LEVEL=debug\nAUTO_REPLY_TEXT=\"Thanks # we got it\"\n"
+        "ADMIN_TOKEN='quoted'\nMETRICS_TOKEN=plain # trailing comment\nVONAGE_API_KEY=\n")
+    assert dev.read_dotenv(tmp_path / ".env") == {
+        "PORT": "4000", "LOG_LEVEL": "debug", "AUTO_REPLY_TEXT": "Thanks # we got it", "ADMIN_TOKEN": "quoted",
+        "METRICS_TOKEN": "plain", "VONAGE_API_KEY": ""}
+    assert dev.read_dotenv(tmp_path / "missing") == {}
+
+
+def test_a_dotenv_line_that_is_not_a_setting_stops_dev_py(tmp_path):
+    (tmp_path / ".env").write_text("PORT=4000\nthis is not a setting\n")
+    with pytest.raises(SystemExit, match="Error: .env line 2 is not KEY=value"):
+        dev.read_dotenv(tmp_path / ".env")
+
+
+def test_trigger_posts_to_port_by_default(app):
+    runner = app.test_cli_runner()
+    printed = runner.invoke(args=["vonage", "trigger", "status", "--print"], env={"PORT": "4123"})
+    assert printed.exit_code == 0, printed.output
+    assert "http://127.0.0.1:4123/webhooks/message-status" in printed.output
+    default = runner.invoke(args=["vonage", "trigger", "status", "--print"], env={"PORT": None})
+    assert "http://127.0.0.1:3000/webhooks/message-status" in default.output
+
+
+def test_a_venv_left_without_pip_is_rebuilt(tmp_path, monkeypatch):
+    broken = tmp_path / ".venv"
+    venv.create(broken, with_pip=False)  # as an interrupted first run leaves it
+    bin_dir = broken / ("Scripts" if os.name == "nt" else "bin")
+    assert not dev.has_pip(bin_dir / "python") and dev.has_pip(Path(sys.executable))
+    monkeypatch.setattr(dev, "VENV", broken)
+    monkeypatch.setattr(dev, "BIN", bin_dir)
+    created, ran = [], []
+    monkeypatch.setattr(dev.venv, "create", lambda path, **kw: created.append((path, kw)))
+    real_run = subprocess.run
+    monkeypatch.setattr(dev.subprocess, "run", lambda args, **kw: ran.append(args) if "install" in args
+                        else real_run(args, **kw))
+    dev.ensure_venv()
+    assert created == [(broken, {"clear": True, "with_pip": True})]
+    assert [args[3:5] for args in ran] == [["install", "--quiet"], ["install", "--quiet"]]
+    assert dev.installed_stamp().exists()
+
+
+def test_dev_flask_sends_through_the_simulator_that_serve_set_up(tmp_path):
+    env = {"INSTANCE_PATH": str(tmp_path)}
+    assert not dev.send_through_simulator(env, 4000, create=False) and env == {"INSTANCE_PATH": str(tmp_path)}
+    (tmp_path / "dev-private-key.pem").write_text("key")
+    (tmp_path / "dev-application-id").write_text("app-1\n")
+    assert dev.send_through_simulator(env, 4000, create=False)
+    assert env["VONAGE_APPLICATION_ID"] == "app-1" and env["VONAGE_API_BASE"] == "http://127.0.0.1:4001"
+    assert not dev.has_vonage_credentials({"VONAGE_API_KEY": "k"})
+    assert dev.has_vonage_credentials({"VONAGE_API_KEY": "k", "VONAGE_API_SECRET": "s"})
+
+
+@pytest.mark.slow
+def test_dev_serve_without_credentials_sends_through_the_local_simulator(checkout):
+    port = port_pair()
+    env = clean_env(PORT=str(port))
+    with DevServe(checkout, env, port) as served:
+        login = wait_for(lambda: re.search(rf" \* Console: (http://127\.0\.0\.1:{port}/ui/login\?token=(\S+))",
+                                           served.output()))
+        instance = checkout / "instance"
+        key = instance / "dev-private-key.pem"
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600 and key.read_text().startswith("-----BEGIN PRIVATE KEY")
+        assert (instance / "dev-application-id").read_text().strip()
+        assert f"Messages go to the local Vonage simulator on http://127.0.0.1:{port + 1}" in served.output()
+        assert requests.get(login.group(1), allow_redirects=False, timeout=5).status_code == 302
+        auth = {"Authorization": f"Bearer {login.group(2)}"}
+        queued = requests.post(served.url + "/api/outbox", headers=auth, timeout=5, json={
+            "to": "447700900456", "from": "447700900123", "channel": "sms", "message_type": "text", "text": "hi"})
+        assert queued.status_code == 202, queued.text
+
+        def delivered():
+            found = requests.get(f"{served.url}/api/outbox/{queued.json()['id']}", headers=auth, timeout=5).json()
+            return found["state"] == "sent" and found.get("status") == "delivered"
+
+        wait_for(delivered, timeout=30)
+        # Stopped alone (a process manager, a closed terminal): the server and the simulator stop with it.
+        served.proc.send_signal(signal.SIGTERM)
+        served.proc.wait(timeout=30)
+        wait_for(lambda: not dev.listening(port) and not dev.listening(port + 1), timeout=30)
+
+
+@pytest.mark.slow
+def test_dev_serve_reads_dotenv_reloads_edited_handlers_and_keeps_sms_text_out_of_its_log(checkout):
+    port = port_pair()
+    mark = checkout / "delivered.mark"
+    # .env gives the port; the environment's own MAX_ATTEMPTS wins over the one .env gets wrong.
+    (checkout / ".env").write_text(f"# from .env\nPORT={port}\nMAX_ATTEMPTS=five\n")
+    env = clean_env(MAX_ATTEMPTS="3", VONAGE_API_KEY="a1b2c3d4", VONAGE_API_SECRET="not-used-here")
+    try:
+        with DevServe(checkout, env, port) as served:
+            assert dev.RELOADING in served.output()
+            assert "simulator" not in served.output() and not dev.listening(port + 1)  # credentials: no simulator
+
+            text = "parcel 48213 waits at locker 7731"
+            sms = dev_py(checkout, "flask", "vonage", "trigger", "sms", "--via", "get", "--text", text, env=env)
+            assert sms.returncode == 0, sms.stdout + sms.stderr
+            wait_for(lambda: "GET /webhooks/inbound-sms HTTP/1.1" in served.output())
+            assert "7731" not in served.output() and "locker" not in served.output()
+
+            # Edit a handler while it serves: the next callback runs the new code.
+            with open(checkout / "handlers" / "status.py", "a", encoding="utf-8") as f:
+                f.write(f"\n\ndef on_delivered(event):\n    __import__('pathlib').Path({str(mark)!r})"
+                        ".write_text(event.message_id)\n")
+            wait_for(lambda: "Detected change" in served.output() and served._ready(), timeout=30)
+
+            def sent_and_handled():
+                dev_py(checkout, "flask", "vonage", "trigger", "status", "--status", "delivered", env=env)
+                return mark.exists()
+
+            wait_for(sent_and_handled, timeout=40)
+    finally:
+        (checkout / ".env").unlink()
+        shutil.copy(ROOT / "handlers" / "status.py", checkout / "handlers" / "status.py")

@@ -1,6 +1,7 @@
 """`flask vonage trigger`: realistic, correctly signed callbacks sent to a running receiver, as Vonage would."""
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -125,7 +126,8 @@ OPTION_SCOPE = {
 
 @click.command("trigger")
 @click.argument("what", type=click.Choice(WHATS), default="conversation", required=False)
-@click.option("--url", default="http://127.0.0.1:3000", show_default=True, help="Base URL of the receiver.")
+@click.option("--url", default=lambda: f"http://127.0.0.1:{os.environ.get('PORT') or 3000}",
+              show_default="http://127.0.0.1:$PORT, PORT defaulting to 3000", help="Base URL of the receiver.")
 @click.option("--status", type=click.Choice(sorted(set(samples.STATUSES + samples.DLR_STATUSES))),
               help="status: a Messages status (default delivered); dlr: a receipt status (default delivered).")
 @click.option("--channel", type=click.Choice(samples.CHANNELS),
@@ -175,7 +177,7 @@ def trigger_command(what, url, print_only, **options):
         except requests.ConnectionError:
             raise click.ClickException(
                 f"nothing answers at {url}: is the receiver running? Start it with `python3 dev.py serve` "
-                "(port 3000) or point --url at it"
+                "(on $PORT, default 3000) or point --url at it"
             ) from None
         except requests.Timeout:
             click.echo(f"{'':4} {path:<28} {callback.description:<{width}}  no answer in {VONAGE_TIMEOUT[1]:g} s")
