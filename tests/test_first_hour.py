@@ -466,3 +466,34 @@ def test_dev_serve_reads_dotenv_reloads_edited_handlers_and_keeps_sms_text_out_o
     finally:
         (checkout / ".env").unlink()
         shutil.copy(ROOT / "handlers" / "status.py", checkout / "handlers" / "status.py")
+
+
+# -- the README's commands, as written, through dev.py --------------------------------------------
+def readme_commands() -> list[list[str]]:
+    """Each flask command the README names, as the words before its arguments (`events resend`, `init-db`)."""
+    readme = (ROOT / "README.md").read_text()
+    found = set()
+    for words in re.findall(r"(?:flask --app app|dev\.py flask|`flask) ([a-z][a-z-]*(?: [a-z][a-z-]*)?)", readme):
+        words = words.split()
+        found.add(tuple(words[:2] if words[0] in ("events", "vonage") else words[:1]))
+    found.update(re.findall(r"`(events|vonage) ([a-z][a-z-]*)", readme))
+    return sorted(list(words) for words in found)
+
+
+def test_every_command_the_readme_names_exists(app):
+    commands = readme_commands()
+    assert ["events", "rejected"] in commands and ["vonage", "trigger"] in commands and ["init-db"] in commands
+    for words in commands:
+        result = app.test_cli_runner().invoke(args=[*words, "--help"])
+        assert result.exit_code == 0, f"flask {' '.join(words)}: {result.output}"
+
+
+@pytest.mark.slow
+def test_readme_commands_run_through_dev_py_flask(checkout):
+    env = clean_env()
+    for args in (["init-db"], ["events", "list"], ["events", "rejected"], ["events", "prune", "--older-than", "30d"],
+                 ["worker", "--until-idle"], ["vonage", "trigger", "status", "--print"]):
+        result = dev_py(checkout, "flask", *args, env=env)
+        assert result.returncode == 0 and "Traceback" not in result.stderr, (args, result.stdout + result.stderr)
+    doctor = dev_py(checkout, "flask", "vonage", "doctor", env=env)  # FAILs (no worker runs), without a traceback
+    assert "signature secret" in doctor.stdout and "Traceback" not in doctor.stderr, doctor.stdout + doctor.stderr
