@@ -152,10 +152,10 @@ def natural_key(kind: str, fields: dict | None, body: bytes, query: str = "") ->
         parts = [f.get("messageId"), f.get("concat-part", "")]
     elif kind == "delivery-receipt":
         parts = [f.get("messageId"), f.get("status"), f.get("err-code"), f.get("message-timestamp")]
-    message_id = None if parts[0] is None else storable(parts[0], 255)
-    status = None if len(parts) < 2 or kind not in ("message-status", "delivery-receipt") or parts[1] is None \
-        else storable(parts[1], 64)
     texts = [None if p is None else storable(p, 400) for p in parts]
+    message_id = texts[0] if texts[0] is not None and len(texts[0]) <= 255 else None
+    status = texts[1] if kind in ("message-status", "delivery-receipt") and texts[1] is not None \
+        and len(texts[1]) <= 64 else None
     required = 2 if kind in ("message-status", "delivery-receipt") else 1
     if any(not texts[i] for i in range(required)) or any(t is None and p is not None for t, p in zip(texts, parts)):
         digest = hashlib.sha256(body + b"?" + query.encode("utf-8", "surrogatepass")).hexdigest()

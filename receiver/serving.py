@@ -65,14 +65,12 @@ class IncompleteRequest:
         return self._chunked_complete()
 
     def _read_headers(self, head: bytes):
-        fields = {}
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            fields.setdefault(name.strip().lower(), value.strip().lower())
-        self.expects_continue = fields.get(b"expect") == b"100-continue"
-        if b"chunked" in fields.get(b"transfer-encoding", b""):
+        # Only three headers decide how much is still to come; gunicorn's parser reads the rest.
+        lowered = head.lower()
+        self.expects_continue = b"\r\nexpect:" in lowered and _header(lowered, b"expect") == b"100-continue"
+        if b"\r\ntransfer-encoding:" in lowered and b"chunked" in _header(lowered, b"transfer-encoding"):
             self.length = None
-        elif (length := fields.get(b"content-length", b"0")).isdigit():
+        elif (length := _header(lowered, b"content-length") or b"0").isdigit():
             self.length = int(length)
             if self.length > self.max_body:
                 return 413, "request_entity_too_large", f"the body is larger than {self.max_body} bytes"
@@ -108,6 +106,16 @@ class IncompleteRequest:
         head, body = bytes(self.data[:self.body_start]), bytes(self.data[self.body_start:])
         lines = [line for line in head.split(b"\r\n") if not line.lower().startswith(b"expect:")]
         return b"\r\n".join(lines) + body
+
+
+def _header(lowered_head: bytes, name: bytes) -> bytes:
+    """The first value of header `name` in a lowercased header block (b"" when absent)."""
+    at = lowered_head.find(b"\r\n" + name + b":")
+    if at < 0:
+        return b""
+    start = at + len(name) + 3
+    end = lowered_head.find(b"\r\n", start)
+    return lowered_head[start:end if end >= 0 else len(lowered_head)].strip()
 
 
 class _Conn(TConn):

@@ -123,23 +123,27 @@ class Storage:
                 fit.append((row, event))
         # Rows locked in one order by every worker: two batches on PostgreSQL cannot deadlock.
         fit.sort(key=lambda pair: (pair[1].message_id or "", pair[0].id))
+        # A status can only be about a message of ours if the outbox held it before Vonage reported on
+        # it: with an empty outbox now, no status of this batch is, and none needs looking up.
+        ours = outbox.used(self.bookkeeping) if any(e.kind == "status" for _, e in fit) else False
         for start in range(0, len(fit), APPLY_CHUNK):
             chunk = fit[start:start + APPLY_CHUNK]
             try:
                 with write_transaction(self.bookkeeping) as conn:
-                    applied.update({row.id: self._apply_one(conn, row, event, concat_timeout) for row, event in chunk})
+                    applied.update({row.id: self._apply_one(conn, row, event, concat_timeout, ours)
+                                    for row, event in chunk})
             except Exception as exc:
                 if unavailable(exc):
                     raise
                 # One transaction each, so the others of the chunk still go through.
                 for row, event in chunk:
-                    applied[row.id] = self._apply_alone(row, event, concat_timeout)
+                    applied[row.id] = self._apply_alone(row, event, concat_timeout, ours)
         return [applied[row.id] for row, _ in parsed]
 
-    def _apply_alone(self, row, event: Event, concat_timeout: float) -> Applied:
+    def _apply_alone(self, row, event: Event, concat_timeout: float, ours: bool) -> Applied:
         try:
             with write_transaction(self.bookkeeping) as conn:
-                return self._apply_one(conn, row, event, concat_timeout)
+                return self._apply_one(conn, row, event, concat_timeout, ours)
         except Exception as exc:
             if unavailable(exc):
                 raise
@@ -149,12 +153,12 @@ class Storage:
             return Applied(row, None, error=safe_text(traceback.format_exc(limit=20)))
 
     @staticmethod
-    def _apply_one(conn, row, event: Event, concat_timeout: float) -> Applied:
+    def _apply_one(conn, row, event: Event, concat_timeout: float, ours: bool) -> Applied:
         if event.kind == "status":
             superseded = state.record_status(conn, event)
             # The outbox sends through the Messages API: an SMS API receipt is never about one of its messages.
-            sent = None if event.source == "sms-api" else outbox.attach_status(
-                conn, event.message_id, event.client_ref, event.status, time.time())
+            sent = outbox.attach_status(conn, event.message_id, event.client_ref, event.status, time.time()) \
+                if ours and event.source != "sms-api" else None
             return Applied(row, dataclasses.replace(event, superseded=superseded, outbox_id=sent))
         info = multipart.part_info(event) if event.source == "sms-api" else None
         if info:

@@ -44,6 +44,12 @@ def enqueue(conn: Connection, rows: list[dict]) -> None:
         conn.execute(insert.on_conflict_do_nothing(index_elements=[outbox.c.event_id, outbox.c.position]))
 
 
+def used(engine: Engine) -> bool:
+    """Whether the outbox holds any message at all (most receivers never send)."""
+    with engine.connect() as conn:
+        return conn.execute(select(outbox.c.id).limit(1)).first() is not None
+
+
 def queue_one(engine: Engine, body: dict) -> int:
     """Queue one message from the API or the CLI, durably; its id."""
     with write_transaction(engine) as conn:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import time
 
-from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy.engine import Connection, Engine
 
 from receiver.formats import iso
@@ -40,8 +40,8 @@ def _limit(column) -> int | None:
     return getattr(column.type, "length", None)
 
 
-# What each Event field is written to; the column's size is the value's limit (None: Text, no limit).
-_COLUMNS = {
+# What each Event field is written to: the column's size is the value's limit (None: Text, no limit).
+_LIMITS = {name: _limit(column) for name, column in {
     "message_id": messages.c.message_id,
     "channel": messages.c.channel,
     "status": messages.c.status,
@@ -50,7 +50,7 @@ _COLUMNS = {
     "client_ref": messages.c.client_ref,
     "message_type": messages.c.message_type,
     "text": messages.c.text,
-}
+}.items()}
 
 
 def unfit(event: Event) -> dict[str, list[str]]:
@@ -60,14 +60,13 @@ def unfit(event: Event) -> dict[str, list[str]]:
     same, and a value is never cut to fit: the event stays invalid, its raw bytes kept.
     """
     problems: dict[str, list[str]] = {}
-    for name, column in _COLUMNS.items():
+    for name, limit in _LIMITS.items():
         value = getattr(event, name)
         if value is None:
             continue
         if not isinstance(value, str):
             problems[name] = [f"not a string ({type(value).__name__})"]
-        elif storable(value, _limit(column) or len(value)) is None:
-            limit = _limit(column)
+        elif storable(value, limit or len(value)) is None:
             too_long = limit is not None and len(value) > limit
             problems[name] = [f"longer than {limit} characters" if too_long else "holds NUL or a lone surrogate"]
     code = (event.error or {}).get("code")
@@ -81,32 +80,6 @@ def unfit(event: Event) -> dict[str, list[str]]:
     except (TypeError, ValueError, RecursionError) as exc:
         problems["content"] = [f"cannot be written as JSON ({exc.__class__.__name__})"]
     return problems
-
-
-def _ensure_row(conn: Connection, event: Event, direction: str, now: float) -> None:
-    def build():
-        return (
-            insert_for(conn)(messages)
-            .values(
-                message_id=bindparam("message_id"),
-                direction=bindparam("direction"),
-                channel=bindparam("channel"),
-                status=None,
-                status_rank=-1,
-                to_number=bindparam("to"),
-                from_number=bindparam("from"),
-                client_ref=bindparam("client_ref"),
-                incomplete=False,  # column defaults are not applied to prepared statements
-                created_at=bindparam("now"),
-                updated_at=bindparam("now"),
-            )
-            .on_conflict_do_nothing(index_elements=[messages.c.message_id])
-        )
-
-    execute_prepared(conn, "messages.ensure_row", build, {
-        "message_id": event.message_id, "direction": direction, "channel": event.channel, "to": event.to,
-        "from": event.from_, "client_ref": event.client_ref, "now": now,
-    })
 
 
 def _record_history(conn: Connection, event: Event, status: str, applied: bool, now: float) -> None:
@@ -125,20 +98,21 @@ def _record_history(conn: Connection, event: Event, status: str, applied: bool, 
     })
 
 
-def _move_status():
-    rank = bindparam("rank")
-    return (
-        update(messages)
-        .where(messages.c.message_id == bindparam("message_id"))
-        # One conditional UPDATE: concurrent workers cannot both "win" with an older status.
-        .where(or_(messages.c.status_rank < rank, messages.c.status.is_(None)))
-        .values(
-            status=bindparam("status"),
-            status_rank=rank,
-            status_timestamp=bindparam("timestamp"),
-            updated_at=bindparam("now"),
-            client_ref=func.coalesce(bindparam("client_ref"), messages.c.client_ref),
-        )
+def _upsert_status_for(conn: Connection):
+    """One statement: a new message row with this status, or this status on the message's row when
+    it ranks higher (one conditional upsert: concurrent workers cannot both "win" with an older status)."""
+    insert = insert_for(conn)(messages)
+    return insert.values(
+        message_id=bindparam("message_id"), direction="outbound", channel=bindparam("channel"),
+        status=bindparam("status"), status_rank=bindparam("rank"), status_timestamp=bindparam("timestamp"),
+        to_number=bindparam("to"), from_number=bindparam("from"), client_ref=bindparam("client_ref"),
+        incomplete=False, created_at=bindparam("now"), updated_at=bindparam("now"),
+    ).on_conflict_do_update(
+        index_elements=[messages.c.message_id],
+        set_={"status": insert.excluded.status, "status_rank": insert.excluded.status_rank,
+              "status_timestamp": insert.excluded.status_timestamp, "updated_at": insert.excluded.updated_at,
+              "client_ref": func.coalesce(insert.excluded.client_ref, messages.c.client_ref)},
+        where=or_(messages.c.status_rank < insert.excluded.status_rank, messages.c.status.is_(None)),
     )
 
 
@@ -150,10 +124,10 @@ def record_status(conn: Connection, event: Event) -> bool:
     """Apply a status event to its message, in the caller's transaction; True when it was superseded
     (a later status had already been recorded, so the message's status did not move)."""
     now = time.time()
-    _ensure_row(conn, event, "outbound", now)
-    moved = execute_prepared(conn, "messages.move_status", _move_status, {
-        "message_id": event.message_id, "rank": STATUS_RANK.get(event.status, 0), "status": event.status,
-        "timestamp": iso(event.timestamp), "now": now, "client_ref": event.client_ref,
+    moved = execute_prepared(conn, "messages.upsert_status", lambda: _upsert_status_for(conn), {
+        "message_id": event.message_id, "channel": event.channel, "to": event.to, "from": event.from_,
+        "client_ref": event.client_ref, "rank": STATUS_RANK.get(event.status, 0), "status": event.status,
+        "timestamp": iso(event.timestamp), "now": now,
     }).rowcount == 1
     _record_history(conn, event, event.status, moved, now)
     if moved:
@@ -164,17 +138,17 @@ def record_status(conn: Connection, event: Event) -> bool:
     return current != event.status
 
 
-def _receive():
-    return (
-        update(messages)
-        .where(messages.c.message_id == bindparam("message_id"))
-        .values(
-            direction="inbound",
-            status="received",
-            status_rank=STATUS_RANK["received"],
-            **{name: bindparam(name) for name in (
-                "status_timestamp", "message_type", "text", "content", "incomplete", "updated_at")},
-        )
+def _upsert_inbound_for(conn: Connection):
+    insert = insert_for(conn)(messages)
+    received = {"direction": "inbound", "status": "received", "status_rank": STATUS_RANK["received"]}
+    changing = ("status_timestamp", "message_type", "text", "content", "incomplete", "updated_at")
+    return insert.values(
+        message_id=bindparam("message_id"), channel=bindparam("channel"), to_number=bindparam("to"),
+        from_number=bindparam("from"), client_ref=bindparam("client_ref"), created_at=bindparam("updated_at"),
+        **received, **{name: bindparam(name) for name in changing},
+    ).on_conflict_do_update(
+        index_elements=[messages.c.message_id],
+        set_={**received, **{name: getattr(insert.excluded, name) for name in changing}},
     )
 
 
@@ -182,9 +156,9 @@ def record_inbound(conn: Connection, event: Event) -> None:
     """Keep an inbound message (text, media, who sent it) as a message row with status 'received',
     in the caller's transaction."""
     now = time.time()
-    _ensure_row(conn, event, "inbound", now)
-    execute_prepared(conn, "messages.receive", _receive, {
-        "message_id": event.message_id, "status_timestamp": iso(event.timestamp), "message_type": event.message_type,
+    execute_prepared(conn, "messages.upsert_inbound", lambda: _upsert_inbound_for(conn), {
+        "message_id": event.message_id, "channel": event.channel, "to": event.to, "from": event.from_,
+        "client_ref": event.client_ref, "status_timestamp": iso(event.timestamp), "message_type": event.message_type,
         "text": event.text, "content": json.dumps(event.content) if event.content else None,
         "incomplete": event.incomplete, "updated_at": now,
     })
