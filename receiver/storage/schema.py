@@ -79,6 +79,7 @@ messages = Table(
     Column("created_at", Double, nullable=False),
     Column("updated_at", Double, nullable=False),
     Index("ix_messages_direction_created", "direction", "created_at"),
+    Index("ix_messages_created", "created_at"),  # the API's newest-first list, without a direction
     # The console's search by client_ref or phone number.
     Index("ix_messages_client_ref", "client_ref"),
     Index("ix_messages_to_number", "to_number"),
