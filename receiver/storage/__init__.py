@@ -19,9 +19,10 @@ from sqlalchemy.exc import (ArgumentError, DataError, IntegrityError, NoSuchModu
 from receiver.config import ConfigError
 from receiver.formats import safe_text
 from receiver.payloads import Callback
-from receiver.storage import events, migrate, multipart, outbox, rejections, state, stats, traffic
+from receiver.storage import claims, events, migrate, multipart, outbox, rejections, state, stats, traffic
+from receiver.storage.claims import Outcome
 from receiver.storage.engines import database_url, make_engine, unavailable, unreachable_reason, write_transaction
-from receiver.storage.events import Outcome, Recorded
+from receiver.storage.events import Recorded
 from receiver.storage.groupcommit import GroupCommitter
 from receiver.storage.schema import metadata
 from receiver.storage.stats import Stats
@@ -103,7 +104,7 @@ class Storage:
     # -- the worker path -----------------------------------------------------------------------
     def claim(self, worker: str, lease_seconds: float, limit: int) -> list:
         """Claim up to `limit` of the oldest due events for this worker alone, oldest first."""
-        return events.claim_batch(self.bookkeeping, worker, lease_seconds, limit)
+        return claims.claim_batch(self.bookkeeping, worker, lease_seconds, limit)
 
     def apply(self, parsed: list[tuple[object, Event]], concat_timeout: float) -> list[Applied]:
         """Write the message state of each (row, event), APPLY_CHUNK events per transaction; one Applied
@@ -179,7 +180,7 @@ class Storage:
         if not outcomes:
             return 0
         try:
-            return events.settle(self.bookkeeping, worker, outcomes)
+            return claims.settle(self.bookkeeping, worker, outcomes)
         except Exception as exc:
             if unavailable(exc):
                 raise
@@ -187,34 +188,34 @@ class Storage:
 
     def _finish_alone(self, worker: str, outcome: Outcome) -> int:
         try:
-            return events.settle(self.bookkeeping, worker, [outcome])
+            return claims.settle(self.bookkeeping, worker, [outcome])
         except Exception as exc:
             if unavailable(exc):
                 raise
             log.error("the outcome of event %s could not be stored (%s); keeping it as invalid",
                       outcome.event_id, exc.__class__.__name__)
             plain = Outcome(outcome.event_id, "invalid", error=f"its outcome could not be stored: {exc.__class__.__name__}")
-            return events.settle(self.bookkeeping, worker, [plain])
+            return claims.settle(self.bookkeeping, worker, [plain])
 
     def release(self, worker: str, event_ids: list[int]) -> int:
         """Give back claimed events this worker will not process: due again at once, attempt uncounted."""
-        return events.release(self.bookkeeping, worker, event_ids)
+        return claims.release(self.bookkeeping, worker, event_ids)
 
     def heartbeat(self, worker: str, processed: int, progress_at: float | None = None, *, held=(),
                   lease_seconds: float = 0.0, now: float | None = None) -> None:
         """Record that this worker is alive, and renew the leases of the events it holds."""
         now = time.time() if now is None else now
         with write_transaction(self.bookkeeping) as conn:
-            events.beat(conn, worker, now, processed, progress_at)
-            events.renew(conn, worker, list(held), now + lease_seconds)
+            claims.beat(conn, worker, now, processed, progress_at)
+            claims.renew(conn, worker, list(held), now + lease_seconds)
 
     def claim_holders(self) -> list[str]:
         """The names of the workers that hold claims now."""
-        return events.claim_holders(self.bookkeeping)
+        return claims.claim_holders(self.bookkeeping)
 
     def take_back(self, worker_names: list[str]) -> int:
         """Make what these dead workers had claimed due again now."""
-        return events.take_back(self.bookkeeping, worker_names)
+        return claims.take_back(self.bookkeeping, worker_names)
 
     def requeue_expired_parts(self, timeout: float, now: float | None = None) -> int:
         """Put one part of each timed-out multipart SMS back in the queue, to dispatch what arrived."""
