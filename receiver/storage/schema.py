@@ -80,10 +80,10 @@ messages = Table(
     Column("updated_at", Double, nullable=False),
     Index("ix_messages_direction_created", "direction", "created_at"),
     Index("ix_messages_created", "created_at"),  # the API's newest-first list, without a direction
-    # The console's search by client_ref or phone number.
+    # The console's search by client_ref or phone number, and a conversation's newest messages.
     Index("ix_messages_client_ref", "client_ref"),
-    Index("ix_messages_to_number", "to_number"),
-    Index("ix_messages_from_number", "from_number"),
+    Index("ix_messages_to_created", "to_number", "created_at"),
+    Index("ix_messages_from_created", "from_number", "created_at"),
 )
 
 # Every status ever reported for a message, applied or not, one row per stored event.
