@@ -20,13 +20,33 @@ from receiver.storage.stats import alive_since
 
 def _claimable():
     now = bindparam("now")
-    live = select(workers.c.name).where(workers.c.seen_at >= bindparam("alive_since"))
     return or_(
         and_(or_(events.c.state == "pending", events.c.state == "failed"), events.c.available_at <= now),
-        # A worker that died mid-event leaves it "processing": its claim is free again as soon
-        # as its heartbeat stops, or at the latest when its lease runs out.
-        and_(events.c.state == "processing", or_(events.c.lease_until < now, events.c.claimed_by.not_in(live))),
+        # A worker that died mid-event leaves it "processing": its claim is free again when its
+        # lease runs out, or sooner once its heartbeat stops (_free_the_dead_workers_claims).
+        and_(events.c.state == "processing", events.c.lease_until < now),
     )
+
+
+def _free_the_dead_workers_claims(conn: Connection, now: float) -> int:
+    """Claims held by workers whose heartbeat stopped are due again now, rather than when the lease runs out.
+
+    The dead are named in one read, then only their claims are reset. A single UPDATE testing the
+    heartbeats would not do on PostgreSQL: a row another worker claimed meanwhile is rechecked
+    against the statement's older view of `workers`, where that worker's first heartbeat (committed
+    with its claim) is missing, and the row would be taken from under a live worker.
+    """
+    live = select(workers.c.name).where(workers.c.seen_at >= alive_since(now))
+    dead = conn.execute(
+        select(events.c.claimed_by).where(events.c.state == "processing", events.c.claimed_by.not_in(live)).distinct()
+    ).scalars().all()
+    if not dead:
+        return 0
+    return conn.execute(
+        update(events)
+        .where(events.c.state == "processing", events.c.claimed_by.in_(dead))
+        .values(state="pending", available_at=now, lease_until=None, claimed_by=None)
+    ).rowcount
 
 
 def _claim_statement(dialect_name: str):
@@ -57,10 +77,10 @@ def claim_batch(engine: Engine, worker_name: str, lease_seconds: float, limit: i
     worker holding claims is never taken for dead.
     """
     now = time.time() if now is None else now
-    params = {"now": now, "lease_until": now + lease_seconds, "worker": worker_name, "limit": max(1, int(limit)),
-              "alive_since": alive_since(now)}
+    params = {"now": now, "lease_until": now + lease_seconds, "worker": worker_name, "limit": max(1, int(limit))}
     with write_transaction(engine) as conn:
         beat(conn, worker_name, now)
+        _free_the_dead_workers_claims(conn, now)
         build = lambda: _claim_statement(conn.dialect.name)  # noqa: E731
         rows = execute_prepared(conn, "claim_batch", build, params).all()
     return sorted(rows, key=lambda row: row.id)  # RETURNING does not promise an order
