@@ -117,6 +117,22 @@ def test_a_message_queued_through_the_api_is_sent_once_and_its_statuses_join_it(
     assert live.send() == 0  # nothing is sent twice
 
 
+@pytest.fixture
+def live_out_of_order(make_app, database_url, private_pem):
+    yield from _live(make_app, database_url, {"VONAGE_PRIVATE_KEY": private_pem}, out_of_order_share=1.0)
+
+
+def test_a_status_that_arrives_late_does_not_hide_the_later_one(live_out_of_order):
+    live = live_out_of_order
+    message_ids = [live.queue(to=CUSTOMER, **{"from": OURS}, channel=channel, message_type="text", text="hi")
+                   for channel in ("whatsapp", "sms", "whatsapp", "sms")]
+    assert live.send() == 4
+    live.process()  # every message's statuses arrive with two of them swapped
+    arrived = [[h["status"] for h in live.outbox(i)["history"]] for i in message_ids]
+    assert all(order not in (["submitted", "delivered", "read"], ["submitted", "delivered"]) for order in arrived)
+    assert [live.outbox(i)["status"] for i in message_ids] == ["read", "delivered", "read", "delivered"]
+
+
 BODIES = [
     build_message("sms", to=CUSTOMER, from_="AcmeShop", text="Order 48213 is ready", ttl=600),
     build_message("whatsapp", to=CUSTOMER, from_=OURS, text="Hello"),

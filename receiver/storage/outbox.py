@@ -7,12 +7,12 @@ import json
 import time
 import uuid
 
-from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from receiver.formats import iso, safe_text
 from receiver.storage.engines import execute_prepared, insert_for, write_transaction
-from receiver.storage.schema import message_history, outbox, workers
+from receiver.storage.schema import message_history, messages, outbox, workers
 from receiver.storage.stats import alive_since
 
 STATES = ("queued", "sending", "sent", "unknown", "failed")
@@ -63,9 +63,15 @@ def claim(engine: Engine, sender: str, limit: int, wait_unknown: float, now: flo
     now = time.time() if now is None else now
     live = select(workers.c.name).where(workers.c.seen_at >= alive_since(now))
     with write_transaction(engine) as conn:
+        # The dead are named in a read of their own, then only their sends are touched: one UPDATE
+        # testing the heartbeats would, on PostgreSQL, recheck a row a live sender had just claimed
+        # against an older view of `workers` (see claims._free_the_dead_workers_claims).
+        dead = conn.execute(
+            select(outbox.c.claimed_by).where(outbox.c.state == "sending", outbox.c.claimed_by.not_in(live)).distinct()
+        ).scalars().all()
         conn.execute(
             update(outbox)
-            .where(outbox.c.state == "sending", or_(outbox.c.lease_until < now, outbox.c.claimed_by.not_in(live)))
+            .where(outbox.c.state == "sending", or_(outbox.c.lease_until < now, outbox.c.claimed_by.in_(dead)))
             .values(state="unknown", available_at=now + wait_unknown, claimed_by=None, lease_until=None,
                     last_error="the sender stopped before Vonage's answer was recorded", updated_at=now)
         )
@@ -106,7 +112,8 @@ def attach_status(conn: Connection, message_id: str, client_ref: str | None, sta
     # as this runs for every status callback (most are for no message of ours).
     found = execute_prepared(conn, "outbox.by_uuid", _by_uuid, {"message_uuid": message_id}).scalar()
     if found is not None:
-        execute_prepared(conn, "outbox.status", _set_status, {"id": found, "status": status, "now": now})
+        execute_prepared(conn, "outbox.status", _set_status,
+                         {"id": found, "status": status, "now": now, "message_uuid": message_id})
         return found
     if not client_ref:
         return None
@@ -128,15 +135,22 @@ def _by_ref():
         or_(outbox.c.state == "sending", outbox.c.state == "unknown")).order_by(outbox.c.id.desc()).limit(1)
 
 
+def _latest_status():
+    # The message's status as state.record_status ranked it, just before in the same transaction:
+    # statuses arrive in any order, and a late `submitted` must not hide a `delivered`.
+    ranked = select(messages.c.status).where(messages.c.message_id == bindparam("message_uuid")).scalar_subquery()
+    return func.coalesce(ranked, bindparam("status"))
+
+
 def _set_status():
     return update(outbox).where(outbox.c.id == bindparam("id")).values(
-        status=bindparam("status"), updated_at=bindparam("now"))
+        status=_latest_status(), updated_at=bindparam("now"))
 
 
 def _sent_by_status():
     now = bindparam("now")
     return update(outbox).where(outbox.c.id == bindparam("id")).values(
-        status=bindparam("status"), updated_at=now, message_uuid=bindparam("message_uuid"), state="sent",
+        status=_latest_status(), updated_at=now, message_uuid=bindparam("message_uuid"), state="sent",
         sent_at=now, claimed_by=None, lease_until=None, last_error=None)
 
 
