@@ -4,7 +4,7 @@ group replay.
 
 Reads run on a connection of their own (`engine.connect()`), never in the SQLite writer's turn; only
 `replay_events` writes. Every query is bounded by an index or by a window of ids: none counts or
-sorts the whole events table (README-section.md in receiver/console lists the indexes each relies on).
+sorts the whole events table (bench/README.md lists the indexes each page relies on).
 """
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ import re
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.elements import UnaryExpression
 from sqlalchemy.sql.operators import custom_op
 
 from receiver.storage.engines import write_transaction
-from receiver.storage.schema import events, message_history, messages, traffic, workers
-from receiver.storage.stats import Stats, alive_since
+from receiver.storage.schema import events, message_history, messages, traffic
+from receiver.storage.stats import Stats, collect
 
 FEED_PAGE = 50
 # A filter on a column without an index (kind, channel, status, api key, application, state done)
@@ -199,32 +199,9 @@ def problem_events(engine: Engine, limit: int) -> list:
 
 
 def queue_figures(engine: Engine, now: float | None = None) -> Stats:
-    """storage.stats() without counting `done`: every figure read from the state index's small end.
-
-    `by_state` holds FEW_STATES only. stats() counts every state, `done` included, which reads the
-    whole index: on a million events that is most of the cost of a page.
-    """
-    now = time.time() if now is None else now
-    due = and_(events.c.state.in_(("pending", "failed")), events.c.available_at <= now)
-    live = select(workers.c.name).where(workers.c.seen_at >= alive_since(now))
-    stuck = and_(events.c.state == "processing", or_(events.c.lease_until < now, events.c.claimed_by.not_in(live)))
-    with engine.connect() as conn:
-        counts = dict(conn.execute(select(events.c.state, func.count()).where(events.c.state.in_(FEW_STATES))
-                                   .group_by(events.c.state)).all())
-        due_count, oldest = conn.execute(select(func.count(), func.min(events.c.available_at)).where(due)).one()
-        stuck_count = conn.execute(select(func.count()).where(stuck)).scalar()
-        alive, newest, progress = conn.execute(
-            select(func.count().filter(workers.c.seen_at >= alive_since(now)), func.max(workers.c.seen_at),
-                   func.max(workers.c.progress_at))).one()
-    return Stats(
-        by_state={state: counts.get(state, 0) for state in FEW_STATES},
-        due=due_count,
-        oldest_due_seconds=0.0 if oldest is None else max(0.0, now - oldest),
-        stuck=stuck_count,
-        live_workers=alive,
-        last_heartbeat_seconds=None if newest is None else max(0.0, now - newest),
-        last_progress_seconds=None if progress is None else max(0.0, now - progress),
-    )
+    """storage.stats() without counting `done`, for the bar on every page: every figure is read from the
+    state index's small end. `by_state` holds FEW_STATES only."""
+    return collect(engine, now, FEW_STATES)
 
 
 def senders(engine: Engine, since_minute: int) -> list[dict]:
