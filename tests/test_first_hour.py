@@ -423,11 +423,13 @@ def test_dev_serve_without_credentials_sends_through_the_local_simulator(checkou
             "to": "447700900456", "from": "447700900123", "channel": "sms", "message_type": "text", "text": "hi"})
         assert queued.status_code == 202, queued.text
 
-        def delivered():
+        def final():
             found = requests.get(f"{served.url}/api/outbox/{queued.json()['id']}", headers=auth, timeout=5).json()
-            return found["state"] == "sent" and found.get("status") == "delivered"
+            # The simulator rejects or fails 5% of messages, as real networks do: any final status
+            # means it took the message and its signed callbacks came back and joined it.
+            return found["state"] == "sent" and found.get("status") in ("delivered", "rejected", "undeliverable")
 
-        wait_for(delivered, timeout=30)
+        wait_for(final, timeout=30)
         # Stopped alone (a process manager, a closed terminal): the server and the simulator stop with it.
         served.proc.send_signal(signal.SIGTERM)
         served.proc.wait(timeout=30)
