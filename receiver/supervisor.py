@@ -247,8 +247,16 @@ def run_forever(app: Flask) -> Worker:
 
 
 def until_idle(app: Flask) -> int:
-    """`flask worker --until-idle`: process what is due now, then return how many were processed."""
-    return Worker(get_storage(app), app.config).run_until_idle()
+    """`flask worker --until-idle`: process what is due now, then return how many were processed.
+    Its heartbeat runs as in `flask worker`: a batch longer than ALIVE_SECONDS must not look dead."""
+    worker = Worker(get_storage(app), app.config)
+    beats = threading.Thread(target=Supervisor(worker)._beat_until_stopped, name="receiver-heartbeat", daemon=True)
+    beats.start()
+    try:
+        return worker.run_until_idle()
+    finally:
+        worker.stop()
+        beats.join(timeout=HEARTBEAT_SECONDS + 1)
 
 
 def started_at_boot(app) -> None:

@@ -262,6 +262,28 @@ def test_a_handler_slower_than_the_lease_runs_once(make_app, monkeypatch):
     assert runs == [1], "a second worker took the event while the first still ran it"
 
 
+def test_worker_until_idle_beats_and_renews_its_lease_while_a_handler_runs(make_app, monkeypatch):
+    """`flask worker --until-idle` has no supervisor loop: its heartbeat must run all the same, or a
+    long batch looks dead to the other workers and its events are taken from under it."""
+    from receiver.supervisor import until_idle
+
+    app = make_app(LEASE_SECONDS=0.6)  # a beat every 0.2 s
+    storage = get_storage(app)
+    seen = []
+
+    def slow(event):
+        with storage.engine.connect() as conn:
+            seen.append(conn.execute(select(events.c.lease_until).where(events.c.id == event.event_id)).scalar())
+            time.sleep(1.5)
+            seen.append(conn.execute(select(events.c.lease_until).where(events.c.id == event.event_id)).scalar())
+
+    monkeypatch.setitem(handlers.STATUS_HANDLERS, "delivered", slow)
+    Vonage(app.test_client()).status(samples.message_status("delivered"))
+    assert until_idle(app) == 1
+    assert seen[1] > seen[0] + 1.0, "the lease was not renewed while the handler ran"
+    assert count_states(storage.engine) == {"done": 1}
+
+
 def test_a_failing_loop_is_restarted_with_its_traceback_logged(app, vonage, storage, calls, monkeypatch, caplog):
     import receiver.supervisor as supervisor_module
 
