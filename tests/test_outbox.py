@@ -12,7 +12,7 @@ import time
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from sqlalchemy import update
+from sqlalchemy import select, update
 from werkzeug.serving import make_server
 
 import handlers
@@ -195,6 +195,19 @@ def test_a_5xx_is_retried_with_backoff(live):
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_fresh_senders_claim_is_not_taken_for_a_dead_ones(make_app, database_url):
+    """A sender that has never written a heartbeat before its first claim is alive all the same:
+    another worker's claim must not turn its send in flight into `unknown` (sent twice later)."""
+    storage = get_storage(make_app(DATABASE_URL=database_url))
+    storage.queue_send(BODIES[0])
+    storage.queue_send(BODIES[1])
+    (first,) = storage.claim_sends("fresh:1:1", 1, 300)
+    assert [row.id for row in storage.claim_sends("other:2:2", 5, 300)] == [first.id + 1]
+    with storage.engine.connect() as conn:
+        assert conn.execute(select(outbox.c.state, outbox.c.claimed_by).where(outbox.c.id == first.id)).one() \
+            == ("sending", "fresh:1:1")
+
+
 def test_a_4xx_fails_at_once_and_keeps_vonages_problem(live):
     message_id = live.queue(**BODIES[1])
     live.vonage.set_fault("problem", 1, code="1120")

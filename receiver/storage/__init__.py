@@ -206,7 +206,7 @@ class Storage:
         """Record that this worker is alive, and renew the leases of the events it holds."""
         now = time.time() if now is None else now
         with write_transaction(self.bookkeeping) as conn:
-            claims.beat(conn, worker, now, processed, progress_at)
+            stats.beat(conn, worker, now, processed, progress_at)
             claims.renew(conn, worker, list(held), now + lease_seconds)
 
     def claim_holders(self) -> list[str]:

@@ -13,9 +13,9 @@ from sqlalchemy.engine import Connection, Engine
 
 from receiver.formats import safe_text
 from receiver.storage import outbox
-from receiver.storage.engines import execute_prepared, insert_for, write_transaction
+from receiver.storage.engines import execute_prepared, write_transaction
 from receiver.storage.schema import events, workers
-from receiver.storage.stats import alive_since
+from receiver.storage.stats import alive_since, beat
 
 
 def _claimable():
@@ -37,14 +37,17 @@ def _free_the_dead_workers_claims(conn: Connection, now: float) -> int:
     with its claim) is missing, and the row would be taken from under a live worker.
     """
     live = select(workers.c.name).where(workers.c.seen_at >= alive_since(now))
-    dead = conn.execute(
-        select(events.c.claimed_by).where(events.c.state == "processing", events.c.claimed_by.not_in(live)).distinct()
-    ).scalars().all()
-    if not dead:
+    held = conn.execute(
+        select(events.c.id, events.c.claimed_by).where(events.c.state == "processing", events.c.claimed_by.not_in(live))
+    ).all()
+    if not held:
         return 0
+    # By id as well as by name: a worker that comes back between the read and the reset keeps
+    # whatever it claimed in that moment.
     return conn.execute(
         update(events)
-        .where(events.c.state == "processing", events.c.claimed_by.in_(dead))
+        .where(events.c.id.in_([row.id for row in held]), events.c.state == "processing",
+               events.c.claimed_by.in_({row.claimed_by for row in held}))
         .values(state="pending", available_at=now, lease_until=None, claimed_by=None)
     ).rowcount
 
@@ -72,8 +75,8 @@ def claim_batch(engine: Engine, worker_name: str, lease_seconds: float, limit: i
 
     PostgreSQL: FOR UPDATE SKIP LOCKED, so workers on several machines never take the same row.
     SQLite: one conditional UPDATE; SQLite runs a write statement under its single write lock.
-    One statement claims the whole batch: under load a worker pays for one transaction per
-    batch instead of one per event. The same transaction writes the claimer's heartbeat, so a
+    One statement claims the whole batch (after freeing a dead worker's claims): under load a
+    worker pays for one transaction per batch instead of one per event. The same transaction writes the claimer's heartbeat, so a
     worker holding claims is never taken for dead.
     """
     now = time.time() if now is None else now
@@ -84,16 +87,6 @@ def claim_batch(engine: Engine, worker_name: str, lease_seconds: float, limit: i
         build = lambda: _claim_statement(conn.dialect.name)  # noqa: E731
         rows = execute_prepared(conn, "claim_batch", build, params).all()
     return sorted(rows, key=lambda row: row.id)  # RETURNING does not promise an order
-
-
-def beat(conn: Connection, worker_name: str, now: float, processed: int | None = None,
-         progress_at: float | None = None) -> None:
-    """Write this worker's heartbeat (and, when given, its counters) in the caller's transaction."""
-    values = {"seen_at": now}
-    if processed is not None:
-        values.update(processed=processed, progress_at=progress_at)
-    insert = insert_for(conn)(workers).values({"name": worker_name, "processed": 0, **values})
-    conn.execute(insert.on_conflict_do_update(index_elements=[workers.c.name], set_=values))
 
 
 def renew(conn: Connection, worker_name: str, event_ids: list[int], lease_until: float) -> None:

@@ -7,13 +7,13 @@ import json
 import time
 import uuid
 
-from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from receiver.formats import iso, safe_text
 from receiver.storage.engines import execute_prepared, insert_for, write_transaction
 from receiver.storage.schema import message_history, messages, outbox, workers
-from receiver.storage.stats import alive_since
+from receiver.storage.stats import alive_since, beat
 
 STATES = ("queued", "sending", "sent", "unknown", "failed")
 CLAIM_LEASE_SECONDS = 60.0  # a send takes at most the client's timeouts (3 s + 10 s)
@@ -63,15 +63,19 @@ def claim(engine: Engine, sender: str, limit: int, wait_unknown: float, now: flo
     now = time.time() if now is None else now
     live = select(workers.c.name).where(workers.c.seen_at >= alive_since(now))
     with write_transaction(engine) as conn:
-        # The dead are named in a read of their own, then only their sends are touched: one UPDATE
-        # testing the heartbeats would, on PostgreSQL, recheck a row a live sender had just claimed
-        # against an older view of `workers` (see claims._free_the_dead_workers_claims).
-        dead = conn.execute(
-            select(outbox.c.claimed_by).where(outbox.c.state == "sending", outbox.c.claimed_by.not_in(live)).distinct()
-        ).scalars().all()
+        beat(conn, sender, now)  # the sender is the worker: its claims are never older than its heartbeat
+        # The dead's sends are named in a read of their own, then only those rows are touched: one
+        # UPDATE testing the heartbeats would, on PostgreSQL, recheck a row a live sender had just
+        # claimed against an older view of `workers` (see claims._free_the_dead_workers_claims).
+        orphans = conn.execute(
+            select(outbox.c.id, outbox.c.claimed_by).where(outbox.c.state == "sending",
+                                                           outbox.c.claimed_by.not_in(live))
+        ).all()
+        of_the_dead = and_(outbox.c.id.in_([row.id for row in orphans]),
+                           outbox.c.claimed_by.in_({row.claimed_by for row in orphans}))
         conn.execute(
             update(outbox)
-            .where(outbox.c.state == "sending", or_(outbox.c.lease_until < now, outbox.c.claimed_by.in_(dead)))
+            .where(outbox.c.state == "sending", or_(outbox.c.lease_until < now, of_the_dead))
             .values(state="unknown", available_at=now + wait_unknown, claimed_by=None, lease_until=None,
                     last_error="the sender stopped before Vonage's answer was recorded", updated_at=now)
         )

@@ -8,8 +8,9 @@ import time
 from dataclasses import dataclass
 
 from sqlalchemy import and_, func, or_, select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
+from receiver.storage.engines import insert_for
 from receiver.storage.schema import events, workers
 
 STATES = ("pending", "processing", "failed", "done", "dead", "invalid")
@@ -44,6 +45,19 @@ class Stats:
 def alive_since(now: float) -> float:
     """The oldest heartbeat of a worker that still counts as alive."""
     return now - ALIVE_SECONDS
+
+
+def beat(conn: Connection, worker_name: str, now: float, processed: int | None = None,
+         progress_at: float | None = None) -> None:
+    """Write this worker's heartbeat (and, when given, its counters) in the caller's transaction.
+
+    Every claim writes one in its own transaction: a worker holding claims, events or sends, is
+    never seen without a heartbeat at least as new as its claim."""
+    values = {"seen_at": now}
+    if processed is not None:
+        values.update(processed=processed, progress_at=progress_at)
+    insert = insert_for(conn)(workers).values({"name": worker_name, "processed": 0, **values})
+    conn.execute(insert.on_conflict_do_update(index_elements=[workers.c.name], set_=values))
 
 
 def live(engine: Engine, now: float | None = None) -> int:
