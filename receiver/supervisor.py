@@ -11,7 +11,6 @@ import atexit
 import logging
 import os
 import signal
-import socket
 import threading
 
 from flask import Flask
@@ -21,7 +20,7 @@ from receiver import metrics
 from receiver.sender import Sender, client_settings
 from receiver.storage import get_storage
 from receiver.storage.stats import HEARTBEAT_SECONDS
-from receiver.worker import GATHER_SECONDS, Worker
+from receiver.worker import GATHER_SECONDS, Worker, this_machine
 
 log = logging.getLogger("receiver.worker")
 
@@ -124,7 +123,7 @@ class Supervisor:
     def _take_back_from_dead_predecessors(self) -> None:
         """Claims held by a worker of this machine whose process is gone are due again now,
         rather than when their lease runs out (a restart after kill -9, a crash, the OOM killer)."""
-        host = socket.gethostname()
+        host = this_machine()
         try:
             dead = [name for name in self.worker.storage.claim_holders() if _dead_process_here(name, host)]
             if dead:
@@ -136,7 +135,7 @@ class Supervisor:
 
 
 def _dead_process_here(name: str, host: str) -> bool:
-    """True for a worker name (host:pid:thread) of this host whose process no longer exists."""
+    """True for a worker name (machine:pid:thread) of this machine whose process no longer exists."""
     found_host, _, rest = name.partition(":")
     pid = rest.partition(":")[0]
     if found_host != host or not pid.isdigit() or int(pid) == os.getpid():

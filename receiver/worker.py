@@ -58,13 +58,23 @@ def retry_delay(attempts: int, base: float, cap: float) -> float:
     return delay * random.uniform(0.8, 1.0)
 
 
+def this_machine() -> str:
+    """Where a process id names one process: the host name, with the pid namespace when there is one.
+    Containers that share a host name (host networking, a fixed `hostname:`) but not their pids must
+    not take each other's live workers for dead predecessors."""
+    try:
+        return f"{socket.gethostname()}~{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:  # not Linux, or no /proc
+        return socket.gethostname()
+
+
 class Worker:
     """One worker: `run_once()` claims and processes a batch; receiver.supervisor loops it."""
 
     def __init__(self, storage: Storage, config: dict, name: str | None = None, *, beside_requests: bool = False):
         self.storage = storage
         self.config = config
-        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+        self.name = name or f"{this_machine()}:{os.getpid()}:{threading.get_ident()}"
         self.beside_requests = beside_requests  # a thread of a web process, sharing its GIL
         self.processed = 0
         self.progress_at: float | None = None  # when an event last finished

@@ -5,6 +5,7 @@ PostgreSQL: every one is answered 200 and stored; the normal ones are processed;
 as `invalid` with a reason at its first attempt; nothing is left pending or processing.
 """
 import json
+import os
 import socket
 import sys
 import threading
@@ -20,7 +21,7 @@ from receiver.payloads import Callback
 from receiver.storage import get_storage
 from receiver.storage.schema import events, messages, workers
 from receiver.supervisor import Supervisor
-from receiver.worker import Worker
+from receiver.worker import Worker, this_machine
 from tests.conftest import ADMIN_TOKEN, Vonage, compact, count_states
 
 OVER = "x" * 300  # longer than any id column (255)
@@ -217,15 +218,26 @@ def test_a_dead_workers_claims_are_free_at_once_not_after_the_lease(app, vonage,
 def test_a_restarting_worker_takes_back_what_its_dead_predecessor_held(app, vonage, storage, calls):
     vonage.status(samples.message_status("delivered"))
     dead_pid = _a_pid_that_is_not_running()
-    storage.claim(f"{socket.gethostname()}:{dead_pid}:1", lease_seconds=300, limit=1)  # heartbeat fresh
+    storage.claim(f"{this_machine()}:{dead_pid}:1", lease_seconds=300, limit=1)  # heartbeat fresh
     supervisor = Supervisor(Worker(storage, app.config, name="next"))
     supervisor._take_back_from_dead_predecessors()
     assert Worker(storage, app.config, name="next").run_until_idle() == 1
 
 
-def _a_pid_that_is_not_running() -> int:
-    import os
+def test_a_worker_of_another_pid_namespace_with_the_same_host_name_is_not_taken_for_dead(app, vonage, storage):
+    """Two containers with one host name: the other's pids mean nothing here, so its live claims stay its."""
+    if not os.path.exists("/proc/self/ns/pid"):
+        pytest.skip("no pid namespaces here (not Linux)")
+    here = f"{socket.gethostname()}~{os.stat('/proc/self/ns/pid').st_ino}"
+    assert Worker(storage, app.config).name.startswith(here + ":")  # a worker says which namespace its pid is in
+    vonage.status(samples.message_status("delivered"))
+    other = f"{socket.gethostname()}~{os.stat('/proc/self/ns/pid').st_ino + 1}:{_a_pid_that_is_not_running()}:1"
+    storage.claim(other, lease_seconds=300, limit=1)
+    Supervisor(Worker(storage, app.config, name="next"))._take_back_from_dead_predecessors()
+    assert count_states(storage.engine) == {"processing": 1}
 
+
+def _a_pid_that_is_not_running() -> int:
     pid = 4_000_000
     while True:
         try:
