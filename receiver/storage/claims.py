@@ -14,8 +14,8 @@ from sqlalchemy.engine import Connection, Engine
 from receiver.formats import safe_text
 from receiver.storage import outbox
 from receiver.storage.engines import execute_prepared, write_transaction
-from receiver.storage.schema import events, workers
-from receiver.storage.stats import alive_since, beat
+from receiver.storage.schema import events
+from receiver.storage.stats import beat, live_names
 
 
 def _claimable():
@@ -36,7 +36,7 @@ def _free_the_dead_workers_claims(conn: Connection, now: float) -> int:
     against the statement's older view of `workers`, where that worker's first heartbeat (committed
     with its claim) is missing, and the row would be taken from under a live worker.
     """
-    live = select(workers.c.name).where(workers.c.seen_at >= alive_since(now))
+    live = live_names(now)
     held = conn.execute(
         select(events.c.id, events.c.claimed_by).where(events.c.state == "processing", events.c.claimed_by.not_in(live))
     ).all()
@@ -44,10 +44,15 @@ def _free_the_dead_workers_claims(conn: Connection, now: float) -> int:
         return 0
     # By id as well as by name: a worker that comes back between the read and the reset keeps
     # whatever it claimed in that moment.
+    return _due_again(conn, and_(events.c.id.in_([row.id for row in held]),
+                                 events.c.claimed_by.in_({row.claimed_by for row in held})), now)
+
+
+def _due_again(conn: Connection, claims, now: float) -> int:
+    """These claims (a condition on events) are given up: due again at `now`, their attempts still counted."""
     return conn.execute(
         update(events)
-        .where(events.c.id.in_([row.id for row in held]), events.c.state == "processing",
-               events.c.claimed_by.in_({row.claimed_by for row in held}))
+        .where(events.c.state == "processing", claims)
         .values(state="pending", available_at=now, lease_until=None, claimed_by=None)
     ).rowcount
 
@@ -111,11 +116,7 @@ def take_back(engine: Engine, worker_names: list[str]) -> int:
     if not worker_names:
         return 0
     with write_transaction(engine) as conn:
-        return conn.execute(
-            update(events)
-            .where(events.c.state == "processing", events.c.claimed_by.in_(worker_names))
-            .values(state="pending", available_at=time.time(), lease_until=None, claimed_by=None)
-        ).rowcount
+        return _due_again(conn, events.c.claimed_by.in_(worker_names), time.time())
 
 
 def release(engine: Engine, worker_name: str, event_ids: list[int]) -> int:

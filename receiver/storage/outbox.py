@@ -12,8 +12,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from receiver.formats import iso, safe_text
 from receiver.storage.engines import execute_prepared, insert_for, write_transaction
-from receiver.storage.schema import message_history, messages, outbox, workers
-from receiver.storage.stats import alive_since, beat
+from receiver.storage.schema import message_history, messages, outbox
+from receiver.storage.stats import beat, live_names
 
 STATES = ("queued", "sending", "sent", "unknown", "failed")
 CLAIM_LEASE_SECONDS = 60.0  # a send takes at most the client's timeouts (3 s + 10 s)
@@ -61,7 +61,7 @@ def claim(engine: Engine, sender: str, limit: int, wait_unknown: float, now: flo
     (so a row is durable before its request leaves). First, sends whose sender died or stalled
     mid-request become `unknown`: they may have been accepted, so they wait for a status callback."""
     now = time.time() if now is None else now
-    live = select(workers.c.name).where(workers.c.seen_at >= alive_since(now))
+    live = live_names(now)
     with write_transaction(engine) as conn:
         beat(conn, sender, now)  # the sender is the worker: its claims are never older than its heartbeat
         # The dead's sends are named in a read of their own, then only those rows are touched: one

@@ -47,6 +47,11 @@ def alive_since(now: float) -> float:
     return now - ALIVE_SECONDS
 
 
+def live_names(now: float):
+    """The names of the workers alive at `now`, as a subquery."""
+    return select(workers.c.name).where(workers.c.seen_at >= alive_since(now))
+
+
 def beat(conn: Connection, worker_name: str, now: float, processed: int | None = None,
          progress_at: float | None = None) -> None:
     """Write this worker's heartbeat (and, when given, its counters) in the caller's transaction.
@@ -72,7 +77,7 @@ def collect(engine: Engine, now: float | None = None, states: tuple[str, ...] = 
     counting `done` reads the whole state index, most of the cost on a million events)."""
     now = time.time() if now is None else now
     due = and_(events.c.state.in_(("pending", "failed")), events.c.available_at <= now)
-    live = select(workers.c.name).where(workers.c.seen_at >= alive_since(now))
+    live = live_names(now)
     stuck = and_(events.c.state == "processing",
                  or_(events.c.lease_until < now, events.c.claimed_by.not_in(live)))
     count = select(events.c.state, func.count()).group_by(events.c.state)
