@@ -166,6 +166,10 @@ def natural_key(kind: str, fields: dict | None, body: bytes, query: str = "") ->
     return key, message_id, status
 
 
+# Kept with a callback stored without a signature check (SIGNATURE_VERIFICATION=jwt-only or off).
+UNVERIFIED = "unverified"
+
+
 def callback(kind: str, fields: dict | None, *, body: bytes, query: str, content_type: str, headers: dict,
              api_key=None, application_id=None) -> Callback:
     """The Callback to store for a request whose signature verified; `fields` is what it says (None: unreadable)."""

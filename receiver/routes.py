@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from receiver import metrics, supervisor
 from receiver.guard import get_guard, record_rejection
-from receiver.payloads import SMS_KINDS, Callback, DuplicateParameter, callback, json_object, sms_params
+from receiver.payloads import SMS_KINDS, UNVERIFIED, Callback, DuplicateParameter, callback, json_object, sms_params
 from receiver.signatures import SignatureError
 from receiver.storage import get_storage
 
@@ -132,11 +132,14 @@ def verified(kind: str) -> Callback:
                 fields = sms_params(query, body, content_type)
             except DuplicateParameter as exc:
                 raise SignatureError("duplicate_param", f"parameter {str(exc)[:40]!r} appears more than once") from None
-            guard.check_sms(fields)
+            if not guard.check_sms(fields):
+                headers[UNVERIFIED] = f"SIGNATURE_VERIFICATION={guard.mode}"
             headers.update({k: fields[k] for k in ("api-key", "nonce", "timestamp") if k in fields})
             return callback(kind, fields, body=body, query=query, content_type=content_type, headers=headers)
         claims = guard.check_messages(request.headers.get("Authorization"), body)
         kept = {k: claims[k] for k in ("api_key", "application_id", "jti", "iat") if k in claims}
+        if not claims:
+            kept[UNVERIFIED] = f"SIGNATURE_VERIFICATION={guard.mode}"
         if not body.strip():
             raise Refused(400, "empty_body", "a Messages API callback has a JSON body", "bad_request")
         return callback(kind, json_object(body), body=body, query=query, content_type=content_type,

@@ -15,7 +15,8 @@ from schemas.event import Event
 __all__ = ["Event", "InvalidPayload", "SCHEMAS", "TEST_MARKS", "load_event"]
 
 # The field this app's own CLI adds to the callbacks it signs and sends (`flask vonage trigger`, `doctor`):
-# covered by the signature, so only a holder of the secret can set it. Vonage never sends it.
+# covered by the signature, so only a holder of the secret can set it. Vonage never sends it. Where the
+# signature was not checked (SIGNATURE_VERIFICATION=jwt-only or off), anyone could: it counts for nothing.
 TEST_MARKS = {"receiver_test": ("trigger", "doctor"), "receiver-test": ("trigger", "doctor")}
 
 # Messages kinds come in two shapes, told apart by `messages_version`; SMS API kinds in one.
@@ -41,9 +42,10 @@ def messages_version(payload: dict[str, Any]) -> str:
     return "v0.1" if legacy else "v1"
 
 
-def load_event(kind: str, payload: dict[str, Any], *, event_id: int | None = None) -> Event:
+def load_event(kind: str, payload: dict[str, Any], *, event_id: int | None = None, signed: bool = True) -> Event:
     """Load one callback body of the given kind ("message-status", "inbound-message", "inbound-sms",
-    "delivery-receipt") into an Event; `event_id` is the stored callback's id.
+    "delivery-receipt") into an Event; `event_id` is the stored callback's id, `signed` whether its
+    signature was checked (the TEST_MARKS count only then).
 
     :raises InvalidPayload: the body is not an object, lacks its id (or status), has a value of a
         type that cannot be coerced, or makes a schema fail in any other way. Unknown fields,
@@ -61,7 +63,7 @@ def load_event(kind: str, payload: dict[str, Any], *, event_id: int | None = Non
         raise InvalidPayload(err.normalized_messages()) from err
     except Exception as err:  # whatever a hostile value makes a schema raise stays this payload's problem
         raise InvalidPayload({"_schema": [f"{err.__class__.__name__}: {err}"[:500]]}) from err
-    test = next((payload[k] for k, values in TEST_MARKS.items() if payload.get(k) in values), None)
+    test = next((payload[k] for k, values in TEST_MARKS.items() if payload.get(k) in values), None) if signed else None
     return Event(**fields, test=test, raw=payload, event_id=event_id)
 
 

@@ -53,6 +53,15 @@ def test_the_event_page_shows_the_request_its_verification_and_a_resigned_curl(o
     assert verify_jwt(headers["Authorization"], body, Keyring([SECRET]))["api_key"] == "a1b2c3d4"
 
 
+def test_an_event_stored_without_a_signature_check_says_so(make_app):
+    app = make_app(SIGNATURE_VERIFICATION="jwt-only")
+    client = app.test_client()
+    assert Vonage(client).sms("inbound-sms", samples.inbound_sms("Hello"), sign=False).status_code == 200
+    login(client)
+    html = page(client, "/ui/events/1")
+    assert "not verified: SIGNATURE_VERIFICATION=jwt-only when it arrived" in html and "SMS API signature" not in html
+
+
 def test_an_sms_event_shows_its_parameters_and_resigns_them(operator, vonage, work):
     vonage.sms("inbound-sms", samples.inbound_sms("Hello"), via="form")
     work()

@@ -5,7 +5,7 @@ import handlers
 from receiver import dispatch, samples
 from receiver.config import ConfigError
 from receiver.signed import marked
-from tests.conftest import Vonage
+from tests.conftest import Vonage, compact
 
 
 def test_the_shipped_tables_pass():
@@ -68,7 +68,25 @@ def test_the_doctors_callbacks_are_stored_but_reach_no_handler(make_app, calls):
     assert {e["note"] for e in storage.events()} == {"doctor's signed test callback: stored, not dispatched"}
 
 
-def test_an_unsigned_test_mark_is_worth_nothing(client, storage):
+def test_an_unsigned_test_mark_is_worth_nothing(client, storage, make_app, calls):
+    """An unsigned Messages callback is refused whatever it says. Where the signature is not checked
+    (jwt-only: the SMS API; off: everything), anyone can write the mark: such a callback is dispatched
+    like any other, and its handler is not told it is a test."""
+    from receiver.worker import Worker
+
     body = b'{"receiver_test":"doctor","message_uuid":"x","status":"read","channel":"sms"}'
     assert client.post("/webhooks/message-status", data=body, content_type="application/json").status_code == 503
     assert storage.events() == []
+
+    jwt_only = make_app(SIGNATURE_VERIFICATION="jwt-only")
+    sms = marked("inbound-sms", samples.inbound_sms("stop"), "doctor")
+    assert Vonage(jwt_only.test_client()).sms("inbound-sms", sms, sign=False).status_code == 200
+    assert Worker(jwt_only.extensions["storage"], jwt_only.config, name="w").run_until_idle() == 1
+
+    off = make_app(SIGNATURE_VERIFICATION="off")
+    status = compact(marked("message-status", samples.message_status("read"), "doctor"))
+    assert off.test_client().post("/webhooks/message-status", data=status,
+                                  content_type="application/json").status_code == 200
+    assert Worker(off.extensions["storage"], off.config, name="w").run_until_idle() == 1
+
+    assert [(event.kind, event.test) for _, event in calls] == [("inbound", None), ("status", None)]

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from urllib.parse import parse_qsl
 
-from receiver.payloads import MESSAGES_KINDS, DuplicateParameter, json_object, sms_params
+from receiver.payloads import MESSAGES_KINDS, UNVERIFIED, DuplicateParameter, json_object, sms_params
 from receiver.routes import KEPT_HEADERS
 from receiver.signed import curl_command, replayable
 
@@ -42,6 +42,8 @@ def parameters(row) -> list[tuple[str, str]]:
 
 def verification(row, headers: dict) -> str:
     """How this callback was verified before it was stored, from its kind and the claims kept with it."""
+    if UNVERIFIED in headers:
+        return f"not verified: {headers[UNVERIFIED]} when it arrived"
     if row.kind in MESSAGES_KINDS:
         if not headers.get("api_key"):
             return "Messages API JWT: no verified claims were kept (SIGNATURE_VERIFICATION=off when it arrived?)"
