@@ -247,7 +247,9 @@ def test_an_unknown_send_with_no_status_by_its_deadline_is_sent_again(live):
 
 # -- from a handler --------------------------------------------------------------------------------
 def test_a_replayed_inbound_event_with_a_replying_handler_sends_one_reply(live, monkeypatch):
-    monkeypatch.setitem(handlers.INBOUND_HANDLERS, "text", lambda event: sending.reply(event, text="Got it, thanks"))
+    runs = []
+    monkeypatch.setitem(handlers.INBOUND_HANDLERS, "text",
+                        lambda event: (runs.append(event.event_id), sending.reply(event, text="Got it, thanks")))
     live.vonage.reply(text="Is my order ready?", from_=CUSTOMER, to=OURS, channel="whatsapp")
     live.process()
     live.send()
@@ -256,7 +258,7 @@ def test_a_replayed_inbound_event_with_a_replying_handler_sends_one_reply(live, 
     live.process()  # the handler runs again, and asks for the same reply again
     live.send()
     replies = [m.body for m in live.vonage.sent]
-    assert len(replies) == 1
+    assert runs == [event["id"], event["id"]] and len(replies) == 1
     assert replies[0]["to"] == CUSTOMER and replies[0]["from"] == OURS
     assert replies[0]["context"] == {"message_uuid": event["message_id"]}  # WhatsApp quotes what it answers
 
@@ -272,6 +274,8 @@ def test_a_handler_that_raises_after_sending_queues_nothing(live, monkeypatch):
     live.vonage.reply(text="hello", from_=CUSTOMER, to=OURS, channel="sms")
     live.process()
     assert live.storage.outbox_messages() == [] and live.send() == 0
+    (event,) = live.storage.events(kind="inbound-message")
+    assert event["state"] == "failed" and "the CRM is down" in event["last_error"]
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -332,7 +336,7 @@ def test_without_credentials_the_api_refuses_to_queue_and_says_what_to_set(clien
 
 
 @pytest.mark.parametrize("body, field", [({"to": CUSTOMER, "channel": "sms", "message_type": "text", "text": "hi"}, "from"),
-                                          ({**BODIES[0], "channel": "pigeon"}, "channel"), (["not", "an object"], "")])
+                                          ({**BODIES[0], "channel": "pigeon"}, "channel"), (["not", "an object"], "must be a JSON object")])
 def test_a_body_that_cannot_be_sent_is_400_with_the_reason(make_app, private_pem, body, field):
     app = make_app(VONAGE_APPLICATION_ID=APP_ID, VONAGE_PRIVATE_KEY=private_pem)
     response = app.test_client().post("/api/outbox", json=body, headers=AUTH)
