@@ -156,11 +156,11 @@ class Storage:
     @staticmethod
     def _apply_one(conn, row, event: Event, concat_timeout: float, ours: bool) -> Applied:
         if event.kind == "status":
-            superseded = state.record_status(conn, event)
+            status = state.record_status(conn, event)  # the message's, ranked
             # The outbox sends through the Messages API: an SMS API receipt is never about one of its messages.
-            sent = outbox.attach_status(conn, event.message_id, event.client_ref, event.status, time.time()) \
-                if ours and event.source != "sms-api" else None
-            return Applied(row, dataclasses.replace(event, superseded=superseded, outbox_id=sent))
+            sent = outbox.attach_status(conn, event.message_id, event.client_ref, status or event.status,
+                                        time.time()) if ours and event.source != "sms-api" else None
+            return Applied(row, dataclasses.replace(event, superseded=status != event.status, outbox_id=sent))
         info = multipart.part_info(event) if event.source == "sms-api" else None
         if info:
             joined = multipart.collect(conn, event, concat_timeout)

@@ -7,12 +7,12 @@ import json
 import time
 import uuid
 
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from receiver.formats import iso, safe_text
 from receiver.storage.engines import execute_prepared, insert_for, write_transaction
-from receiver.storage.schema import message_history, messages, outbox
+from receiver.storage.schema import message_history, outbox
 from receiver.storage.stats import beat, live_names
 
 STATES = ("queued", "sending", "sent", "unknown", "failed")
@@ -108,6 +108,8 @@ def record(engine: Engine, message_id: int, sender: str, **values) -> bool:
 
 def attach_status(conn: Connection, message_id: str, client_ref: str | None, status: str, now: float) -> int | None:
     """Join a status callback to the message it is about, in the caller's transaction; its outbox id.
+    `status` is the message's status as state.record_status ranked it (a late `submitted` does not
+    hide `delivered`).
 
     By message_uuid; or, before the 202 was recorded (a send whose answer was lost), by client_ref:
     the message is then known to be sent, and is not sent again.
@@ -116,8 +118,7 @@ def attach_status(conn: Connection, message_id: str, client_ref: str | None, sta
     # as this runs for every status callback (most are for no message of ours).
     found = execute_prepared(conn, "outbox.by_uuid", _by_uuid, {"message_uuid": message_id}).scalar()
     if found is not None:
-        execute_prepared(conn, "outbox.status", _set_status,
-                         {"id": found, "status": status, "now": now, "message_uuid": message_id})
+        execute_prepared(conn, "outbox.status", _set_status, {"id": found, "status": status, "now": now})
         return found
     if not client_ref:
         return None
@@ -139,22 +140,15 @@ def _by_ref():
         or_(outbox.c.state == "sending", outbox.c.state == "unknown")).order_by(outbox.c.id.desc()).limit(1)
 
 
-def _latest_status():
-    # The message's status as state.record_status ranked it, just before in the same transaction:
-    # statuses arrive in any order, and a late `submitted` must not hide a `delivered`.
-    ranked = select(messages.c.status).where(messages.c.message_id == bindparam("message_uuid")).scalar_subquery()
-    return func.coalesce(ranked, bindparam("status"))
-
-
 def _set_status():
     return update(outbox).where(outbox.c.id == bindparam("id")).values(
-        status=_latest_status(), updated_at=bindparam("now"))
+        status=bindparam("status"), updated_at=bindparam("now"))
 
 
 def _sent_by_status():
     now = bindparam("now")
     return update(outbox).where(outbox.c.id == bindparam("id")).values(
-        status=_latest_status(), updated_at=now, message_uuid=bindparam("message_uuid"), state="sent",
+        status=bindparam("status"), updated_at=now, message_uuid=bindparam("message_uuid"), state="sent",
         sent_at=now, claimed_by=None, lease_until=None, last_error=None)
 
 

@@ -120,9 +120,10 @@ def _current_status():
     return select(messages.c.status).where(messages.c.message_id == bindparam("message_id"))
 
 
-def record_status(conn: Connection, event: Event) -> bool:
-    """Apply a status event to its message, in the caller's transaction; True when it was superseded
-    (a later status had already been recorded, so the message's status did not move)."""
+def record_status(conn: Connection, event: Event) -> str | None:
+    """Apply a status event to its message, in the caller's transaction; the message's status after it.
+    Not `event.status` when the event was superseded (a later status had already been recorded, so the
+    message's status did not move)."""
     now = time.time()
     moved = execute_prepared(conn, "messages.upsert_status", lambda: _upsert_status_for(conn), {
         "message_id": event.message_id, "channel": event.channel, "to": event.to, "from": event.from_,
@@ -131,11 +132,10 @@ def record_status(conn: Connection, event: Event) -> bool:
     }).rowcount == 1
     _record_history(conn, event, event.status, moved, now)
     if moved:
-        return False
+        return event.status
     # A repeat of the current status, or one that a later status already overtook.
-    current = execute_prepared(conn, "messages.current_status", _current_status,
-                               {"message_id": event.message_id}).scalar()
-    return current != event.status
+    return execute_prepared(conn, "messages.current_status", _current_status,
+                            {"message_id": event.message_id}).scalar()
 
 
 def _upsert_inbound_for(conn: Connection):
