@@ -228,7 +228,7 @@ class Storage:
     # -- the operator ----------------------------------------------------------------------------
     def replay(self, event_id: int) -> bool:
         """Put a finished, failed, dead or invalid event back to pending with a fresh attempt count."""
-        return events.replay(self.engine, event_id)
+        return events.replay(self.engine, [event_id]) == 1
 
     def event(self, event_id: int) -> dict | None:
         return events.get_event(self.engine, event_id)
@@ -310,7 +310,7 @@ class Storage:
 
     def queue_figures(self, now: float | None = None) -> Stats:
         """`stats()` for every page: the same figures without counting done events (by_state lacks `done`)."""
-        return console.queue_figures(self.engine, now)
+        return stats.collect(self.engine, now, console.FEW_STATES)
 
     def senders(self, since: float) -> list[dict]:
         """Per api_key and application_id: callbacks answered since `since` and when the last arrived."""
@@ -318,7 +318,7 @@ class Storage:
 
     def replay_events(self, event_ids: list[int]) -> int:
         """Put those of these events that are failed, dead or invalid back to pending; how many moved."""
-        return console.replay_events(self.engine, event_ids)
+        return events.replay(self.engine, event_ids, console.PROBLEM_STATES)
     # -- end of the console ----------------------------------------------------------------------
 
 

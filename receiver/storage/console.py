@@ -1,32 +1,30 @@
 """The console's queries: the feed in keyset pages, one message's timeline and conversation, problem
-events, queue figures cheap enough for every page, the last callback per sender, and the operator's
-group replay.
+events, and the last callback per sender. (The operator's
+group replay is events.replay over PROBLEM_STATES.)
 
-Reads run on a connection of their own (`engine.connect()`), never in the SQLite writer's turn; only
-`replay_events` writes. Every query is bounded by an index or by a window of ids: none counts or
+All are reads on a connection of their own (`engine.connect()`), never in the SQLite writer's turn.
+Every query is bounded by an index or by a window of ids: none counts or
 sorts the whole events table (bench/README.md lists the indexes each page relies on).
 """
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.elements import UnaryExpression
 from sqlalchemy.sql.operators import custom_op
 
-from receiver.storage.engines import write_transaction
 from receiver.storage.schema import events, message_history, messages, traffic
-from receiver.storage.stats import Stats, collect
+from receiver.storage.stats import STATES
 
 FEED_PAGE = 50
 # A filter on a column without an index (kind, channel, status, api key, application, state done)
 # looks through at most this many events per page, newest first; "older" carries the search on.
 SCAN_WINDOW = 10_000
 # States that hold few events: the (state, available_at) index finds them, sorted by id afterwards.
-FEW_STATES = ("pending", "processing", "failed", "dead", "invalid")
+FEW_STATES = tuple(state for state in STATES if state != "done")
 PROBLEM_STATES = ("failed", "dead", "invalid")
 SEARCH_MESSAGES = 200  # messages a client_ref or phone number search takes, newest first
 CONVERSATION = 20  # messages of a conversation shown
@@ -198,12 +196,6 @@ def problem_events(engine: Engine, limit: int) -> list:
         return conn.execute(stmt).all()
 
 
-def queue_figures(engine: Engine, now: float | None = None) -> Stats:
-    """storage.stats() without counting `done`, for the bar on every page: every figure is read from the
-    state index's small end. `by_state` holds FEW_STATES only."""
-    return collect(engine, now, FEW_STATES)
-
-
 def senders(engine: Engine, since_minute: int) -> list[dict]:
     """Per (api_key, application_id) with traffic from `since_minute` on: callbacks answered, the last one."""
     stmt = (select(traffic.c.api_key, traffic.c.application_id, func.sum(traffic.c.count).label("count"),
@@ -211,16 +203,3 @@ def senders(engine: Engine, since_minute: int) -> list[dict]:
             .where(traffic.c.minute >= since_minute).group_by(traffic.c.api_key, traffic.c.application_id))
     with engine.connect() as conn:
         return [dict(row) for row in conn.execute(stmt).mappings()]
-
-
-def replay_events(engine: Engine, event_ids: list[int]) -> int:
-    """Put these failed, dead or invalid events back to pending with a fresh attempt count; how many moved.
-
-    Only those states: an event that was retried and finished since the preview is left alone.
-    """
-    if not event_ids:
-        return 0
-    stmt = (update(events).where(events.c.id.in_(event_ids), events.c.state.in_(PROBLEM_STATES))
-            .values(state="pending", attempts=0, available_at=time.time(), lease_until=None, claimed_by=None))
-    with write_transaction(engine) as conn:
-        return conn.execute(stmt).rowcount

@@ -139,15 +139,18 @@ def record_event(engine: Engine, callback: Callback, now: float | None = None) -
         return insert_events(conn, [event_values(callback, now)])[0]
 
 
-def replay(engine: Engine, event_id: int) -> bool:
-    """Put a finished, failed, dead or invalid event back to pending with a fresh attempt count."""
+def replay(engine: Engine, event_ids: list[int], states: tuple[str, ...] = REPLAYABLE_STATES) -> int:
+    """Put those of these events that are in `states` back to pending with a fresh attempt count;
+    how many moved. An event that left those states meanwhile (retried and done) is left alone."""
+    if not event_ids:
+        return 0
     stmt = (
         update(events)
-        .where(events.c.id == event_id, events.c.state.in_(REPLAYABLE_STATES))
+        .where(events.c.id.in_(event_ids), events.c.state.in_(states))
         .values(state="pending", attempts=0, available_at=time.time(), lease_until=None, claimed_by=None)
     )
     with write_transaction(engine) as conn:
-        return conn.execute(stmt).rowcount == 1
+        return conn.execute(stmt).rowcount
 
 
 def stored_row(engine: Engine, event_id: int):
