@@ -49,8 +49,7 @@ class Supervisor:
         worker = self.worker
         self.running = True
         log.info("worker %s started", worker.name)
-        beats = threading.Thread(target=self._beat_until_stopped, name="receiver-heartbeat", daemon=True)
-        beats.start()
+        beats = _heartbeat(worker)
         sends = None
         if self.sender is not None:
             sends = threading.Thread(target=self._send_until_stopped, name="receiver-sender", daemon=True)
@@ -109,17 +108,6 @@ class Supervisor:
                 worker._stop.wait(delay)
                 delay = min(RESTART_SECONDS[1], delay * 2)
 
-    def _beat_until_stopped(self) -> None:
-        # Often enough that a lease shorter than the heartbeat is still renewed before it runs out.
-        every = min(HEARTBEAT_SECONDS, self.worker.config["LEASE_SECONDS"] / 3)
-        while True:
-            try:
-                self.worker.beat()
-            except Exception as exc:  # the database is down: the next beat tries again
-                log.warning("worker %s: heartbeat failed: %s", self.worker.name, exc.__class__.__name__)
-            if self.worker._stop.wait(every):
-                return
-
     def _take_back_from_dead_predecessors(self) -> None:
         """Claims held by a worker of this machine whose process is gone are due again now,
         rather than when their lease runs out (a restart after kill -9, a crash, the OOM killer)."""
@@ -132,6 +120,26 @@ class Supervisor:
         except Exception as exc:
             log.warning("worker %s: could not look for a predecessor's claims: %s", self.worker.name,
                         exc.__class__.__name__)
+
+
+def _beat_until_stopped(worker: Worker) -> None:
+    """The heartbeat thread: beat until the worker stops."""
+    # Often enough that a lease shorter than the heartbeat is still renewed before it runs out.
+    every = min(HEARTBEAT_SECONDS, worker.config["LEASE_SECONDS"] / 3)
+    while True:
+        try:
+            worker.beat()
+        except Exception as exc:  # the database is down: the next beat tries again
+            log.warning("worker %s: heartbeat failed: %s", worker.name, exc.__class__.__name__)
+        if worker._stop.wait(every):
+            return
+
+
+def _heartbeat(worker: Worker) -> threading.Thread:
+    """Start the worker's heartbeat thread (it stops with the worker)."""
+    beats = threading.Thread(target=_beat_until_stopped, args=(worker,), name="receiver-heartbeat", daemon=True)
+    beats.start()
+    return beats
 
 
 def _dead_process_here(name: str, host: str) -> bool:
@@ -249,8 +257,7 @@ def until_idle(app: Flask) -> int:
     """`flask worker --until-idle`: process what is due now, then return how many were processed.
     Its heartbeat runs as in `flask worker`: a batch longer than ALIVE_SECONDS must not look dead."""
     worker = Worker(get_storage(app), app.config)
-    beats = threading.Thread(target=Supervisor(worker)._beat_until_stopped, name="receiver-heartbeat", daemon=True)
-    beats.start()
+    beats = _heartbeat(worker)
     try:
         return worker.run_until_idle()
     finally:
