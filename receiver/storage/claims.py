@@ -15,7 +15,7 @@ from receiver.formats import safe_text
 from receiver.storage import outbox
 from receiver.storage.engines import execute_prepared, write_transaction
 from receiver.storage.schema import events
-from receiver.storage.stats import beat, live_names
+from receiver.storage.stats import beat, held_by_the_dead
 
 
 def _claimable():
@@ -29,23 +29,9 @@ def _claimable():
 
 
 def _free_the_dead_workers_claims(conn: Connection, now: float) -> int:
-    """Claims held by workers whose heartbeat stopped are due again now, rather than when the lease runs out.
-
-    The dead are named in one read, then only their claims are reset. A single UPDATE testing the
-    heartbeats would not do on PostgreSQL: a row another worker claimed meanwhile is rechecked
-    against the statement's older view of `workers`, where that worker's first heartbeat (committed
-    with its claim) is missing, and the row would be taken from under a live worker.
-    """
-    live = live_names(now)
-    held = conn.execute(
-        select(events.c.id, events.c.claimed_by).where(events.c.state == "processing", events.c.claimed_by.not_in(live))
-    ).all()
-    if not held:
-        return 0
-    # By id as well as by name: a worker that comes back between the read and the reset keeps
-    # whatever it claimed in that moment.
-    return _due_again(conn, and_(events.c.id.in_([row.id for row in held]),
-                                 events.c.claimed_by.in_({row.claimed_by for row in held})), now)
+    """Claims held by workers whose heartbeat stopped are due again now, rather than when the lease runs out."""
+    dead = held_by_the_dead(conn, events, "processing", now)
+    return 0 if dead is None else _due_again(conn, dead, now)
 
 
 def _due_again(conn: Connection, claims, now: float) -> int:

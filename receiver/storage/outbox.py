@@ -7,13 +7,13 @@ import json
 import time
 import uuid
 
-from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from receiver.formats import iso, safe_text
 from receiver.storage.engines import execute_prepared, insert_for, write_transaction
 from receiver.storage.schema import message_history, outbox
-from receiver.storage.stats import beat, live_names
+from receiver.storage.stats import beat, held_by_the_dead
 
 STATES = ("queued", "sending", "sent", "unknown", "failed")
 CLAIM_LEASE_SECONDS = 60.0  # a send takes at most the client's timeouts (3 s + 10 s)
@@ -61,21 +61,13 @@ def claim(engine: Engine, sender: str, limit: int, wait_unknown: float, now: flo
     (so a row is durable before its request leaves). First, sends whose sender died or stalled
     mid-request become `unknown`: they may have been accepted, so they wait for a status callback."""
     now = time.time() if now is None else now
-    live = live_names(now)
     with write_transaction(engine) as conn:
         beat(conn, sender, now)  # the sender is the worker: its claims are never older than its heartbeat
-        # The dead's sends are named in a read of their own, then only those rows are touched: one
-        # UPDATE testing the heartbeats would, on PostgreSQL, recheck a row a live sender had just
-        # claimed against an older view of `workers` (see claims._free_the_dead_workers_claims).
-        orphans = conn.execute(
-            select(outbox.c.id, outbox.c.claimed_by).where(outbox.c.state == "sending",
-                                                           outbox.c.claimed_by.not_in(live))
-        ).all()
-        of_the_dead = and_(outbox.c.id.in_([row.id for row in orphans]),
-                           outbox.c.claimed_by.in_({row.claimed_by for row in orphans}))
+        stalled = outbox.c.lease_until < now
+        dead = held_by_the_dead(conn, outbox, "sending", now)
         conn.execute(
             update(outbox)
-            .where(outbox.c.state == "sending", or_(outbox.c.lease_until < now, of_the_dead))
+            .where(outbox.c.state == "sending", stalled if dead is None else or_(stalled, dead))
             .values(state="unknown", available_at=now + wait_unknown, claimed_by=None, lease_until=None,
                     last_error="the sender stopped before Vonage's answer was recorded", updated_at=now)
         )

@@ -52,6 +52,24 @@ def live_names(now: float):
     return select(workers.c.name).where(workers.c.seen_at >= alive_since(now))
 
 
+def held_by_the_dead(conn: Connection, table, state: str, now: float):
+    """The claims in `table` (its rows in `state`) of workers whose heartbeat stopped, as a condition on
+    their ids and holders; None when there are none.
+
+    Named in a read of their own, then touched by id and holder: one UPDATE testing the heartbeats
+    would, on PostgreSQL, recheck a row another worker claimed meanwhile against the statement's
+    older view of `workers`, where that worker's first heartbeat (committed with its claim) is
+    missing, and take the row from under a live worker. By id as well as by holder: a worker that
+    comes back between the read and the UPDATE keeps what it claimed in that moment.
+    """
+    held = conn.execute(
+        select(table.c.id, table.c.claimed_by).where(table.c.state == state, table.c.claimed_by.not_in(live_names(now)))
+    ).all()
+    if not held:
+        return None
+    return and_(table.c.id.in_([row.id for row in held]), table.c.claimed_by.in_({row.claimed_by for row in held}))
+
+
 def beat(conn: Connection, worker_name: str, now: float, processed: int | None = None,
          progress_at: float | None = None) -> None:
     """Write this worker's heartbeat (and, when given, its counters) in the caller's transaction.
