@@ -28,6 +28,7 @@ log = logging.getLogger("gunicorn.error")
 
 REQUEST_SECONDS = 10.0  # from a request's first byte to its last (Vonage sends a callback at once)
 IO_SECONDS = 10.0  # a thread's socket reads and writes (a client that stops reading its answer)
+_IO_TIMEVAL = struct.pack("ll", int(IO_SECONDS), 0)  # struct timeval, for SO_RCVTIMEO / SO_SNDTIMEO
 MAX_HEADER_BYTES = 64 * 1024
 READ_SIZE = 64 * 1024
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -67,8 +68,8 @@ class IncompleteRequest:
     def _read_headers(self, head: bytes):
         # Only three headers decide how much is still to come; gunicorn's parser reads the rest.
         lowered = head.lower()
-        self.expects_continue = b"\r\nexpect:" in lowered and _header(lowered, b"expect") == b"100-continue"
-        if b"\r\ntransfer-encoding:" in lowered and b"chunked" in _header(lowered, b"transfer-encoding"):
+        self.expects_continue = _header(lowered, b"expect") == b"100-continue"
+        if b"chunked" in _header(lowered, b"transfer-encoding"):
             self.length = None
         elif (length := _header(lowered, b"content-length") or b"0").isdigit():
             self.length = int(length)
@@ -153,9 +154,8 @@ class WholeRequestWorker(ThreadWorker):
             return
         self.nr_conns += 1
         # Whatever a thread still reads or writes is bounded, by the kernel: no poll() per recv or send.
-        timeval = struct.pack("ll", int(IO_SECONDS), 0)
-        client_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
-        client_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+        client_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _IO_TIMEVAL)
+        client_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _IO_TIMEVAL)
         conn = _Conn(self.cfg, client_sock, client_addr, listener.getsockname())
         if self.cfg.is_ssl:  # TLS records are not a request: gthread's own way, in a thread
             self.enqueue_req(conn)
