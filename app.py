@@ -20,10 +20,10 @@ def create_app(test_config: dict | None = None) -> Flask:
         # Trust exactly this many proxies (Heroku's router, nginx, a tunnel) for client address and scheme.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)
 
+    dispatch.init_app(app)  # the handler tables are checked before the database is opened or migrated
     storage.init_app(app)
     guard.init_app(app)
     sender.init_app(app)
-    dispatch.init_app(app)
     routes.init_app(app)
     api.init_app(app)
     console.init_app(app)
