@@ -14,8 +14,8 @@ log = logging.getLogger("handlers.inbound")
 
 def on_inbound_text(event: Event) -> None:
     """A text message (SMS parts already joined). With AUTO_REPLY_TEXT set, answers it: an example to copy."""
-    if os.environ.get("AUTO_REPLY_TEXT"):
-        reply(event, text=os.environ["AUTO_REPLY_TEXT"])  # queued only if this handler returns; sent once
+    if text := os.environ.get("AUTO_REPLY_TEXT"):
+        reply(event, text=text)  # queued only if this handler returns; sent once
     log.info(
         "inbound text message_id=%s channel=%s from=%s chars=%d parts=%d incomplete=%s",
         event.message_id,
