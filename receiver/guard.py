@@ -125,11 +125,16 @@ def development_secret(instance_path: str) -> str:
     return secret
 
 
+def token_matches(given: str | None, expected: str | None) -> bool:
+    """The one comparison for the operator's tokens (ADMIN_TOKEN, METRICS_TOKEN, the console's CSRF
+    token): both set, and equal, in constant time."""
+    return bool(given and expected) and hmac.compare_digest(given.encode(), expected.encode())
+
+
 def bearer_matches(authorization: str | None, expected: str) -> bool:
-    """True when an `Authorization: Bearer <token>` header (scheme in any case) carries `expected`.
-    The one check for the operator's tokens (ADMIN_TOKEN, METRICS_TOKEN); constant time."""
+    """True when an `Authorization: Bearer <token>` header (scheme in any case) carries `expected`."""
     scheme, _, given = (authorization or "").strip().partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected.encode())
+    return scheme.lower() == "bearer" and token_matches(given.strip(), expected)
 
 
 def init_app(app: Flask) -> None:

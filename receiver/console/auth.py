@@ -14,6 +14,8 @@ from flask import Blueprint, Flask, abort, current_app, jsonify, redirect, rende
 from flask.sessions import SecureCookieSessionInterface
 from itsdangerous import URLSafeTimedSerializer
 
+from receiver.guard import token_matches
+
 DEV_TOKEN_FILE = "dev-admin-token"
 SESSION_KEY_LABEL = b"vonage-webhook-receiver console session"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -87,8 +89,7 @@ def development_token(instance_path: str) -> str:
 
 
 def same_token(given: str | None) -> bool:
-    token = current_app.config.get("ADMIN_TOKEN") or ""
-    return bool(token and given) and hmac.compare_digest(given.encode(), token.encode())
+    return token_matches(given, current_app.config.get("ADMIN_TOKEN"))
 
 
 def csrf_token() -> str:
@@ -99,9 +100,7 @@ def csrf_token() -> str:
 
 
 def _csrf_ok() -> bool:
-    expected = session.get("csrf")
-    given = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token")
-    return bool(expected and given) and hmac.compare_digest(given.encode(), expected.encode())
+    return token_matches(request.form.get("csrf_token") or request.headers.get("X-CSRF-Token"), session.get("csrf"))
 
 
 def require_operator():
