@@ -8,7 +8,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError, ProgrammingError
 
 from receiver import supervisor
 from receiver.config import ConfigError
-from receiver.storage import get_storage, start_failure
+from receiver.storage import database_setting, get_storage, start_failure
 
 
 @click.command("worker")
@@ -31,6 +31,5 @@ def init_db_command() -> None:
         storage.migrate()
     except (OperationalError, InterfaceError, ProgrammingError) as exc:
         # The release step: a database that cannot be reached or used stops the deploy, in one line.
-        setting = "DATABASE_URL" if current_app.config.get("DATABASE_URL") else "INSTANCE_PATH"
-        raise ConfigError(start_failure(storage, setting, exc)) from None
+        raise ConfigError(start_failure(storage, database_setting(current_app.config), exc)) from None
     click.echo(f"database ready at revision {storage.revisions()[0]}")

@@ -328,7 +328,7 @@ def init_app(app: Flask) -> None:
     :raises ConfigError: a DATABASE_URL that names no database this code can open, or a SQLite
         folder that cannot be created.
     """
-    setting = "DATABASE_URL" if app.config.get("DATABASE_URL") else "INSTANCE_PATH"
+    setting = database_setting(app.config)
     url = database_url(app.config.get("DATABASE_URL"), app.instance_path)
     try:
         storage = Storage(url, app.config["DATABASE_TIMEOUT_SECONDS"])
@@ -346,6 +346,11 @@ def init_app(app: Flask) -> None:
         # until the database is back; the release step (`flask init-db`) fails loudly instead.
         log.warning("database unreachable at start, schema not checked: %s", start_failure(storage, setting, exc))
     app.extensions["storage"] = storage
+
+
+def database_setting(config) -> str:
+    """The setting a user changes to fix the database: DATABASE_URL, or INSTANCE_PATH for the default SQLite file."""
+    return "DATABASE_URL" if config.get("DATABASE_URL") else "INSTANCE_PATH"
 
 
 def start_failure(storage: Storage, setting: str, exc: BaseException) -> str:
