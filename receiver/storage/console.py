@@ -156,8 +156,9 @@ def timeline(engine: Engine, message_id: str) -> Timeline | None:
         own = conn.execute(_event_bodies([message_id])).all()
         conversation = _conversation(conn, message)
         outbound = [m.message_id for m in conversation if m.direction == "outbound"]
-        statuses = [row for row in conn.execute(_event_bodies(outbound)).all() if row.kind == "message-status"] \
-            if outbound else []
+        # The statuses alone, filtered in SQL; `+kind` on SQLite, so that the message_id index bounds the work.
+        of_status = _plain(conn, events.c.kind) == "message-status"
+        statuses = conn.execute(_event_bodies(outbound).where(of_status)).all() if outbound else []
     return Timeline(message, history, own, conversation, statuses)
 
 
