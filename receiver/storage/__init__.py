@@ -124,9 +124,10 @@ class Storage:
                 fit.append((row, event))
         # Rows locked in one order by every worker: two batches on PostgreSQL cannot deadlock.
         fit.sort(key=lambda pair: (pair[1].message_id or "", pair[0].id))
-        # A status can only be about a message of ours if the outbox held it before Vonage reported on
-        # it: with an empty outbox now, no status of this batch is, and none needs looking up.
-        ours = outbox.used(self.bookkeeping) if any(e.kind == "status" for _, e in fit) else False
+        # A Messages API status can only be about a message of ours if the outbox held it before Vonage
+        # reported on it: with an empty outbox now, no status of this batch is, and none needs looking up.
+        about_sends = any(e.kind == "status" and e.source != "sms-api" for _, e in fit)
+        ours = outbox.used(self.bookkeeping) if about_sends else False
         for start in range(0, len(fit), APPLY_CHUNK):
             chunk = fit[start:start + APPLY_CHUNK]
             try:
