@@ -25,6 +25,7 @@ from receiver.storage import get_storage
 from receiver.signed import send_signed
 from receiver.worker import Worker
 from tests.conftest import ADMIN_TOKEN, API_KEY, SECRET, SMS_METHOD, base_config
+from tests.servers import wait_for
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -122,16 +123,6 @@ def log_in(driver, server: LiveServer, token: str = ADMIN_TOKEN) -> None:
     driver.find_element(By.NAME, "token").send_keys(token)
     driver.find_element(By.CSS_SELECTOR, "form.login button").click()
     wait_for(lambda: driver.current_url.rstrip("/").endswith("/ui"))
-
-
-def wait_for(predicate, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            assert value, "condition not met in time"
-            return value
-        time.sleep(0.1)
 
 
 def requested_urls(driver) -> list[str]:

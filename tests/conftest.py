@@ -160,6 +160,15 @@ class Vonage:
 
 
 @pytest.fixture
+def operator(client):
+    """The test client, logged in to the console through its form."""
+    from tests.console_client import login  # it imports this module's constants
+
+    assert login(client).status_code == 302
+    return client
+
+
+@pytest.fixture
 def vonage(client):
     return Vonage(client)
 

@@ -12,12 +12,6 @@ from tests.conftest import ADMIN_TOKEN
 from tests.console_client import csrf, csrf_of, login
 
 
-@pytest.fixture
-def operator(client):
-    assert login(client).status_code == 302
-    return client
-
-
 @pytest.mark.parametrize("path", ["/ui/", "/ui/login", "/ui/static/console.css", "/ui/events/1", "/ui/health"])
 def test_without_admin_token_the_console_is_404(make_app, path):
     client = make_app(ADMIN_TOKEN=None).test_client()

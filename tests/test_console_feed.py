@@ -10,7 +10,6 @@ from receiver.storage.console import Filters
 from receiver.storage.events import record_event
 from receiver.storage.schema import events
 from tests.conftest import compact
-from tests.console_client import login
 
 
 def store(storage, kind="message-status", payload=None, *, api_key="a1b2c3d4", application_id=None, **fields):
@@ -19,12 +18,6 @@ def store(storage, kind="message-status", payload=None, *, api_key="a1b2c3d4", a
     found = callback(kind, payload, body=compact(payload), query="", content_type="application/json", headers={},
                      api_key=api_key, application_id=application_id)
     return record_event(storage.engine, found).id
-
-
-@pytest.fixture
-def operator(client):
-    login(client)
-    return client
 
 
 def ids(page):

@@ -18,12 +18,6 @@ from tests.conftest import SECRET, SMS_METHOD, Vonage, compact
 from tests.console_client import csrf, login
 
 
-@pytest.fixture
-def operator(client):
-    login(client)
-    return client
-
-
 def page(client, path):
     response = client.get(path)
     assert response.status_code == 200, path
