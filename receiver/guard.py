@@ -13,6 +13,7 @@ import secrets
 from flask import Flask
 
 from receiver.config import ConfigError
+from receiver.devfiles import made_once
 from receiver.storage import get_storage
 from receiver.signatures import (SMS_SIGNATURE_METHODS, Keyring, SignatureError, secrets_by_setting, verify_jwt,
                                  verify_sms)
@@ -105,23 +106,15 @@ def _refuse_weak_secrets(secret: str | None, by_key: str | None) -> None:
 
 def development_secret(instance_path: str) -> str:
     """The local development secret under instance/, generated (and printed) on first use."""
-    path = os.path.join(instance_path, DEV_SECRET_FILE)
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read().strip()
-    except FileNotFoundError:
-        pass
-    os.makedirs(instance_path, exist_ok=True)
-    secret = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(secret + "\n")
-    print(
-        f" * Development signature secret generated and stored in {path}\n"
-        f" * Sample callbacks sent with `flask vonage trigger` are signed with it.\n"
-        f" * In production set VONAGE_SIGNATURE_SECRET to your Vonage signature secret.",
-        flush=True,
-    )
+    secret, made = made_once(instance_path, DEV_SECRET_FILE, lambda: secrets.token_urlsafe(32))
+    if made:
+        path = os.path.join(instance_path, DEV_SECRET_FILE)
+        print(
+            f" * Development signature secret generated and stored in {path}\n"
+            f" * Sample callbacks sent with `flask vonage trigger` are signed with it.\n"
+            f" * In production set VONAGE_SIGNATURE_SECRET to your Vonage signature secret.",
+            flush=True,
+        )
     return secret
 
 

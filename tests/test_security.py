@@ -248,3 +248,21 @@ def test_proxy_hops_decide_which_client_address_is_trusted(make_app, hops, expec
     client.get(PATHS["inbound-sms"] + "?messageId=x", headers={"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"})
     (rejection,) = client.get("/api/rejections", headers=AUTH).get_json()["rejections"]
     assert rejection["remote_addr"] == expected
+
+
+def test_a_development_file_is_made_once_private_and_shared_by_processes_starting_together(tmp_path):
+    import stat
+    from concurrent.futures import ThreadPoolExecutor
+
+    from receiver.config import ConfigError
+    from receiver.devfiles import made_once
+
+    made = iter(range(1000))
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: made_once(str(tmp_path), "dev-x", lambda: f"value-{next(made)}"), range(8)))
+    assert len({text for text, _ in results}) == 1 and sum(made_here for _, made_here in results) == 1
+    assert stat.S_IMODE((tmp_path / "dev-x").stat().st_mode) == 0o600
+    assert made_once(str(tmp_path), "dev-x", lambda: "other") == (results[0][0], False)
+    (tmp_path / "dev-empty").write_text("")
+    with pytest.raises(ConfigError, match="dev-empty is empty: delete it"):
+        made_once(str(tmp_path), "dev-empty", lambda: "never")

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 
 from flask import Blueprint, Flask, abort, current_app, jsonify, redirect, render_template, request, session, url_for
 from flask.sessions import SecureCookieSessionInterface
 from itsdangerous import URLSafeTimedSerializer
 
+from receiver.devfiles import made_once
 from receiver.guard import token_matches
 
 DEV_TOKEN_FILE = "dev-admin-token"
@@ -69,23 +69,7 @@ class OperatorSession(SecureCookieSessionInterface):
 
 def development_token(instance_path: str) -> str:
     """The local admin token under instance/ (mode 0600), generated on first use, like the signing secret."""
-    path = os.path.join(instance_path, DEV_TOKEN_FILE)
-    try:
-        with open(path, encoding="utf-8") as f:
-            token = f.read().strip()
-        if token:
-            return token
-    except FileNotFoundError:
-        pass
-    os.makedirs(instance_path, exist_ok=True)
-    token = secrets.token_urlsafe(32)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process of this server wrote it first
-        return development_token(instance_path)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(token + "\n")
-    return token
+    return made_once(instance_path, DEV_TOKEN_FILE, lambda: secrets.token_urlsafe(32))[0]
 
 
 def same_token(given: str | None) -> bool:
