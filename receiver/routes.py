@@ -26,6 +26,9 @@ bp = Blueprint("webhooks", __name__)
 
 # Request headers worth keeping with a callback (never Authorization: the token is not needed later).
 KEPT_HEADERS = ("Content-Type", "User-Agent", "X-Forwarded-For", "X-Request-Id")
+# What is kept with a callback of what verified it: the JWT's claims, or the SMS API's signing parameters.
+MESSAGES_CLAIMS = ("api_key", "application_id", "jti", "iat")
+SMS_CLAIMS = ("api-key", "nonce", "timestamp")
 
 
 def error(status: int, code: str, message: str):
@@ -134,10 +137,10 @@ def verified(kind: str) -> Callback:
                 raise SignatureError("duplicate_param", f"parameter {str(exc)[:40]!r} appears more than once") from None
             if not guard.check_sms(fields):
                 headers[UNVERIFIED] = f"SIGNATURE_VERIFICATION={guard.mode}"
-            headers.update({k: fields[k] for k in ("api-key", "nonce", "timestamp") if k in fields})
+            headers.update({k: fields[k] for k in SMS_CLAIMS if k in fields})
             return callback(kind, fields, body=body, query=query, content_type=content_type, headers=headers)
         claims = guard.check_messages(request.headers.get("Authorization"), body)
-        kept = {k: claims[k] for k in ("api_key", "application_id", "jti", "iat") if k in claims}
+        kept = {k: claims[k] for k in MESSAGES_CLAIMS if k in claims}
         if not claims:
             kept[UNVERIFIED] = f"SIGNATURE_VERIFICATION={guard.mode}"
         if not body.strip():

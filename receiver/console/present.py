@@ -9,14 +9,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from urllib.parse import parse_qsl
 
-from receiver.payloads import MESSAGES_KINDS, UNVERIFIED, DuplicateParameter, json_object, sms_params
-from receiver.routes import KEPT_HEADERS
+from receiver.payloads import MESSAGES_KINDS, SMS_KINDS, UNVERIFIED, DuplicateParameter, json_object, sms_params
+from receiver.routes import KEPT_HEADERS, MESSAGES_CLAIMS, SMS_CLAIMS
 from receiver.signed import curl_command, replayable
+from receiver.storage.events import REPLAYABLE_STATES
 
-FEED_KINDS = ("message-status", "inbound-message", "inbound-sms", "delivery-receipt")
-STATES = ("pending", "processing", "failed", "done", "dead", "invalid")
-MESSAGES_CLAIMS = ("api_key", "application_id", "jti", "iat")
-SMS_CLAIMS = ("api-key", "nonce", "timestamp")
+FEED_KINDS = MESSAGES_KINDS + SMS_KINDS
 
 
 def pretty_body(body: bytes) -> str:
@@ -82,7 +80,7 @@ def event_page(row) -> EventPage:
         claims=[(name, str(headers[name])) for name in names if name in headers],
         verification=verification(row, headers),
         invalid=invalid,
-        replayable=row.state in ("done", "failed", "dead", "invalid"),
+        replayable=row.state in REPLAYABLE_STATES,
     )
 
 

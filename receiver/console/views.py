@@ -17,6 +17,7 @@ from receiver.sender import NOT_CONFIGURED
 from receiver.sending import QUOTING_CHANNELS
 from receiver.storage import get_storage
 from receiver.storage.console import FEED_PAGE, SCAN_WINDOW, Filters
+from receiver.storage.stats import STATES
 
 bp = Blueprint("console", __name__, url_prefix="/ui", template_folder="templates", static_folder="static")
 auth.protect(bp)
@@ -27,7 +28,7 @@ for name, function in present.FILTERS.items():
 @bp.context_processor
 def page_globals():
     return {"queue_bar": lambda: health.bar(get_storage(current_app)) if session.get("operator") else None,
-            "KINDS": present.FEED_KINDS, "STATES": present.STATES, "now": time.time()}
+            "KINDS": present.FEED_KINDS, "STATES": STATES, "now": time.time()}
 
 
 def _filters() -> Filters:
