@@ -3,16 +3,21 @@
 Skipped, with the reason, when no PostgreSQL answers (set REQUIRE_POSTGRES=1 to fail instead).
 """
 import threading
+import time
 from collections import Counter
 
 import pytest
+import sqlalchemy
 
 import handlers
+from app import create_app
 from receiver import samples
-from receiver.storage import get_storage
+from receiver.payloads import Callback
+from receiver.storage import Outcome, get_storage
+from receiver.storage.events import event_values
+from receiver.storage.groupcommit import GroupCommitter
 from receiver.worker import Worker
-from tests.conftest import count_states
-from tests.conftest import Vonage
+from tests.conftest import Vonage, base_config, count_states
 
 pytestmark = pytest.mark.postgres
 
@@ -108,8 +113,6 @@ def test_two_workers_never_dispatch_the_same_event(pg_app, sender, engine, monke
 
 
 def test_a_connection_dropped_while_idle_costs_no_503(pg_app, sender, engine):
-    import sqlalchemy
-
     assert sender.status(samples.message_status("submitted")).status_code == 200
     with engine.connect() as conn:  # the server drops every other connection, as a restart does
         conn.execute(sqlalchemy.text(
@@ -117,3 +120,103 @@ def test_a_connection_dropped_while_idle_costs_no_503(pg_app, sender, engine):
             "WHERE datname = current_database() AND pid <> pg_backend_pid()"))
     assert sender.status(samples.message_status("delivered")).status_code == 200
     assert count_states(engine) == {"pending": 2}
+
+
+def claimed(sender, storage, worker: str, count: int) -> list[int]:
+    """`count` stored status callbacks, claimed by `worker`; their ids."""
+    for _ in range(count):
+        sender.status(samples.message_status("delivered"))
+    return [row.id for row in storage.claim(worker, 300, count)]
+
+
+def lease_of(engine, event_id: int) -> float:
+    with engine.connect() as conn:
+        return conn.execute(sqlalchemy.text("SELECT lease_until FROM events WHERE id = :id"), {"id": event_id}).scalar()
+
+
+def waiting_on_a_lock(engine) -> int:
+    """How many other backends of this database wait for a row lock now."""
+    with engine.connect() as conn:
+        return conn.execute(sqlalchemy.text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()")).scalar()
+
+
+def test_a_heartbeat_skips_a_claim_another_transaction_holds_instead_of_waiting(sender, engine, storage):
+    """The heartbeat waiting on a row its own worker was settling deadlocked with that settle; now a
+    held row is left for the next beat, and the others are renewed at once."""
+    busy, free = claimed(sender, storage, "w", 2)
+    before = lease_of(engine, busy)
+    with engine.connect() as other:
+        other.execute(sqlalchemy.text("UPDATE events SET note = 'held' WHERE id = :id"), {"id": busy})
+        beat = threading.Thread(target=storage.heartbeat, args=("w", 0), kwargs={"held": [busy, free],
+                                                                                   "lease_seconds": 3600})
+        beat.start()
+        beat.join(timeout=10)
+        assert not beat.is_alive(), "the heartbeat waited for a row another transaction holds"
+        other.rollback()
+    assert lease_of(engine, busy) == before
+    assert lease_of(engine, free) > time.time() + 3000
+
+
+@pytest.fixture
+def patient_app(pg_app, pg_database, tmp_path):
+    """pg_app's database, with a statement timeout longer than PostgreSQL's deadlock_timeout (1 s)."""
+    app = create_app(dict(base_config(pg_database, tmp_path / "patient"), DATABASE_TIMEOUT_SECONDS=10.0))
+    yield app
+    app.extensions["traffic"].stop()
+    get_storage(app).dispose()
+
+
+def test_a_settle_that_loses_a_deadlock_is_run_again_and_nothing_is_dispatched_twice(patient_app):
+    """A deadlock rolled the settle back and the worker gave the events back, to be dispatched again;
+    the settle is now run again, and the events stay this worker's claims until it succeeds."""
+    sender, storage = Vonage(patient_app.test_client()), get_storage(patient_app)
+    engine = storage.engine
+    first, second = claimed(sender, storage, "w", 2)
+    settled = []
+    with engine.connect() as other:
+        # The other side waits longer before it looks for a deadlock: the settle is the one rolled back.
+        other.execute(sqlalchemy.text("SET deadlock_timeout = '30s'"))
+        other.execute(sqlalchemy.text("UPDATE events SET note = 'held' WHERE id = :id"), {"id": second})
+        settle = threading.Thread(target=lambda: settled.append(
+            storage.finish("w", [Outcome(first, "done"), Outcome(second, "done")])))
+        settle.start()
+        deadline = time.monotonic() + 10
+        while not waiting_on_a_lock(engine) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the settle holds `first` and waits for `second`
+        assert waiting_on_a_lock(engine) == 1
+        # Now the other transaction wants `first`: a deadlock, which the settle's side detects.
+        other.execute(sqlalchemy.text("UPDATE events SET note = 'held' WHERE id = :id"), {"id": first})
+        other.commit()
+    settle.join(timeout=30)
+    assert settled == [2]
+    assert count_states(engine) == {"done": 2}
+
+
+def test_a_group_commit_that_loses_a_deadlock_is_run_again(patient_app):
+    """Two repeats in one batch met a transaction holding their rows in the other order; the batch
+    is run again rather than answered 503."""
+    storage = get_storage(patient_app)
+    engine = storage.engine
+    repeats = [Callback(kind="message-status", body=b"{}", query="", content_type="", dedup_key=key)
+               for key in ("a|delivered|t", "b|delivered|t")]
+    first, second = (storage.record(callback).id for callback in repeats)
+    committer = GroupCommitter(engine, timeout=10)  # its batch is run directly, in a thread of the test
+    stored = []
+    with engine.connect() as other:
+        other.execute(sqlalchemy.text("SET deadlock_timeout = '30s'"))
+        other.execute(sqlalchemy.text("UPDATE events SET note = 'held' WHERE id = :id"), {"id": second})
+        batch = threading.Thread(target=lambda: stored.append(
+            committer._store([event_values(callback) for callback in repeats])))  # one batch of both
+        batch.start()
+        deadline = time.monotonic() + 10
+        while not waiting_on_a_lock(engine) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert waiting_on_a_lock(engine) == 1
+        other.execute(sqlalchemy.text("UPDATE events SET note = 'held' WHERE id = :id"), {"id": first})
+        other.commit()
+    batch.join(timeout=30)
+    committer._drop_connection()
+    (recorded,) = stored
+    assert [(r.id, r.deliveries) for r in recorded] == [(first, 2), (second, 2)]

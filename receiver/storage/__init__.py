@@ -21,7 +21,8 @@ from receiver.formats import safe_text
 from receiver.payloads import Callback
 from receiver.storage import claims, events, migrate, multipart, outbox, rejections, state, stats, traffic
 from receiver.storage.claims import Outcome
-from receiver.storage.engines import database_url, make_engine, unavailable, unreachable_reason, write_transaction
+from receiver.storage.engines import (database_url, lost_a_race, make_engine, unavailable, unreachable_reason,
+                                      write_transaction)
 from receiver.storage.events import Recorded
 from receiver.storage.groupcommit import GroupCommitter
 from receiver.storage.schema import metadata
@@ -35,6 +36,7 @@ __all__ = ["Applied", "Outcome", "Recorded", "Stats", "Storage", "get_storage", 
 log = logging.getLogger("receiver.storage")
 
 APPLY_CHUNK = 10  # events whose message state is written in one transaction
+SETTLE_ATTEMPTS = 3  # a settle that lost a deadlock is run again, this many times in all
 
 
 @dataclass(frozen=True)
@@ -180,11 +182,19 @@ class Storage:
         """
         if not outcomes:
             return 0
-        try:
-            return claims.settle(self.bookkeeping, worker, outcomes)
-        except Exception as exc:
-            if unavailable(exc):
-                raise
+        for attempt in range(1, SETTLE_ATTEMPTS + 1):
+            try:
+                return claims.settle(self.bookkeeping, worker, outcomes)
+            except Exception as exc:
+                # A deadlock with another writer (a repeat delivery being counted) rolled the settle
+                # back: these events are still this worker's claims, and giving them back instead
+                # would dispatch them a second time.
+                if lost_a_race(exc) and attempt < SETTLE_ATTEMPTS:
+                    log.info("settling %d outcomes collided with another transaction; trying again", len(outcomes))
+                    continue
+                if unavailable(exc):
+                    raise
+                break
         return sum(self._finish_alone(worker, outcome) for outcome in outcomes)
 
     def _finish_alone(self, worker: str, outcome: Outcome) -> int:

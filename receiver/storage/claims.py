@@ -81,13 +81,18 @@ def claim_batch(engine: Engine, worker_name: str, lease_seconds: float, limit: i
 
 
 def renew(conn: Connection, worker_name: str, event_ids: list[int], lease_until: float) -> None:
-    """Push back the leases of events this worker holds (a slow handler's claim must not run out)."""
-    if event_ids:
-        conn.execute(
-            update(events)
-            .where(events.c.id.in_(event_ids), events.c.state == "processing", events.c.claimed_by == worker_name)
-            .values(lease_until=lease_until)
-        )
+    """Push back the leases of events this worker holds (a slow handler's claim must not run out).
+
+    On PostgreSQL a row another transaction holds is skipped, not waited for: it is this worker
+    settling it (waiting would deadlock with that settle, the heartbeat locking rows in another
+    order) or a repeat delivery being counted. The next beat renews it, well before the lease ends.
+    """
+    if not event_ids:
+        return
+    mine = and_(events.c.id.in_(event_ids), events.c.state == "processing", events.c.claimed_by == worker_name)
+    if conn.dialect.name == "postgresql":
+        mine = events.c.id.in_(select(events.c.id).where(mine).with_for_update(skip_locked=True))
+    conn.execute(update(events).where(mine).values(lease_until=lease_until))
 
 
 def claim_holders(engine: Engine) -> list[str]:

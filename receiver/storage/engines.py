@@ -192,6 +192,17 @@ def unavailable(exc: BaseException) -> bool:
         getattr(exc, "connection_invalidated", False) or getattr(exc, "unavailable", False))
 
 
+# PostgreSQL's deadlock_detected and serialization_failure: the transaction was rolled back because
+# it lost a race with another one, not because of what it wrote.
+_RACE_LOST = frozenset({"40P01", "40001"})
+
+
+def lost_a_race(exc: BaseException) -> bool:
+    """True when the database rolled the transaction back for colliding with another (a deadlock):
+    nothing of it was kept, and running it again is safe and will most likely succeed."""
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) in _RACE_LOST
+
+
 def unreachable_reason(engine: Engine) -> str | None:
     """None when the database answers a trivial query, else why not (the error's first line)."""
     try:
