@@ -262,6 +262,12 @@ def assert_every_callback_kept_and_dispatched(engine, report: load.Report, deliv
     return found
 
 
+def deadlocks(engine) -> int:
+    """How many deadlocks PostgreSQL has detected in this database so far."""
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")).scalar()
+
+
 def in_background(target, *args, **kwargs) -> threading.Thread:
     thread = threading.Thread(target=target, args=args, kwargs=kwargs, daemon=True)
     thread.start()
@@ -420,6 +426,8 @@ def test_sqlite_write_lock_answers_503_and_loses_nothing(sqlite_url, tmp_path, s
 @pytest.mark.postgres
 def test_two_servers_and_two_workers_dispatch_each_callback_once(pg_url, tmp_path, stack, engine_for):
     label = "scale-out/postgres"
+    engine = engine_for(pg_url)
+    deadlocks_before = deadlocks(engine)
     env = receiver_env(pg_url, tmp_path, WORKER_IN_WEB="false", LEASE_SECONDS=str(LONG_LEASE_SECONDS))
     servers = [stack.gunicorn(env), stack.gunicorn(env)]
     for _ in range(2):
@@ -432,11 +440,11 @@ def test_two_servers_and_two_workers_dispatch_each_callback_once(pg_url, tmp_pat
     rng.shuffle(deliveries)
     report = load.send([s.url for s in servers], deliveries, threads=6, deadline=240)
 
-    engine = engine_for(pg_url)
     started = time.monotonic()
     found = assert_every_callback_kept_and_dispatched(engine, report, deliveries, label)
     settled = time.monotonic() - started
-    assert all(len(pids) == 1 for pids in found.values()), "an event was dispatched twice with nothing killed"
+    twice = {event_id: pids for event_id, pids in found.items() if len(pids) > 1}
+    assert not twice, f"{len(twice)} events were dispatched twice with nothing killed, e.g. {list(twice.items())[:3]}"
     sent = Counter(identity(c) for c in deliveries)
     counted = deliveries_by_key(engine)
     retried = {identity(deliveries[i]) for i, attempts in enumerate(report.attempts) if attempts > 1}
@@ -448,6 +456,10 @@ def test_two_servers_and_two_workers_dispatch_each_callback_once(pg_url, tmp_pat
           f"settled {settled:.1f}s after the load; dispatches per worker process {dict(pids)}; "
           f"deliveries counted {sum(counted.values())}")
     assert len(pids) == 2, "both workers should have taken part"
+    stack.stop_all()  # a backend reports its deadlocks to pg_stat_database by the time it exits
+    # Reported, not asserted: a repeat counted on a row being settled can still meet the settle
+    # in a deadlock; both sides run again (test_postgres), so it costs a second, not a re-dispatch.
+    print(f"[{label}] deadlocks on the server: {deadlocks(engine) - deadlocks_before}")
 
 
 # -- 4. repeats and order --------------------------------------------------------------------------

@@ -220,3 +220,69 @@ def test_a_group_commit_that_loses_a_deadlock_is_run_again(patient_app):
     committer._drop_connection()
     (recorded,) = stored
     assert [(r.id, r.deliveries) for r in recorded] == [(first, 2), (second, 2)]
+
+
+def test_the_multipart_sweep_skips_a_group_being_joined_and_puts_back_an_open_one(pg_app, sender, storage, engine):
+    """The sweep locks the timed-out groups before it puts a part back: a group a worker is joining
+    now (row locked) is left to it, where an unlocked read could later put back a part whose group
+    another worker had meanwhile joined and dispatched."""
+    for text, ref in (("aaa|bbb", "11"), ("xxx|yyy", "22")):
+        sender.sms("inbound-sms", samples.inbound_sms_parts(text, 2, concat_ref=ref)[0])
+    Worker(storage, pg_app.config, name="w").run_until_idle()  # each part stored, waiting for the other
+    later = time.time() + pg_app.config["CONCAT_TIMEOUT_SECONDS"] + 1
+    with engine.connect() as other:
+        other.execute(sqlalchemy.text(
+            "SELECT group_key FROM sms_groups WHERE group_key LIKE '%|11' FOR UPDATE"))  # being joined
+        assert storage.requeue_expired_parts(pg_app.config["CONCAT_TIMEOUT_SECONDS"], later) == 1
+        other.rollback()
+    assert storage.requeue_expired_parts(pg_app.config["CONCAT_TIMEOUT_SECONDS"], later) == 1
+    assert count_states(engine) == {"pending": 2}
+
+
+def test_workers_joining_parts_of_the_same_groups_both_apply_them(patient_app, monkeypatch):
+    """Each of two workers holds one part of each of two multipart SMS, whose message ids sort the
+    groups in opposite orders: applied in message-id order they locked the groups crosswise, and
+    the deadlock gave one worker's whole batch back."""
+    from receiver.storage import multipart
+    from receiver.worker import parse_stored
+
+    sender, storage = Vonage(patient_app.test_client()), get_storage(patient_app)
+
+    first = samples.inbound_sms_parts("aaa bbb ccc", 3, msisdn="447700900001", concat_ref="11")
+    second = samples.inbound_sms_parts("xxx yyy zzz", 3, msisdn="447700900002", concat_ref="22")
+    sender.sms("inbound-sms", dict(first[0], messageId="0A000002"))
+    sender.sms("inbound-sms", dict(second[0], messageId="0A000001"))
+    x_rows = storage.claim("x", 300, 10)
+    sender.sms("inbound-sms", dict(first[1], messageId="0B000001"))
+    sender.sms("inbound-sms", dict(second[1], messageId="0B000002"))
+    y_rows = storage.claim("y", 300, 10)
+    assert len(x_rows) == len(y_rows) == 2
+
+    collect, both_hold_one = multipart.collect, threading.Barrier(2)
+    paused = threading.local()
+
+    def collect_then_wait(conn, event, timeout, now=None):
+        joined = collect(conn, event, timeout, now)
+        if not getattr(paused, "done", False):
+            paused.done = True
+            try:
+                both_hold_one.wait(2)  # both workers hold a group now, or one waits for the other's
+            except threading.BrokenBarrierError:
+                pass
+        return joined
+
+    monkeypatch.setattr(multipart, "collect", collect_then_wait)
+    results = {}
+
+    def apply(name, rows):
+        try:
+            results[name] = [a.note for a in storage.apply([(row, parse_stored(row)) for row in rows], 600)]
+        except Exception as exc:  # noqa: BLE001 - the failure this test looks for
+            results[name] = exc
+
+    threads = [threading.Thread(target=apply, args=(name, rows)) for name, rows in (("x", x_rows), ("y", y_rows))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert all(isinstance(notes, list) and len(notes) == 2 for notes in results.values()), results

@@ -21,8 +21,8 @@ from receiver.formats import safe_text
 from receiver.payloads import Callback
 from receiver.storage import claims, events, migrate, multipart, outbox, rejections, state, stats, traffic
 from receiver.storage.claims import Outcome
-from receiver.storage.engines import (database_url, lost_a_race, make_engine, unavailable, unreachable_reason,
-                                      write_transaction)
+from receiver.storage.engines import (after_a_lost_race, database_url, lost_a_race, make_engine, unavailable,
+                                      unreachable_reason, write_transaction)
 from receiver.storage.events import Recorded
 from receiver.storage.groupcommit import GroupCommitter
 from receiver.storage.schema import metadata
@@ -36,7 +36,12 @@ __all__ = ["Applied", "Outcome", "Recorded", "Stats", "Storage", "get_storage", 
 log = logging.getLogger("receiver.storage")
 
 APPLY_CHUNK = 10  # events whose message state is written in one transaction
-SETTLE_ATTEMPTS = 3  # a settle that lost a deadlock is run again, this many times in all
+
+
+def _lock_order(event: Event) -> str:
+    """What applying this event locks first: its multipart group's row, or its message's."""
+    info = multipart.part_info(event) if event.source == "sms-api" else None
+    return "g:" + info[0] if info else "m:" + (event.message_id or "")
 
 
 @dataclass(frozen=True)
@@ -124,24 +129,31 @@ class Storage:
                 applied[row.id] = Applied(row, None, invalid=problems)
             else:
                 fit.append((row, event))
-        # Rows locked in one order by every worker: two batches on PostgreSQL cannot deadlock.
-        fit.sort(key=lambda pair: (pair[1].message_id or "", pair[0].id))
+        # Rows locked in one order by every worker (a multipart part locks its group first, any
+        # other event its message): two batches on PostgreSQL do not deadlock.
+        fit.sort(key=lambda pair: (_lock_order(pair[1]), pair[0].id))
         # A Messages API status can only be about a message of ours if the outbox held it before Vonage
         # reported on it: with an empty outbox now, no status of this batch is, and none needs looking up.
         about_sends = any(e.kind == "status" and e.source != "sms-api" for _, e in fit)
         ours = outbox.used(self.bookkeeping) if about_sends else False
         for start in range(0, len(fit), APPLY_CHUNK):
-            chunk = fit[start:start + APPLY_CHUNK]
-            try:
-                with write_transaction(self.bookkeeping) as conn:
-                    applied.update({row.id: self._apply_one(conn, row, event, concat_timeout, ours)
-                                    for row, event in chunk})
-            except Exception as exc:
-                if unavailable(exc):
-                    raise
-                # One transaction each, so the others of the chunk still go through.
-                for row, event in chunk:
-                    applied[row.id] = self._apply_alone(row, event, concat_timeout, ours)
+            chunk, attempt = fit[start:start + APPLY_CHUNK], 1
+            while True:
+                try:
+                    with write_transaction(self.bookkeeping) as conn:
+                        applied.update({row.id: self._apply_one(conn, row, event, concat_timeout, ours)
+                                        for row, event in chunk})
+                    break
+                except Exception as exc:
+                    if lost_a_race(exc) and after_a_lost_race(attempt):
+                        attempt += 1
+                        continue
+                    if unavailable(exc):
+                        raise
+                    # One transaction each, so the others of the chunk still go through.
+                    for row, event in chunk:
+                        applied[row.id] = self._apply_alone(row, event, concat_timeout, ours)
+                    break
         return [applied[row.id] for row, _ in parsed]
 
     def _apply_alone(self, row, event: Event, concat_timeout: float, ours: bool) -> Applied:
@@ -182,15 +194,17 @@ class Storage:
         """
         if not outcomes:
             return 0
-        for attempt in range(1, SETTLE_ATTEMPTS + 1):
+        attempt = 1
+        while True:
             try:
                 return claims.settle(self.bookkeeping, worker, outcomes)
             except Exception as exc:
                 # A deadlock with another writer (a repeat delivery being counted) rolled the settle
                 # back: these events are still this worker's claims, and giving them back instead
                 # would dispatch them a second time.
-                if lost_a_race(exc) and attempt < SETTLE_ATTEMPTS:
-                    log.info("settling %d outcomes collided with another transaction; trying again", len(outcomes))
+                if lost_a_race(exc) and after_a_lost_race(attempt):
+                    log.info("settling %d outcomes met a deadlock; running it again", len(outcomes))
+                    attempt += 1
                     continue
                 if unavailable(exc):
                     raise

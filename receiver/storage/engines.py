@@ -7,6 +7,7 @@ Only receiver.storage uses this module.
 from __future__ import annotations
 
 import os
+import random
 import sqlite3
 import threading
 import time
@@ -197,10 +198,23 @@ def unavailable(exc: BaseException) -> bool:
 _RACE_LOST = frozenset({"40P01", "40001"})
 
 
+RACE_ATTEMPTS = 5  # a transaction that lost a deadlock is run this many times in all
+
+
 def lost_a_race(exc: BaseException) -> bool:
     """True when the database rolled the transaction back for colliding with another (a deadlock):
     nothing of it was kept, and running it again is safe and will most likely succeed."""
     return getattr(getattr(exc, "orig", None), "sqlstate", None) in _RACE_LOST
+
+
+def after_a_lost_race(attempt: int) -> bool:
+    """Called when attempt `attempt` of a transaction lost a race: True (after a pause) when it
+    should run again. The pause lets the transaction it lost to take the rows first: run again at
+    once, it would often take them first itself and meet the same deadlock."""
+    if attempt >= RACE_ATTEMPTS:
+        return False
+    time.sleep(random.uniform(0.02, 0.1) * attempt)
+    return True
 
 
 def unreachable_reason(engine: Engine) -> str | None:

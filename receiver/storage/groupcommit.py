@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from receiver.storage import events
-from receiver.storage.engines import lost_a_race, unavailable, writer_turn
+from receiver.storage.engines import after_a_lost_race, lost_a_race, unavailable, writer_turn
 
 log = logging.getLogger("receiver.storage")
 
@@ -137,20 +137,23 @@ class GroupCommitter:
     def _store(self, batch: list[dict]) -> list[events.Recorded]:
         # The committer keeps its own connection: a batch pays no pool checkout, and on
         # PostgreSQL no liveness round trip. A connection the server dropped while idle (a
-        # restart) is replaced and the batch tried once more, so that costs no 503; so is a batch
-        # that lost a deadlock (a repeat counted on a row the worker is settling).
-        for attempt in (1, 2):
+        # restart) is replaced and the batch tried once more, so that costs no 503; a batch that
+        # lost a deadlock (a repeat counted on a row the worker is settling) is run again too.
+        attempt = reconnected = 1
+        while True:
             if self._conn is None:
                 self._conn = self.engine.connect()
             try:
                 with self._conn.begin():  # in the writer's turn _run holds
                     return events.insert_events(self._conn, batch)
             except SQLAlchemyError as exc:
-                again = getattr(exc, "connection_invalidated", False) or lost_a_race(exc)
                 self._drop_connection()
-                if attempt == 2 or not again:
+                if getattr(exc, "connection_invalidated", False) and reconnected == 1:
+                    reconnected += 1
+                elif lost_a_race(exc) and after_a_lost_race(attempt):
+                    attempt += 1
+                else:
                     raise
-        raise AssertionError("unreachable")
 
     def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
