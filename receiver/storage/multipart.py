@@ -15,8 +15,6 @@ from receiver.storage.engines import insert_for, write_transaction
 from receiver.storage.schema import events, sms_groups, sms_parts
 from schemas import Event
 
-EXPIRED_PER_SWEEP = 500  # timed-out groups put back per sweep; the next sweep takes the rest
-
 
 def _int(value) -> int | None:
     try:
@@ -112,18 +110,15 @@ def requeue_expired(engine: Engine, timeout: float, now: float | None = None) ->
     """Put one part event of each timed-out group back in the queue, so it dispatches what arrived."""
     now = time.time() if now is None else now
     with write_transaction(engine) as conn:
-        # The groups are locked first, and one being joined now is skipped. Named in the same
-        # statement as the UPDATE, a group another worker completed meanwhile (its part put back by
-        # another sweep, dispatched and done) would be read as still open on PostgreSQL, and that
-        # part put back once more, to dispatch the joined message a second time.
-        open_groups = conn.execute(
+        # The groups are locked (one being joined now is skipped) before their parts are put back:
+        # read without the lock, a group another worker joined and dispatched meanwhile (its part
+        # put back by another sweep) would be read as still open on PostgreSQL, and that part put
+        # back once more, to dispatch the joined message a second time. FOR UPDATE reads it afresh.
+        open_groups = (
             select(sms_groups.c.group_key)
             .where(sms_groups.c.completed_by.is_(None), sms_groups.c.first_seen <= now - timeout)
-            .limit(EXPIRED_PER_SWEEP)
             .with_for_update(skip_locked=True)
-        ).scalars().all()
-        if not open_groups:
-            return 0
+        )
         latest = (
             select(func.max(sms_parts.c.event_id))
             .where(sms_parts.c.group_key.in_(open_groups))
