@@ -21,7 +21,7 @@ from receiver.formats import safe_text
 from receiver.payloads import Callback
 from receiver.storage import claims, events, migrate, multipart, outbox, rejections, state, stats, traffic
 from receiver.storage.claims import Outcome
-from receiver.storage.engines import (after_a_lost_race, database_url, lost_a_race, make_engine, unavailable,
+from receiver.storage.engines import (database_url, make_engine, run_again_if_it_loses_a_race, unavailable,
                                       unreachable_reason, write_transaction)
 from receiver.storage.events import Recorded
 from receiver.storage.groupcommit import GroupCommitter
@@ -137,24 +137,20 @@ class Storage:
         about_sends = any(e.kind == "status" and e.source != "sms-api" for _, e in fit)
         ours = outbox.used(self.bookkeeping) if about_sends else False
         for start in range(0, len(fit), APPLY_CHUNK):
-            chunk, attempt = fit[start:start + APPLY_CHUNK], 1
-            while True:
-                try:
-                    with write_transaction(self.bookkeeping) as conn:
-                        applied.update({row.id: self._apply_one(conn, row, event, concat_timeout, ours)
-                                        for row, event in chunk})
-                    break
-                except Exception as exc:
-                    if lost_a_race(exc) and after_a_lost_race(attempt):
-                        attempt += 1
-                        continue
-                    if unavailable(exc):
-                        raise
-                    # One transaction each, so the others of the chunk still go through.
-                    for row, event in chunk:
-                        applied[row.id] = self._apply_alone(row, event, concat_timeout, ours)
-                    break
+            chunk = fit[start:start + APPLY_CHUNK]
+            try:
+                applied.update(run_again_if_it_loses_a_race(lambda: self._apply_chunk(chunk, concat_timeout, ours)))
+            except Exception as exc:
+                if unavailable(exc):
+                    raise
+                # One transaction each, so the others of the chunk still go through.
+                for row, event in chunk:
+                    applied[row.id] = self._apply_alone(row, event, concat_timeout, ours)
         return [applied[row.id] for row, _ in parsed]
+
+    def _apply_chunk(self, chunk: list, concat_timeout: float, ours: bool) -> dict[int, Applied]:
+        with write_transaction(self.bookkeeping) as conn:
+            return {row.id: self._apply_one(conn, row, event, concat_timeout, ours) for row, event in chunk}
 
     def _apply_alone(self, row, event: Event, concat_timeout: float, ours: bool) -> Applied:
         try:
@@ -194,21 +190,14 @@ class Storage:
         """
         if not outcomes:
             return 0
-        attempt = 1
-        while True:
-            try:
-                return claims.settle(self.bookkeeping, worker, outcomes)
-            except Exception as exc:
-                # A deadlock with another writer (a repeat delivery being counted) rolled the settle
-                # back: these events are still this worker's claims, and giving them back instead
-                # would dispatch them a second time.
-                if lost_a_race(exc) and after_a_lost_race(attempt):
-                    log.info("settling %d outcomes met a deadlock; running it again", len(outcomes))
-                    attempt += 1
-                    continue
-                if unavailable(exc):
-                    raise
-                break
+        try:
+            # A deadlock with another writer (a repeat delivery being counted) rolls the settle back:
+            # these events are still this worker's claims, and giving them back instead would
+            # dispatch them a second time.
+            return run_again_if_it_loses_a_race(lambda: claims.settle(self.bookkeeping, worker, outcomes))
+        except Exception as exc:
+            if unavailable(exc):
+                raise
         return sum(self._finish_alone(worker, outcome) for outcome in outcomes)
 
     def _finish_alone(self, worker: str, outcome: Outcome) -> int:

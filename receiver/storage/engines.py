@@ -6,6 +6,7 @@ Only receiver.storage uses this module.
 """
 from __future__ import annotations
 
+import logging
 import os
 import random
 import sqlite3
@@ -13,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -25,6 +27,10 @@ try:
     import fcntl
 except ImportError:  # Windows: threads of one process still take turns
     fcntl = None
+
+log = logging.getLogger("receiver.storage")
+T = TypeVar("T")
+
 
 def insert_for(bind):
     """The dialect's INSERT, which has on_conflict_do_nothing/on_conflict_do_update.
@@ -196,8 +202,6 @@ def unavailable(exc: BaseException) -> bool:
 # PostgreSQL's deadlock_detected and serialization_failure: the transaction was rolled back because
 # it lost a race with another one, not because of what it wrote.
 _RACE_LOST = frozenset({"40P01", "40001"})
-
-
 RACE_ATTEMPTS = 5  # a transaction that lost a deadlock is run this many times in all
 
 
@@ -207,14 +211,20 @@ def lost_a_race(exc: BaseException) -> bool:
     return getattr(getattr(exc, "orig", None), "sqlstate", None) in _RACE_LOST
 
 
-def after_a_lost_race(attempt: int) -> bool:
-    """Called when attempt `attempt` of a transaction lost a race: True (after a pause) when it
-    should run again. The pause lets the transaction it lost to take the rows first: run again at
-    once, it would often take them first itself and meet the same deadlock."""
-    if attempt >= RACE_ATTEMPTS:
-        return False
-    time.sleep(random.uniform(0.02, 0.1) * attempt)
-    return True
+def run_again_if_it_loses_a_race(transaction: Callable[[], T]) -> T:
+    """`transaction()` (one whole transaction), run again while the database rolls it back for a
+    deadlock, up to RACE_ATTEMPTS times in all. Each time after a pause that lets the transaction it
+    lost to take the rows first: run again at once, it would often take them first itself and meet
+    the same deadlock."""
+    for attempt in range(1, RACE_ATTEMPTS):
+        try:
+            return transaction()
+        except Exception as exc:
+            if not lost_a_race(exc):
+                raise
+            log.info("a transaction met a deadlock (attempt %d); running it again", attempt)
+            time.sleep(random.uniform(0.02, 0.1) * attempt)
+    return transaction()
 
 
 def unreachable_reason(engine: Engine) -> str | None:

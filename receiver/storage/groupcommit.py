@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from receiver.storage import events
-from receiver.storage.engines import after_a_lost_race, lost_a_race, unavailable, writer_turn
+from receiver.storage.engines import run_again_if_it_loses_a_race, unavailable, writer_turn
 
 log = logging.getLogger("receiver.storage")
 
@@ -135,12 +135,14 @@ class GroupCommitter:
             pending.done.set()
 
     def _store(self, batch: list[dict]) -> list[events.Recorded]:
+        # A batch that lost a deadlock (a repeat counted on a row the worker is settling) runs again.
+        return run_again_if_it_loses_a_race(lambda: self._store_once(batch))
+
+    def _store_once(self, batch: list[dict]) -> list[events.Recorded]:
         # The committer keeps its own connection: a batch pays no pool checkout, and on
         # PostgreSQL no liveness round trip. A connection the server dropped while idle (a
-        # restart) is replaced and the batch tried once more, so that costs no 503; a batch that
-        # lost a deadlock (a repeat counted on a row the worker is settling) is run again too.
-        attempt = reconnected = 1
-        while True:
+        # restart) is replaced and the batch tried once more, so that costs no 503.
+        for attempt in (1, 2):
             if self._conn is None:
                 self._conn = self.engine.connect()
             try:
@@ -148,12 +150,9 @@ class GroupCommitter:
                     return events.insert_events(self._conn, batch)
             except SQLAlchemyError as exc:
                 self._drop_connection()
-                if getattr(exc, "connection_invalidated", False) and reconnected == 1:
-                    reconnected += 1
-                elif lost_a_race(exc) and after_a_lost_race(attempt):
-                    attempt += 1
-                else:
+                if attempt == 2 or not getattr(exc, "connection_invalidated", False):
                     raise
+        raise AssertionError("unreachable")
 
     def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
