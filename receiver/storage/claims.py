@@ -67,8 +67,8 @@ def claim_batch(engine: Engine, worker_name: str, lease_seconds: float, limit: i
     PostgreSQL: FOR UPDATE SKIP LOCKED, so workers on several machines never take the same row.
     SQLite: one conditional UPDATE; SQLite runs a write statement under its single write lock.
     One statement claims the whole batch (after freeing a dead worker's claims): under load a
-    worker pays for one transaction per batch instead of one per event. The same transaction writes the claimer's heartbeat, so a
-    worker holding claims is never taken for dead.
+    worker pays for one transaction per batch instead of one per event. The same transaction
+    writes the claimer's heartbeat, so a worker holding claims is never taken for dead.
     """
     now = time.time() if now is None else now
     params = {"now": now, "lease_until": now + lease_seconds, "worker": worker_name, "limit": max(1, int(limit))}

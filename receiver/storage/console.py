@@ -1,10 +1,10 @@
 """The console's queries: the feed in keyset pages, one message's timeline and conversation, problem
-events, and the last callback per sender. (The operator's
-group replay is events.replay over PROBLEM_STATES.)
+events, and the last callback per sender (the operator's group replay is events.replay over
+PROBLEM_STATES).
 
 All are reads on a connection of their own (`engine.connect()`), never in the SQLite writer's turn.
-Every query is bounded by an index or by a window of ids: none counts or
-sorts the whole events table (bench/README.md lists the indexes each page relies on).
+Every query is bounded by an index or by a window of ids: none counts or sorts the whole events
+table (bench/README.md lists the indexes each page relies on).
 """
 from __future__ import annotations
 
