@@ -18,6 +18,7 @@ from receiver.storage.events import event_values
 from receiver.storage.groupcommit import GroupCommitter
 from receiver.worker import Worker
 from tests.conftest import Vonage, base_config, count_states
+from tests.servers import wait_for
 
 pytestmark = pytest.mark.postgres
 
@@ -142,6 +143,31 @@ def waiting_on_a_lock(engine) -> int:
             "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()")).scalar()
 
 
+def crossed(engine, first: int, second: int, work):
+    """Run `work()` in a thread while another transaction takes the rows of events `first` and
+    `second` in the other order: a deadlock that `work`'s side detects (the other waits 30 s before
+    it looks). What `work()` returned, or what it raised."""
+    results = []
+
+    def run():
+        try:
+            results.append(work())
+        except Exception as exc:  # noqa: BLE001 - reported to the test
+            results.append(exc)
+
+    with engine.connect() as other:
+        other.execute(sqlalchemy.text("SET deadlock_timeout = '30s'"))
+        other.execute(sqlalchemy.text("UPDATE events SET note = 'held' WHERE id = :id"), {"id": second})
+        thread = threading.Thread(target=run)
+        thread.start()
+        assert wait_for(lambda: waiting_on_a_lock(engine)) == 1  # `work` holds `first`, waits for `second`
+        other.execute(sqlalchemy.text("UPDATE events SET note = 'held' WHERE id = :id"), {"id": first})
+        other.commit()
+    thread.join(timeout=30)
+    (result,) = results
+    return result
+
+
 def test_a_heartbeat_skips_a_claim_another_transaction_holds_instead_of_waiting(sender, engine, storage):
     """The heartbeat waiting on a row its own worker was settling deadlocked with that settle; now a
     held row is left for the next beat, and the others are renewed at once."""
@@ -174,23 +200,9 @@ def test_a_settle_that_loses_a_deadlock_is_run_again_and_nothing_is_dispatched_t
     sender, storage = Vonage(patient_app.test_client()), get_storage(patient_app)
     engine = storage.engine
     first, second = claimed(sender, storage, "w", 2)
-    settled = []
-    with engine.connect() as other:
-        # The other side waits longer before it looks for a deadlock: the settle is the one rolled back.
-        other.execute(sqlalchemy.text("SET deadlock_timeout = '30s'"))
-        other.execute(sqlalchemy.text("UPDATE events SET note = 'held' WHERE id = :id"), {"id": second})
-        settle = threading.Thread(target=lambda: settled.append(
-            storage.finish("w", [Outcome(first, "done"), Outcome(second, "done")])))
-        settle.start()
-        deadline = time.monotonic() + 10
-        while not waiting_on_a_lock(engine) and time.monotonic() < deadline:
-            time.sleep(0.05)  # the settle holds `first` and waits for `second`
-        assert waiting_on_a_lock(engine) == 1
-        # Now the other transaction wants `first`: a deadlock, which the settle's side detects.
-        other.execute(sqlalchemy.text("UPDATE events SET note = 'held' WHERE id = :id"), {"id": first})
-        other.commit()
-    settle.join(timeout=30)
-    assert settled == [2]
+    settled = crossed(engine, first, second,
+                      lambda: storage.finish("w", [Outcome(first, "done"), Outcome(second, "done")]))
+    assert settled == 2
     assert count_states(engine) == {"done": 2}
 
 
@@ -203,22 +215,9 @@ def test_a_group_commit_that_loses_a_deadlock_is_run_again(patient_app):
                for key in ("a|delivered|t", "b|delivered|t")]
     first, second = (storage.record(callback).id for callback in repeats)
     committer = GroupCommitter(engine, timeout=10)  # its batch is run directly, in a thread of the test
-    stored = []
-    with engine.connect() as other:
-        other.execute(sqlalchemy.text("SET deadlock_timeout = '30s'"))
-        other.execute(sqlalchemy.text("UPDATE events SET note = 'held' WHERE id = :id"), {"id": second})
-        batch = threading.Thread(target=lambda: stored.append(
-            committer._store([event_values(callback) for callback in repeats])))  # one batch of both
-        batch.start()
-        deadline = time.monotonic() + 10
-        while not waiting_on_a_lock(engine) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert waiting_on_a_lock(engine) == 1
-        other.execute(sqlalchemy.text("UPDATE events SET note = 'held' WHERE id = :id"), {"id": first})
-        other.commit()
-    batch.join(timeout=30)
+    recorded = crossed(engine, first, second,
+                       lambda: committer._store([event_values(callback) for callback in repeats]))  # one batch
     committer._drop_connection()
-    (recorded,) = stored
     assert [(r.id, r.deliveries) for r in recorded] == [(first, 2), (second, 2)]
 
 
