@@ -30,7 +30,7 @@ workers = _whole_number("WEB_CONCURRENCY", os.environ.get("WEB_CONCURRENCY"), 2)
 # (receiver/storage/groupcommit.py): a durable write per request is what limits a sync worker.
 # gthread, except that a thread is given a connection only once its whole request has arrived:
 # idle or slow clients cannot take the threads that acknowledge Vonage (receiver/serving.py).
-worker_class = "receiver.serving.WholeRequestWorker"
+worker_class = "receiver.serving.NonBlockingWorker"
 threads = _whole_number("WEB_THREADS", os.environ.get("WEB_THREADS"), 8)
 timeout = _whole_number("GUNICORN_TIMEOUT", os.environ.get("GUNICORN_TIMEOUT"), 10, low=0)
 graceful_timeout = 30  # the in-process worker finishes its current event inside this

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
+import time
 from datetime import datetime, timezone
 
 from flask import Flask
@@ -28,6 +30,51 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str)
+
+
+class Tally:
+    """Log lines for what may come in floods (refused requests): the first of each kind at once, the
+    rest of the window as one line with their count, at most one line per kind every `seconds`."""
+
+    MAX_SOURCES = 5  # addresses named in one line; the rest are counted
+
+    def __init__(self, logger: logging.Logger, message: str, seconds: float = 10.0):
+        self.logger, self.message, self.seconds = logger, message, seconds
+        self._lock = threading.Lock()
+        self._open: dict[str, tuple[float, int, dict[str, int]]] = {}  # what -> (window end, count, sources)
+
+    def note(self, what: str, source: str | None) -> None:
+        """Count one; logs now only if it is the first of its kind in a window."""
+        now = time.monotonic()
+        if (window := self._open.get(what)) is not None and window[0] <= now:
+            self.flush(now)  # the window that ended goes out before a new one opens
+        with self._lock:
+            window = self._open.get(what)
+            if window is None:
+                self._open[what] = (now + self.seconds, 0, {})
+                first = True
+            else:
+                end, count, sources = window
+                if len(sources) < self.MAX_SOURCES or source in sources:
+                    sources[source or "-"] = sources.get(source or "-", 0) + 1
+                self._open[what] = (end, count + 1, sources)
+                first = False
+        if first:
+            self.logger.warning(self.message, {"count": 1, "sources": source or "-", "what": what})
+
+    def flush(self, now: float | None = None) -> None:
+        """Log, and close, every window that has ended with more than its first line in it."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            ended = [(what, w) for what, w in self._open.items() if w[0] <= now]
+            for what, _ in ended:
+                del self._open[what]
+        for what, (_, count, sources) in ended:
+            if count:
+                named = ", ".join(sources)
+                if sum(sources.values()) < count:
+                    named += " and others"
+                self.logger.warning(self.message, {"count": count, "sources": named, "what": what})
 
 
 class RequestLineWithoutQuery(logging.Filter):

@@ -1,0 +1,259 @@
+"""receiver.serving: no peer can stall acknowledgements.
+
+Unit tests check the loop's framing of requests against gunicorn's own parser, for generated
+requests cut at generated places. The slow ones run the Procfile's web command against hostile
+peers (tests/peers.py, a seeded mix of every misbehaviour per connection phase, in a process of
+their own) while an honest client sends signed callbacks; `pytest -s -m slow tests/test_serving.py`
+prints the figures.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import requests
+from gunicorn.config import Config
+from gunicorn.http import RequestParser
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import create_engine, text
+
+from receiver.serving import MAX_HEADER_BYTES, IncompleteRequest
+from tests import load
+from tests.servers import ROOT, gunicorn
+from tests.test_faults import receiver_env, sqlite_url  # noqa: F401  (fixture)
+
+MAX_BODY = 4096
+
+# -- framing: the loop and gunicorn's parser agree on where each request ends ---------------------------
+
+header_names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz-", min_size=1, max_size=12).filter(
+    lambda n: n.lower() not in ("content-length", "transfer-encoding", "expect", "connection") and n[0] != "-")
+header_values = st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), max_size=30)
+
+
+@st.composite
+def one_request(draw) -> tuple[bytes, bytes]:
+    """(the request's bytes, its decoded body): Content-Length or chunked, with generated headers."""
+    method = draw(st.sampled_from(["GET", "POST", "PUT"]))
+    headers = draw(st.lists(st.tuples(header_names, header_values), max_size=8))
+    body = draw(st.binary(max_size=300))
+    head = f"{method} /webhooks/message-status HTTP/1.1\r\nHost: receiver\r\n"
+    head += "".join(f"{name}: {value}\r\n" for name, value in headers)
+    if draw(st.booleans()) and body:
+        sizes = draw(st.lists(st.integers(1, 64), min_size=1, max_size=10))
+        chunks, at = [], 0
+        for size in sizes:
+            if at >= len(body):
+                break
+            piece = body[at:at + size]
+            extension = draw(st.sampled_from(["", ";name=value"]))
+            chunks.append(f"{len(piece):x}{extension}\r\n".encode() + piece + b"\r\n")
+            at += size
+        body = body[:at]
+        trailer = draw(st.sampled_from([b"", b"X-Trailer: 1\r\n"]))
+        data = (head + "Transfer-Encoding: chunked\r\n\r\n").encode() + b"".join(chunks) + b"0\r\n" + trailer + b"\r\n"
+        return data, body
+    if body or method != "GET":
+        head += f"Content-Length: {len(body)}\r\n"
+    return (head + "\r\n").encode() + body, body
+
+
+def gunicorn_reads(data: bytes) -> list[bytes]:
+    """The bodies gunicorn's parser finds in `data`, one per request, as a thread would read them."""
+    parser = RequestParser(Config(), [data], ("127.0.0.1", 1))
+    bodies = []
+    for request in parser:
+        bodies.append(request.body.read())
+    return bodies
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(one_request(), min_size=1, max_size=5), st.data())
+def test_the_loop_frames_pipelined_requests_where_gunicorn_does(requests_, data):
+    """Pipelined requests cut into generated pieces: the loop finds each whole request where gunicorn's
+    parser does, and hands on exactly its bytes (the rest is the next request)."""
+    stream = b"".join(r for r, _ in requests_)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=8)))
+    pieces = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)])]
+    framed, incoming = [], IncompleteRequest(MAX_BODY, 100)
+    for piece in pieces:
+        done = incoming.feed(piece)
+        while done is True:
+            framed.append(incoming.request_bytes())
+            incoming = IncompleteRequest(MAX_BODY, 100, incoming.rest())
+            done = incoming.feed() if incoming.data else False
+        assert done is False, done
+    assert not incoming.data
+    assert framed == [r for r, _ in requests_]
+    assert [gunicorn_reads(one) for one in framed] == [[body] for _, body in requests_]
+
+
+@pytest.mark.parametrize("data, status", [
+    (b"GET / HTTP/1.1\r\n" + b"X-A: b\r\n" * 101 + b"\r\n", 431),
+    (b"GET / HTTP/1.1\r\nX: " + b"a" * MAX_HEADER_BYTES + b"\r\n\r\n", 431),
+    (b"GET / HTTP/1.1\r\nX: " + b"a" * (MAX_HEADER_BYTES + 10), 431),
+    (b"POST / HTTP/1.1\r\nContent-Length: 4097\r\n\r\n", 413),
+    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + b"801\r\n" + b"a" * 2049 + b"\r\n801\r\n", 413),
+])
+def test_what_the_loop_refuses_from_the_bytes_alone(data, status):
+    assert IncompleteRequest(MAX_BODY, 100).feed(data)[0] == status
+
+
+def test_an_expect_100_continue_is_not_handed_to_the_thread():
+    incoming = IncompleteRequest(MAX_BODY, 100)
+    assert incoming.feed(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi") is True
+    assert incoming.request_bytes() == b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi"
+
+
+# -- against the Procfile's web command ---------------------------------------------------------------------
+
+class Honest:
+    """Signed callbacks at a steady pace on fresh connections, each one's latency and answer kept."""
+
+    def __init__(self, url: str, seconds: float, interval: float):
+        self.url, self.seconds, self.interval = url, seconds, interval
+        self.latencies: list[float] = []
+        self.failures: list[str] = []
+
+    def run(self) -> "Honest":
+        callbacks = load.build(int(self.seconds / self.interval) + 1)
+        end = time.monotonic() + self.seconds
+        for callback in callbacks:
+            if time.monotonic() >= end:
+                break
+            started = time.perf_counter()
+            try:
+                answer = requests.request(callback.method, self.url + callback.path, data=callback.body,
+                                          headers=dict(callback.headers, Connection="close"), timeout=10)
+                if answer.status_code != 200:
+                    self.failures.append(f"{answer.status_code} {answer.text[:100]}")
+            except requests.RequestException as exc:
+                self.failures.append(type(exc).__name__)
+            self.latencies.append(time.perf_counter() - started)
+            time.sleep(max(0.0, self.interval - (time.perf_counter() - started)))
+        return self
+
+    def figures(self) -> dict:
+        ordered = sorted(self.latencies)
+        return {"sent": len(ordered), "failed": len(self.failures),
+                "p50_ms": round(ordered[len(ordered) // 2] * 1000, 1),
+                "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 1),
+                "max_ms": round(ordered[-1] * 1000, 1)}
+
+
+class Heartbeats:
+    """Samples the newest worker heartbeat every half second: how old it ever got."""
+
+    def __init__(self, database_url: str):
+        self.engine = create_engine(database_url)
+        self.oldest = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.engine.dispose()
+
+    def _run(self):
+        while not self._stop.wait(0.5):
+            with self.engine.connect() as conn:
+                newest = conn.execute(text("SELECT max(seen_at) FROM workers")).scalar()
+            if newest is not None:
+                self.oldest = max(self.oldest, time.time() - newest)
+
+
+def hostile(port: int, count: int, seed: int, seconds: float) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "tests.peers", "--port", str(port), "--count", str(count),
+                             "--seed", str(seed), "--seconds", str(seconds)], cwd=ROOT, stdout=subprocess.PIPE,
+                            text=True)
+
+
+def settled(peers: subprocess.Popen, timeout: float) -> dict:
+    try:
+        out, _ = peers.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        peers.kill()
+        out, _ = peers.communicate(timeout=10)
+    return json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+
+
+def started_web(sqlite_url, tmp_path):
+    env = dict(receiver_env(sqlite_url, tmp_path), PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"))
+    return gunicorn(env, log_path=tmp_path / "gunicorn.log").start(timeout=30)
+
+
+def stored_events(database_url: str) -> int:
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT count(*) FROM events")).scalar()
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed, count", [(1, 50), (2, 200), (3, 500)])
+def test_no_mix_of_hostile_peers_stalls_signed_callbacks(seed, count, sqlite_url, tmp_path):
+    """50 to 500 peers misbehaving in every phase, against the Procfile's web command: every signed callback
+    is answered 200, the slowest under 1 s and the p99 under 250 ms; no worker is killed for timing out,
+    and the worker's heartbeat keeps beating."""
+    server = started_web(sqlite_url, tmp_path)
+    try:
+        peers = hostile(server.port, count, seed, seconds=14)
+        time.sleep(1.5)  # let them connect and settle into what they do
+        with Heartbeats(sqlite_url) as beats:
+            honest = Honest(server.url, seconds=12, interval=0.05).run()
+        chosen = settled(peers, timeout=30)
+        figures = honest.figures()
+        log = (tmp_path / "gunicorn.log").read_text(errors="replace")
+        print(f"\n[hostile peers seed={seed} n={count}] honest: {figures}; oldest heartbeat "
+              f"{beats.oldest:.1f} s; peers: {chosen}")
+        assert not honest.failures, honest.failures[:5]
+        assert figures["max_ms"] < 1000 and figures["p99_ms"] < 250, figures
+        assert "WORKER TIMEOUT" not in log
+        assert beats.oldest < 11, "the worker's heartbeat stopped"  # it beats every 5 s
+        assert stored_events(sqlite_url) == figures["sent"]
+        assert requests.get(server.url + "/readyz", timeout=5).status_code == 200
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ending", [
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    b"GET /healthz HTTP/1.0\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-A: b\r\n" * 200 + b"\r\n",  # refused 431 by gunicorn's limit
+], ids=["connection-close", "http-1.0", "431"])
+def test_peers_that_end_a_request_and_linger_stall_nothing(ending, sqlite_url, tmp_path):
+    """30 peers each send one request that ends the connection, then neither read their answer nor close:
+    signed callbacks every 100 ms for 12 s are all answered, the slowest under 1 s."""
+    server = started_web(sqlite_url, tmp_path)
+    lingering = []
+    try:
+        for _ in range(30):
+            peer = socket.socket()
+            peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+            peer.connect(("127.0.0.1", server.port))
+            peer.sendall(ending)
+            lingering.append(peer)
+        honest = Honest(server.url, seconds=12, interval=0.1).run()
+        figures = honest.figures()
+        print(f"\n[lingering peers] {figures}")
+        assert not honest.failures, honest.failures[:5]
+        assert figures["max_ms"] < 1000, figures
+        assert "WORKER TIMEOUT" not in (tmp_path / "gunicorn.log").read_text(errors="replace")
+    finally:
+        for peer in lingering:
+            peer.close()
+        server.stop()
