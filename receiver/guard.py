@@ -14,6 +14,7 @@ from flask import Flask
 
 from receiver.config import ConfigError
 from receiver.devfiles import made_once
+from receiver.logs import Tally
 from receiver.storage import get_storage
 from receiver.signatures import (SMS_SIGNATURE_METHODS, Keyring, SignatureError, secrets_by_setting, verify_jwt,
                                  verify_sms)
@@ -157,8 +158,11 @@ def get_guard(app: Flask) -> Guard:
     return app.extensions["guard"]
 
 
+# A flood of forgeries is one log line per reason every few seconds, not one a request.
+rejected = Tally(log, "rejected %(count)d request(s) from %(sources)s: %(what)s")
+
+
 def record_rejection(app: Flask, *, path: str, remote_addr: str | None, error: SignatureError) -> None:
-    """Log and keep one rejection (the newest REJECTIONS_KEPT are kept). Never raises."""
-    log.warning("rejected %s from %s: %s (%s)", path, remote_addr, error.reason, error)
-    get_storage(app).record_rejection(path=path, remote_addr=remote_addr, reason=error.reason, detail=str(error),
-                                      keep=app.config["REJECTIONS_KEPT"])
+    """Log and count one rejection (the newest REJECTIONS_KEPT rows are kept). No I/O; never raises."""
+    rejected.note(f"{error.reason} on {path}", remote_addr)
+    get_storage(app).record_rejection(path=path, remote_addr=remote_addr, reason=error.reason, detail=str(error))

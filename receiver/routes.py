@@ -102,6 +102,8 @@ def receive(kind: str):
     elapsed = time.perf_counter() - started
     metrics.observe_callback(kind, outcome, elapsed, api_key=found and found.api_key,
                              application_id=found and found.application_id)
+    if outcome == "rejected":  # counted, and logged a line per reason every few seconds by guard.record_rejection
+        return answer
     log.info("callback %s %s", kind, outcome, extra={
         "kind": kind, "outcome": outcome, "latency_ms": round(elapsed * 1000, 2),
         "message_id": found and found.message_id, "status": found and found.status})

@@ -2,10 +2,11 @@
 never stored; configuration fails closed; rejections are visible."""
 import base64
 import json
+import threading
 import time
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from receiver import samples
 from receiver.config import ConfigError
@@ -226,12 +227,50 @@ def test_rejections_are_visible_in_the_api_and_cli(app, client, runner, status_b
 
 
 def test_rejection_log_is_bounded(make_app):
-    app = make_app(REJECTIONS_KEPT=10)
+    app = make_app(REJECTIONS_KEPT=10, PROXY_FIX_HOPS=1)
     client = app.test_client()
-    for _ in range(120):
-        client.get(PATHS["inbound-sms"] + "?messageId=x")
+    for n in range(120):  # from 120 addresses: a row each
+        client.get(PATHS["inbound-sms"] + "?messageId=x", headers={"X-Forwarded-For": f"203.0.113.{n}"})
     kept = client.get("/api/rejections", headers=AUTH, query_string={"limit": 1000}).get_json()["rejections"]
-    assert 10 <= len(kept) <= 60
+    assert len(kept) == 10
+    assert [r["remote_addr"] for r in kept] == [f"203.0.113.{n}" for n in range(119, 109, -1)]
+
+
+def test_a_flood_of_forgeries_is_counted_in_a_few_rows_not_a_write_each(make_app, status_body):
+    """Every refused request is counted, but those of one second, reason, address and path share a row,
+    written with the others of that second: a flood costs the database a few rows, not a write each."""
+    app = make_app(PROXY_FIX_HOPS=1)
+    client = app.test_client()
+    storage = get_storage(app)
+    inserts = []  # (the thread writing, how many rows)
+    for engine in (storage.engine, storage.bookkeeping):
+        event.listen(engine, "before_cursor_execute", lambda conn, cursor, statement, params, *_: inserts.append(
+            (threading.current_thread().name, len(params))) if statement.startswith("INSERT INTO rejections") else None)
+    for n in range(300):
+        client.post(PATHS["message-status"], data=status_body, headers={"Authorization": "Bearer nope",
+                                                                        "X-Forwarded-For": f"198.51.100.{n % 3}"})
+    assert all(name == "receiver-rejections" for name, _ in inserts)  # nothing written on the request path
+    kept = client.get("/api/rejections", headers=AUTH, query_string={"limit": 1000}).get_json()["rejections"]
+    assert sum(r["count"] for r in kept) == 300
+    assert len(kept) <= 3 * 3  # three addresses, over at most three seconds
+    assert 1 <= len(inserts) <= 3  # one statement a second
+    assert storage.rejections_by_reason(0) == {"malformed_token": 300}
+
+
+def test_rejections_from_more_addresses_than_a_flush_holds_are_merged(make_app):
+    from receiver.storage.rejections import MAX_KEYS, OTHERS
+
+    app = make_app(PROXY_FIX_HOPS=1)
+    client = app.test_client()
+    written = []  # the rows of each flush
+    event.listen(get_storage(app).bookkeeping, "before_cursor_execute", lambda conn, cursor, statement, params, *_:
+                 written.append(len(params)) if statement.startswith("INSERT INTO rejections") else None)
+    for n in range(MAX_KEYS + 300):
+        client.get(PATHS["inbound-sms"] + "?messageId=x", headers={"X-Forwarded-For": f"10.0.{n // 256}.{n % 256}"})
+    kept = get_storage(app).rejections(limit=10_000)
+    assert sum(r["count"] for r in kept) == MAX_KEYS + 300
+    assert written and max(written) <= MAX_KEYS + 2  # past MAX_KEYS, one merged row per second
+    assert any(r["remote_addr"] == OTHERS for r in kept)
 
 
 def test_secrets_never_appear_in_rejections(app, client, status_body):

@@ -73,7 +73,8 @@ def rejected_command(limit: int) -> None:
     if not rows:
         click.echo("no rejected requests")
     for r in rows:
-        click.echo(f"{r['at']}  {r['reason']:22} {r['path']:28} {r['remote_addr'] or '-':15} {r['detail'] or ''}")
+        click.echo(f"{r['at']}  {r['count']:>5}x {r['reason']:22} {r['path']:28} {r['remote_addr'] or '-':15} "
+                   f"{r['detail'] or ''}")
 
 
 def parse_age(text: str) -> float:

@@ -128,7 +128,7 @@ def group_rejections(rejections: list[dict]) -> list[Rejections]:
         group = found.get(r["reason"])
         if group is None:
             group = found[r["reason"]] = Rejections(r["reason"], 0, r["at"], [], r["detail"] or "", hint(r["reason"]))
-        group.count += 1
+        group.count += r["count"]
         if r["path"] not in group.paths:
             group.paths.append(r["path"])
     return sorted(found.values(), key=lambda g: -g.count)

@@ -13,8 +13,7 @@ import traceback
 from dataclasses import dataclass
 
 from flask import Flask
-from sqlalchemy.exc import (ArgumentError, DataError, IntegrityError, NoSuchModuleError, OperationalError,
-                            SQLAlchemyError)
+from sqlalchemy.exc import ArgumentError, DataError, IntegrityError, NoSuchModuleError, OperationalError
 
 from receiver.config import ConfigError
 from receiver.formats import safe_text
@@ -58,11 +57,12 @@ class Applied:
 class Storage:
     """The database of one app: engines, the group committer, and the verbs."""
 
-    def __init__(self, url: str, timeout: float):
+    def __init__(self, url: str, timeout: float, rejections_kept: int = 1000):
         self.url = url
         self.engine = make_engine(url, timeout)
         self.bookkeeping = make_engine(url, timeout, durable=False)
         self._committer = GroupCommitter(self.engine, timeout)
+        self._rejections = rejections.RejectionLog(self.bookkeeping, rejections_kept)
 
     @property
     def dialect(self) -> str:
@@ -90,6 +90,7 @@ class Storage:
         return unreachable_reason(self.engine)
 
     def dispose(self) -> None:
+        self._rejections.stop()
         self.engine.dispose()
         self.bookkeeping.dispose()
 
@@ -101,12 +102,10 @@ class Storage:
         """
         return self._committer.record(callback)
 
-    def record_rejection(self, *, path: str, remote_addr: str | None, reason: str, detail: str, keep: int) -> None:
-        """Keep one signature rejection (the newest `keep` are kept). Never raises."""
-        try:
-            rejections.record(self.engine, path=path, remote_addr=remote_addr, reason=reason, detail=detail, keep=keep)
-        except SQLAlchemyError:
-            log.exception("could not store the rejection")
+    def record_rejection(self, *, path: str, remote_addr: str | None, reason: str, detail: str) -> None:
+        """Count one signature rejection, written with the others of its second (see storage.rejections).
+        No I/O; never raises."""
+        self._rejections.note(path=path, remote_addr=remote_addr, reason=reason, detail=detail)
 
     # -- the worker path -----------------------------------------------------------------------
     def claim(self, worker: str, lease_seconds: float, limit: int) -> list:
@@ -261,9 +260,13 @@ class Storage:
         return state.list_messages(self.engine, direction=direction, limit=limit)
 
     def rejections(self, limit: int = 100) -> list[dict]:
+        """The newest rejection rows (each counts the requests of one second, reason, address and path);
+        this process's are written first."""
+        self._rejections.flush()
         return rejections.recent(self.engine, limit)
 
     def rejections_by_reason(self, since: float) -> dict[str, int]:
+        self._rejections.flush()
         return rejections.by_reason(self.engine, since)
 
     # -- the outbox --------------------------------------------------------------------------------
@@ -345,7 +348,7 @@ def init_app(app: Flask) -> None:
     setting = database_setting(app.config)
     url = database_url(app.config.get("DATABASE_URL"), app.instance_path)
     try:
-        storage = Storage(url, app.config["DATABASE_TIMEOUT_SECONDS"])
+        storage = Storage(url, app.config["DATABASE_TIMEOUT_SECONDS"], app.config["REJECTIONS_KEPT"])
     except (ArgumentError, NoSuchModuleError, ImportError):
         # Not shown: a URL that does not parse may still hold a password.
         raise ConfigError("DATABASE_URL is not a database URL this app can use: postgresql://user:password@host/name "

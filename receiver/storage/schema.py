@@ -134,7 +134,9 @@ rejections = Table(
     Column("path", String(255), nullable=False),
     Column("remote_addr", String(255)),
     Column("reason", String(64), nullable=False),
-    Column("detail", Text),
+    Column("detail", Text),  # the first of them
+    # The requests refused for this reason, from this address, to this path, in this second.
+    Column("count", Integer, nullable=False, server_default="1"),
 )
 
 # Messages this app sends through the Messages API: written before anything goes on the wire, sent by
