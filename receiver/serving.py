@@ -1,52 +1,55 @@
 """The web server's worker: one non-blocking loop does every socket operation; threads only run the app.
 
 Vonage queues callbacks per account, so nothing a peer does may hold up the answer to a signed
-callback. gunicorn's threaded worker (gthread) lets peers hold it up in two ways: a thread blocks
-reading a request that has not arrived, or writing an answer nobody reads; and its main loop blocks
-too, in the graceful close of every connection that is not kept alive (`util.close_graceful` waits
-up to 2 s in `recv` for the peer's FIN). Twenty peers that send `Connection: close` and then linger
-stop every acknowledgement. Here a connection moves through four phases, each with its deadline,
-and only the one in the middle touches a thread:
+callback. gunicorn's threaded worker (gthread) lets peers hold it up: a thread blocks reading a
+request that has not arrived, or writing an answer nobody reads, and its main loop blocks in the
+graceful close of every connection that is not kept alive (`util.close_graceful` waits up to 2 s in
+`recv` for the peer's FIN), so twenty peers that send `Connection: close` and linger stop every
+acknowledgement. Here a connection moves through four phases, each with its deadline:
 
-    reading   the loop reads what has arrived, without blocking, until the request line, headers
-              and body are all in memory (KEEPALIVE seconds to begin, REQUEST_SECONDS to finish);
-    running   a thread parses those bytes with gunicorn's own parser and runs the app; the answer
-              is written to memory, never to the socket;
+    reading   the loop reads what has arrived, without blocking, until the request is whole in
+              memory (receiver.framing; KEEPALIVE seconds to begin, REQUEST_SECONDS to finish);
+    running   a thread of `Lanes` parses those bytes with gunicorn's own parser and runs the app,
+              writing the answer to memory, never to the socket;
     writing   the loop sends the answer as the peer's window allows (WRITE_SECONDS in all);
     lingering after our FIN, the loop reads and drops what the peer still sends, so that it reads
               our answer rather than a reset (LINGER_SECONDS, at most MAX_LINGERING at once).
 
 Then a kept-alive connection is reading again (a pipelined request already read is served from
-memory first), and any other is closed, at once: a close never waits for the peer.
+memory first), and any other is closed at once: a close never waits for the peer. Webhook requests
+go to the threads first, and other requests (pages, /metrics, 404s) take two threads at most, with a
+short queue (past it they are answered 503 by the loop): a flood of them waits behind callbacks.
 
 What this class takes from gunicorn, and where it runs. It subclasses `base.Worker`, not gthread:
 nothing of gthread's connection handling (`accept`, `handle`, `finish_request`, keep-alive,
 `murder_keepalived`/`murder_pending`, its `close_graceful`) is inherited. From `base.Worker` it keeps
 process setup, signals (their wakeup pipe is one of the loop's sockets, so SIGTERM is seen at once)
-and `notify()` (a utime on a file; the loop calls it at least every second, so a busy or attacked
-worker is never mistaken for a hung one). On the loop: `accept` (non-blocking, many at a time; out of
-file descriptors, the connection that has waited longest with nothing sent is closed instead), the
-reads and writes above (non-blocking `recv`/`send`, each returning what the kernel has), `shutdown`
-and `close` (neither waits for the peer), and the refusals decided from the bytes alone (408 too
-slow, 413 body too large, 431 headers too large or too many, 503 too much buffered): JSON answers
-queued like any other. In a thread: gunicorn's `RequestParser` over the bytes in memory, its
-`wsgi.create` and `Response` writing into a buffer, the access log, and `handle_error` (gunicorn's
-own 400/414/431/501 ... as JSON in the app's shape, into the same buffer). A request whose bytes the
-parser reads differently from the loop (left over, or missing) ends its connection after the
-answer, so no request can be smuggled behind another. TLS is not served here: terminate it in
-front (nginx, the platform's router). `gunicorn.conf.py` selects this class.
+and `notify()` (a utime on a file; the loop calls it every second, so a busy or attacked worker is
+never mistaken for a hung one). On the loop: `accept` (non-blocking, many at a time; past the
+connection limit, or out of file descriptors, the connection that costs least to lose is closed),
+the reads and writes above (non-blocking `recv`/`send`, each taking what the kernel has), `shutdown`
+and `close` (neither waits for the peer), and the refusals decided from the bytes alone (408, 413,
+431, 400 for a body cut into too many chunks, 503 for too much buffered or too many connections):
+JSON answers queued like any other. A fault in handling one connection closes that connection only.
+In a thread: gunicorn's `RequestParser` over the bytes in memory, its `wsgi.create` and `Response`
+writing into a buffer, the access log, and `handle_error` (gunicorn's own 400/414/431/501 ... as
+JSON in the app's shape, into the same buffer). A request whose bytes the parser reads differently
+from the loop (some left over, or more wanted) ends its connection after the answer, so no request
+is smuggled behind another. TLS is not served here: terminate it in front (nginx, the platform's
+router). `gunicorn.conf.py` selects this class.
 """
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
+import resource
 import selectors
 import socket
 import sys
+import threading
 import time
-from concurrent import futures
+from collections import deque
 from datetime import datetime
 
 from gunicorn import http
@@ -56,6 +59,7 @@ from gunicorn.workers import base
 from gunicorn.workers.gthread import PollableMethodQueue
 
 from receiver import config
+from receiver.framing import IncompleteRequest, json_answer, status_of
 from receiver.logs import Tally
 
 log = logging.getLogger("gunicorn.error")
@@ -67,11 +71,13 @@ WRITE_SECONDS = 10.0  # from an answer being ready to its last byte taken by the
 LINGER_SECONDS = 2.0  # after our FIN, for the peer's (what gunicorn's graceful close waits, off the loop)
 MAX_LINGERING = 128  # closing connections kept lingering at once; past it the oldest is closed now
 LINGER_DRAIN_BYTES = 256 * 1024  # what a lingering peer may still send before it is cut off
-MAX_HEADER_BYTES = 64 * 1024
-MAX_CHUNK_LINE = 1024  # a chunk-size line, extensions included
 READ_SIZE = 64 * 1024
+PARSE_PIECE = 8 * 1024  # what gunicorn's parser is handed at a time (it copies what is left per chunk)
 FREE_BYTES = 64 * 1024  # what any request may hold in memory while it arrives (a callback is smaller)
 BUFFER_BUDGET = 64 * 1024 * 1024  # what all requests of a process may hold past their FREE_BYTES
+FILES_KEPT = 128  # file descriptors left for the database, logs and pipes when sizing the connection limit
+OTHERS_AT_ONCE = 2  # threads other requests (pages, the API, probes, 404s) may take at once
+OTHERS_QUEUED = 4  # other requests waiting per thread they may take; past that, answered 503 at once
 SWEEP_SECONDS = 0.1  # how often deadlines are looked at
 NOTIFY_SECONDS = 1.0
 ACCEPT_AT_ONCE = 64
@@ -80,117 +86,62 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 READING, RUNNING, WRITING, LINGERING = "reading", "running", "writing", "lingering"
 
 
-class IncompleteRequest:
-    """The bytes of one request as they arrive; says when the whole request (headers and body) is in,
-    and where it ends (what follows is the next, pipelined, request)."""
+class Lanes:
+    """The threads that run the app: webhooks first; other requests take OTHERS_AT_ONCE of them at most, so
+    a flood of them leaves the rest to callbacks and competes for the interpreter with few threads."""
 
-    def __init__(self, max_body: int, max_fields: int, data: bytes = b""):
-        self.data = bytearray(data)
-        self.max_body = max_body
-        self.max_fields = max_fields
-        self.body_start: int | None = None
-        self.length: int | None = None  # Content-Length, or None for a chunked body
-        self.end: int | None = None  # where the request ends, once it is complete
-        self.expects_continue = False
-        self._head_scan = 0  # where the search for the end of the headers goes on from
-        self._scan = 0  # chunked: where the next chunk-size line starts
-        self._decoded = 0  # chunked: the body's size in the chunks read so far
-        self._trailer_scan = 0  # chunked: where the search for the end of the trailers goes on from
+    def __init__(self, threads: int):
+        self.max_others = max(1, min(OTHERS_AT_ONCE, threads - 1))
+        self._ready = threading.Condition()
+        self._urgent: deque = deque()
+        self._others: deque = deque()
+        self._others_running = 0
+        self._stopped = False
+        for n in range(threads):
+            threading.Thread(target=self._run, name=f"request-{n}", daemon=True).start()
 
-    def feed(self, data: bytes = b"") -> tuple[int, str, str] | bool:
-        """Add bytes; True when the request is complete, False while more is due, or (status,
-        code, message) for a request refused before any thread sees it."""
-        self.data += data
-        if self.body_start is None:
-            # Searched from where the last search stopped: a peer dribbling its headers costs no rescans.
-            end = self.data.find(b"\r\n\r\n", self._head_scan)
-            if end < 0:
-                if len(self.data) > MAX_HEADER_BYTES:
-                    return 431, "request_header_fields_too_large", "the request line and headers are too large"
-                self._head_scan = max(0, len(self.data) - 3)
-                return False
-            if end > MAX_HEADER_BYTES:
-                return 431, "request_header_fields_too_large", "the request line and headers are too large"
-            self.body_start = end + 4
-            refused = self._read_headers(bytes(self.data[:end]))
-            if refused:
-                return refused
-            self._scan = self.body_start
-        if self.length is not None:
-            if len(self.data) - self.body_start < self.length:
-                return False
-            self.end = self.body_start + self.length
-            return True
-        return self._chunked_complete()
+    def full(self) -> bool:
+        """Enough other requests are waiting already (a flood of them must not pile up)."""
+        return len(self._others) >= self.max_others * OTHERS_QUEUED
 
-    def _read_headers(self, head: bytes):
-        # Only three headers decide how much is still to come; gunicorn's parser reads the rest.
-        if head.count(b"\r\n") > self.max_fields:  # one line is the request line
-            return 431, "request_header_fields_too_large", f"more than {self.max_fields} header fields"
-        lowered = head.lower()
-        self.expects_continue = _header(lowered, b"expect") == b"100-continue"
-        if b"chunked" in _header(lowered, b"transfer-encoding"):
-            self.length = None
-        elif (length := _header(lowered, b"content-length") or b"0").isdigit():
-            self.length = int(length)
-            if self.length > self.max_body:
-                return 413, "request_entity_too_large", f"the body is larger than {self.max_body} bytes"
-        else:
-            self.length = 0  # malformed: gunicorn's parser answers 400 once a thread reads it
-        return None
+    def submit(self, urgent: bool, job, done) -> None:
+        """Run `job()` in a thread, then `done(result, error)` there."""
+        with self._ready:
+            (self._urgent if urgent else self._others).append((job, done))
+            self._ready.notify()
 
-    def _chunked_complete(self) -> bool | tuple[int, str, str]:
+    def stop(self) -> None:
+        with self._ready:
+            self._stopped = True
+            self._ready.notify_all()
+
+    def _take(self):
+        with self._ready:
+            while not self._stopped:
+                if self._urgent:
+                    return self._urgent.popleft(), False
+                if self._others and self._others_running < self.max_others:
+                    self._others_running += 1
+                    return self._others.popleft(), True
+                self._ready.wait()
+            return None, False
+
+    def _run(self) -> None:
         while True:
-            line_end = self.data.find(b"\r\n", self._scan, self._scan + MAX_CHUNK_LINE)
-            if line_end < 0:
-                if len(self.data) - self._scan >= MAX_CHUNK_LINE:
-                    self.end = len(self.data)  # no chunk size is this long: gunicorn's parser answers 400
-                    return True
-                return False
-            size_text = bytes(self.data[self._scan:line_end]).split(b";")[0].strip()
+            task, other = self._take()
+            if task is None:
+                return
+            job, done = task
+            result, error = None, None
             try:
-                size = int(size_text, 16)
-            except ValueError:
-                self.end = len(self.data)  # not a chunk size: gunicorn's parser answers 400
-                return True
-            if size == 0:  # the last chunk; complete once the (optional) trailers end
-                trailers_end = self.data.find(b"\r\n\r\n", max(line_end, self._trailer_scan))
-                if trailers_end < 0:
-                    if len(self.data) - line_end > MAX_HEADER_BYTES:
-                        return 431, "request_header_fields_too_large", "the trailers are too large"
-                    self._trailer_scan = max(line_end, len(self.data) - 3)
-                    return False
-                self.end = trailers_end + 4
-                return True
-            if self._decoded + size > self.max_body:
-                return 413, "request_entity_too_large", f"the body is larger than {self.max_body} bytes"
-            next_line = line_end + 2 + size + 2
-            if len(self.data) < next_line:
-                return False
-            self._decoded += size
-            self._scan = next_line
-
-    def request_bytes(self) -> bytes:
-        """The request, without an `Expect: 100-continue` (its body is here: no thread must answer 100)."""
-        if not self.expects_continue:
-            return bytes(self.data[:self.end])
-        head, body = bytes(self.data[:self.body_start]), bytes(self.data[self.body_start:self.end])
-        lines = [line for line in head.split(b"\r\n") if not line.lower().startswith(b"expect:")]
-        return b"\r\n".join(lines) + body
-
-    def rest(self) -> bytes:
-        """What arrived after this request: the start of the next one."""
-        return bytes(self.data[self.end:])
-
-
-def _header(lowered_head: bytes, name: bytes) -> bytes:
-    """The first value of header `name` in a lowercased header block (b"" when absent)."""
-    at = lowered_head.find(b"\r\n" + name + b":")
-    if at < 0:
-        return b""
-    start = at + len(name) + 3
-    end = lowered_head.find(b"\r\n", start)
-    return lowered_head[start:end if end >= 0 else len(lowered_head)].strip()
+                result = job()
+            except BaseException as exc:  # noqa: BLE001 (a handler's SystemExit included): an answer, never a hang
+                error = exc
+            if other:
+                with self._ready:
+                    self._others_running -= 1
+                    self._ready.notify()
+            done(result, error)
 
 
 class _Connection:
@@ -211,6 +162,10 @@ class _Connection:
         self.drained = 0
         self.events = 0  # what the loop's selector watches for on this socket
 
+    @property
+    def address(self) -> str:
+        return self.client[0] if isinstance(self.client, tuple) else "-"
+
 
 class _Answer:
     """Stands in for the socket while a thread runs the app: gunicorn's `Response` writes here."""
@@ -225,6 +180,44 @@ class _Answer:
         return len(data)
 
 
+class _Pieces:
+    """The request's bytes for gunicorn's parser, a piece at a time; says whether it wanted more."""
+
+    def __init__(self, data: bytes):
+        self._pieces = iter([data[i:i + PARSE_PIECE] for i in range(0, len(data), PARSE_PIECE)])
+        self.wanted_more = False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> bytes:
+        piece = next(self._pieces, None)
+        if piece is None:
+            self.wanted_more = True
+            raise StopIteration
+        return piece
+
+    def left(self) -> bool:
+        return next(self._pieces, None) is not None
+
+
+def parse(cfg, data: bytes, client):
+    """(parser, pieces, request): gunicorn's parser reading one request from `data` in memory.
+
+    :raises gunicorn.http.errors.ParseException: and the others gunicorn's parser raises.
+    """
+    pieces = _Pieces(data)
+    parser = http.RequestParser(cfg, pieces, client)
+    return parser, pieces, next(parser)
+
+
+def read_exactly(parser, pieces: _Pieces) -> bool:
+    """True when gunicorn's parser read the request's bytes and no more and no fewer (its body drained
+    first): only then may the connection serve another request."""
+    return parser.finish_body() and not parser.unreader.buf.getvalue() and not pieces.left() \
+        and not pieces.wanted_more
+
+
 class NonBlockingWorker(base.Worker):
     """gunicorn worker whose one loop does every socket operation without blocking; see the module."""
 
@@ -235,16 +228,17 @@ class NonBlockingWorker(base.Worker):
         self.max_fields = self.cfg.limit_request_fields or 32768
         self.max_connections = self.cfg.worker_connections
         # One ordered set per timed phase: each phase has one timeout, so its deadlines are in
-        # insertion order and a sweep only looks at the front. Kept-alive idle ones wait in `idle`.
-        self.idle: dict[_Connection, None] = {}  # reading, nothing of a request yet
-        self.arriving: dict[_Connection, None] = {}  # reading, a request begun
+        # insertion order and a sweep only looks at the front.
+        self.fresh: dict[_Connection, None] = {}  # accepted, nothing sent yet
+        self.kept: dict[_Connection, None] = {}  # kept alive after an answer, waiting for the next request
+        self.arriving: dict[_Connection, None] = {}  # a request begun
         self.writing: dict[_Connection, None] = {}
         self.lingering: dict[_Connection, None] = {}
         self.running: set[_Connection] = set()
         self.buffered = 0  # request bytes held in memory past each connection's first FREE_BYTES
         self.accepting = False
         self.out_of_files = False
-        self.tpool: futures.ThreadPoolExecutor | None = None
+        self.lanes: Lanes | None = None
         self.poller: selectors.BaseSelector | None = None
         self.method_queue = PollableMethodQueue()
 
@@ -257,7 +251,8 @@ class NonBlockingWorker(base.Worker):
 
     # -- the loop -----------------------------------------------------------------------------------
     def init_process(self):
-        self.tpool = futures.ThreadPoolExecutor(max_workers=self.cfg.threads, thread_name_prefix="request")
+        self.max_connections = _connections_the_files_allow(self.max_connections)
+        self.lanes = Lanes(self.cfg.threads)
         self.poller = selectors.DefaultSelector()
         self.method_queue.init()
         super().init_process()
@@ -280,9 +275,12 @@ class NonBlockingWorker(base.Worker):
                 break
             for key, mask in self.poller.select(SWEEP_SECONDS):
                 if isinstance(key.data, _Connection):
-                    self._ready(key.data, mask)
+                    self._guarded(key.data, self._ready, key.data)
                 else:
-                    key.data(key.fileobj, mask)
+                    try:
+                        key.data(key.fileobj, mask)
+                    except Exception:  # accepting, signals, answers from threads: the loop goes on
+                        log.exception("a fault in the serving loop")
             now = time.monotonic()
             if now - swept >= SWEEP_SECONDS:
                 self._sweep(now)
@@ -292,15 +290,23 @@ class NonBlockingWorker(base.Worker):
                 break
         for conn in list(self._all()):
             self._close(conn)
-        self.tpool.shutdown(wait=False)
+        self.lanes.stop()
         self.poller.close()
         self.method_queue.close()
         for listener in self.sockets:
             listener.close()
 
+    def _guarded(self, conn: _Connection, step, *args, **kwargs) -> None:
+        """One step of one connection; a fault in it closes that connection, never the loop."""
+        try:
+            step(*args, **kwargs)
+        except Exception:
+            log.exception("closing a connection from %s after a fault in serving it", conn.address)
+            self._close(conn)
+
     def handle_quit(self, sig, frame):
         """SIGQUIT, SIGINT: stop now, without waiting for the requests in threads."""
-        self.tpool.shutdown(wait=False, cancel_futures=True)
+        self.lanes.stop()
         super().handle_quit(sig, frame)
 
     def is_parent_alive(self) -> bool:
@@ -322,16 +328,17 @@ class NonBlockingWorker(base.Worker):
     def _busy(self) -> bool:
         return bool(self.arriving or self.running or self.writing)
 
+    def _timed(self):
+        return self.fresh, self.kept, self.arriving, self.writing, self.lingering
+
     def _all(self):
-        yield from self.idle
-        yield from self.arriving
+        for phase in self._timed():
+            yield from phase
         yield from self.running
-        yield from self.writing
-        yield from self.lingering
 
     def _begin_stopping(self):
         self._set_accepting(False)
-        for conn in list(self.idle):  # nothing asked of these: close them now
+        for conn in [*self.fresh, *self.kept]:  # nothing asked of these: close them now
             self._close(conn)
 
     def _set_accepting(self, enabled: bool) -> None:
@@ -348,21 +355,19 @@ class NonBlockingWorker(base.Worker):
 
     def _sweep(self, now: float) -> None:
         """Act on every deadline that has passed: each phase's set is in deadline order."""
-        for phase in (self.idle, self.arriving, self.writing, self.lingering):
+        for phase in self._timed():
             while phase:
                 conn = next(iter(phase))
                 if conn.deadline > now:
                     break
-                self._expired(conn)
-
-    def _expired(self, conn: _Connection) -> None:
-        if conn in self.arriving:
-            self._refuse(conn, 408, "request_timeout", f"the request did not arrive within {REQUEST_SECONDS:g} s")
-        else:  # idle, an answer not read in time, or a linger that is over
-            self._close(conn)
+                if phase is self.arriving:
+                    self._guarded(conn, self._refuse, conn, 408, "request_timeout",
+                                  f"the request did not arrive within {REQUEST_SECONDS:g} s")
+                else:  # idle, an answer not taken in time, or a linger that is over
+                    self._close(conn)
 
     def _enter(self, conn: _Connection, phase: dict | set | None, seconds: float = 0.0) -> None:
-        for held in (self.idle, self.arriving, self.writing, self.lingering):
+        for held in self._timed():
             held.pop(conn, None)
         self.running.discard(conn)
         if phase is self.running:
@@ -403,28 +408,30 @@ class NonBlockingWorker(base.Worker):
             conn = _Connection(sock, client, listener.getsockname())
             self._await_request(conn, self.cfg.keepalive or REQUEST_SECONDS)
             if self._count() > self.max_connections:
-                self._make_room()
+                self._make_room(spare=conn)
 
     def _count(self) -> int:
-        return len(self.idle) + len(self.arriving) + len(self.running) + len(self.writing) + len(self.lingering)
+        return sum(len(phase) for phase in self._timed()) + len(self.running)
 
-    def _make_room(self, out_of_files: bool = False) -> None:
-        """Close the connection that costs least to lose: one lingering, else the one idle longest, else
-        the request that has taken longest to arrive. Without one, stop accepting until one closes."""
-        for phase in (self.lingering, self.idle, self.arriving):
-            if phase:
-                conn = next(iter(phase))
-                if phase is self.arriving:
-                    self._refuse(conn, 503, "busy", "too many connections; retry later")
-                else:
-                    self._close(conn)
-                return
+    def _make_room(self, out_of_files: bool = False, spare: _Connection | None = None) -> None:
+        """Close the connection that costs least to lose: one lingering, one kept alive, the request that
+        has taken longest to arrive (answered 503), else the oldest that has sent nothing; never `spare`,
+        just accepted. Without any, stop accepting until one closes."""
+        for phase in (self.lingering, self.kept, self.arriving, self.fresh):
+            conn = next((c for c in phase if c is not spare), None) if phase else None
+            if conn is None:
+                continue
+            if phase is self.arriving:
+                self._refuse(conn, 503, "busy", "too many connections; retry later")
+            else:
+                self._close(conn)
+            return
         if out_of_files:
             self.out_of_files = True
             self._set_accepting(False)
 
     # -- reading ------------------------------------------------------------------------------------
-    def _await_request(self, conn: _Connection, idle_seconds: float, data: bytes = b"") -> None:
+    def _await_request(self, conn: _Connection, idle_seconds: float, data: bytes = b"", *, kept=False) -> None:
         conn.phase, conn.continued = READING, False
         conn.incoming = IncompleteRequest(self.max_body, self.max_fields, data)
         self._account(conn)
@@ -432,10 +439,10 @@ class NonBlockingWorker(base.Worker):
             self._enter(conn, self.arriving, REQUEST_SECONDS)
             self._progress(conn, conn.incoming.feed())
         else:
-            self._enter(conn, self.idle, idle_seconds)
+            self._enter(conn, self.kept if kept else self.fresh, idle_seconds)
             self._watch(conn, selectors.EVENT_READ)
 
-    def _ready(self, conn: _Connection, mask: int) -> None:
+    def _ready(self, conn: _Connection) -> None:
         if conn.phase == READING:
             self._read(conn)
         elif conn.phase == WRITING:
@@ -454,7 +461,7 @@ class NonBlockingWorker(base.Worker):
         if not data:  # the peer closed, or half-closed before its request was whole: nothing to answer
             self._close(conn)
             return
-        if conn in self.idle:  # the request has begun: it has REQUEST_SECONDS to arrive whole
+        if conn not in self.arriving:  # the request has begun: it has REQUEST_SECONDS to arrive whole
             self._enter(conn, self.arriving, REQUEST_SECONDS)
         done = conn.incoming.feed(data)
         self._account(conn)
@@ -481,15 +488,17 @@ class NonBlockingWorker(base.Worker):
                     return
             self._watch(conn, selectors.EVENT_READ)
             return
+        if done is True and not incoming.urgent() and self.lanes.full():
+            done = 503, "busy", "too many requests at once; retry later"
         if done is True:
-            request, rest = incoming.request_bytes(), incoming.rest()
+            request, rest, urgent = incoming.request_bytes(), incoming.rest(), incoming.urgent()
             self._forget_request(conn)
             conn.incoming = IncompleteRequest(self.max_body, self.max_fields, rest) if rest else None
             conn.phase = RUNNING
             self._enter(conn, self.running)
             self._watch(conn, 0)  # nothing is read while the app runs: a pipelining peer waits its turn
-            future = self.tpool.submit(self._serve, conn, request)
-            future.add_done_callback(lambda fut: self.method_queue.defer(self._answered, conn, fut))
+            self.lanes.submit(urgent, lambda: self._serve(conn, request),
+                              lambda result, error: self.method_queue.defer(self._answered, conn, result, error))
         else:
             self._refuse(conn, *done)
 
@@ -498,12 +507,9 @@ class NonBlockingWorker(base.Worker):
         self._account(conn)
 
     def _refuse(self, conn: _Connection, status: int, code: str, message: str) -> None:
-        self._tally_refusal(conn, status, code)
+        refusals.note(f"{status} {code}", conn.address)
         self._forget_request(conn)
         self._send(conn, json_answer(status, code, message), keep=False)
-
-    def _tally_refusal(self, conn: _Connection, status: int, code: str) -> None:
-        refusals.note(f"{status} {code}", conn.client[0] if isinstance(conn.client, tuple) else "-")
 
     # -- running (in a thread) -----------------------------------------------------------------------
     def _serve(self, conn: _Connection, data: bytes) -> tuple[bytes, bool]:
@@ -511,8 +517,7 @@ class NonBlockingWorker(base.Worker):
         answer = _Answer()
         req = None
         try:
-            parser = http.RequestParser(self.cfg, [data], conn.client)
-            req = next(parser)
+            parser, pieces, req = parse(self.cfg, data, conn.client)
             started = datetime.now()
             resp, environ = wsgi.create(req, answer, conn.client, conn.server, self.cfg)
             environ["wsgi.multithread"] = True
@@ -532,9 +537,7 @@ class NonBlockingWorker(base.Worker):
                 self.log.access(resp, req, environ, datetime.now() - started)
                 if hasattr(respiter, "close"):
                     respiter.close()
-            # Kept alive only if gunicorn's parser read exactly the bytes the loop framed as this request.
-            whole = parser.finish_body() and not parser.unreader.buf.getvalue()
-            return bytes(answer.data), whole and not resp.should_close()
+            return bytes(answer.data), read_exactly(parser, pieces) and not resp.should_close()
         except (http_errors.NoMoreData, StopIteration):
             # gunicorn's parser wanted more than the loop framed as this request: nothing to serve.
             return json_answer(400, "bad_request", "the request's length could not be read"), False
@@ -545,26 +548,22 @@ class NonBlockingWorker(base.Worker):
 
     def handle_error(self, req, client, addr, exc):
         """gunicorn's own answers (a request it cannot parse, a line too long, ...) in the app's JSON shape."""
-        status, code = _status_of(exc)
+        status, code = status_of(exc)
         message = str(exc)[:200] if status < 500 else "the request could not be handled; retry later"
         if status >= 500:
             log.exception("error handling a request")
         else:
-            refusals.note(f"{status} {code}", (addr or ("-",))[0] if isinstance(addr, tuple) else "-")
+            refusals.note(f"{status} {code}", addr[0] if isinstance(addr, tuple) else "-")
         client.sendall(json_answer(status, code, message))
 
-    def _answered(self, conn: _Connection, future: futures.Future) -> None:
+    def _answered(self, conn: _Connection, result, error) -> None:
         if conn not in self.running:  # closed meanwhile (the worker is stopping)
             return
-        try:
-            data, keep = future.result()
-        except BaseException:  # noqa: BLE001 (a handler's SystemExit included): the app's 503, never a hang
-            log.exception("error handling a request")
-            data, keep = json_answer(503, "unavailable", "the request could not be handled; retry later"), False
-        if not data:
-            self._close(conn)
-            return
-        self._send(conn, data, keep=keep and self.alive)
+        if error is not None:
+            log.error("error handling a request", exc_info=error)
+            result = json_answer(503, "unavailable", "the request could not be handled; retry later"), False
+        data, keep = result
+        self._guarded(conn, self._send, conn, data, keep=keep and self.alive)
 
     # -- writing, lingering, closing ---------------------------------------------------------------------
     def _send(self, conn: _Connection, data: bytes, *, keep: bool) -> None:
@@ -589,7 +588,7 @@ class NonBlockingWorker(base.Worker):
         elif conn.incoming is not None:  # a pipelined request is already here
             self._await_request(conn, 0, bytes(conn.incoming.data))
         else:
-            self._await_request(conn, self.cfg.keepalive)
+            self._await_request(conn, self.cfg.keepalive, kept=True)
 
     def _linger(self, conn: _Connection) -> None:
         try:
@@ -628,34 +627,18 @@ class NonBlockingWorker(base.Worker):
             self._set_accepting(True)
 
 
-_STATUS = (
-    (http_errors.LimitRequestLine, 414, "uri_too_long"),
-    (http_errors.LimitRequestHeaders, 431, "request_header_fields_too_large"),
-    (http_errors.UnsupportedTransferCoding, 501, "not_implemented"),
-    (http_errors.ExpectationFailed, 417, "expectation_failed"),
-    (http_errors.ForbiddenProxyRequest, 403, "forbidden"),
-    (http_errors.InvalidResponseHeader, 503, "unavailable"),  # the application's fault, not the client's
-    (http_errors.InvalidResponseHeaderName, 503, "unavailable"),
-    (http_errors.ConfigurationProblem, 503, "unavailable"),
-    (http_errors.ParseException, 400, "bad_request"),
-)
-
-
-def _status_of(exc: BaseException) -> tuple[int, str]:
-    for kind, status, code in _STATUS:
-        if isinstance(exc, kind):
-            return status, code
-    # Nothing the app receives answers 500: an unexpected error is a 503, which Vonage retries.
-    return 503, "unavailable"
-
-
-def json_answer(status: int, code: str, message: str) -> bytes:
-    """A complete HTTP/1.1 answer that closes the connection, with the app's JSON error body."""
-    body = json.dumps({"error": code, "message": message}).encode()
-    reason = {400: "Bad Request", 403: "Forbidden", 408: "Request Timeout", 413: "Content Too Large",
-              414: "URI Too Long", 417: "Expectation Failed", 431: "Request Header Fields Too Large",
-              501: "Not Implemented", 503: "Service Unavailable"}.get(status, "Error")
-    retry = "Retry-After: 1\r\n" if status == 503 else ""
-    head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n{retry}"
-            f"Content-Length: {len(body)}\r\n\r\n")
-    return head.encode("latin-1") + body
+def _connections_the_files_allow(wanted: int) -> int:
+    """The connection limit this process's file descriptors allow, raising the soft limit toward the hard
+    one first: a limit past the descriptors would fail in accept() rather than in a chosen eviction."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = wanted + FILES_KEPT
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(hard, needed)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(1, min(wanted, soft - FILES_KEPT))

@@ -20,7 +20,7 @@ import time
 from collections import Counter
 
 OPENINGS = ("silent", "dribble_line", "dribble_headers", "dribble_body", "whole", "pipeline", "many_headers",
-            "oversized", "oversized_chunked")
+            "oversized", "oversized_chunked", "fire_and_forget")
 REQUESTS = ("healthz", "forged", "unsigned", "http10", "close", "not_found", "garbage", "too_many_headers")
 AFTERWARDS = ("read", "read_bytewise", "never_read", "half_close", "linger", "reset", "close")
 BODY = b'{"message_uuid":"aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee","to":"447700900000","from":"AcmeShop",' \
@@ -55,7 +55,11 @@ class Peer:
         self.opening = rng.choice(OPENINGS)
         self.kind = rng.choice(REQUESTS)
         self.after = rng.choice(AFTERWARDS)
-        self.pause = rng.uniform(0.5, 3.0)  # between its connections
+        # between its connections; one that fires and forgets comes back within a tenth of a second. (Flat
+        # out, the peers' one process would take a core of this machine's two: a measure of the machine.)
+        self.pause = rng.uniform(0.02, 0.2) if self.opening == "fire_and_forget" else rng.uniform(0.5, 3.0)
+        if self.opening == "fire_and_forget":
+            self.after = "reset"
         self.delay = rng.uniform(0.05, 1.0)  # between the bytes it dribbles
         self.small_window = rng.random() < 0.5  # a tiny receive buffer: what we send it backs up sooner
         tally[f"opening:{self.opening}"] += 1
@@ -106,7 +110,7 @@ class Peer:
             await loop.sock_sendall(sock, b"POST /webhooks/message-status HTTP/1.1\r\nHost: receiver\r\n"
                                     + f"Content-Length: {declared}\r\n\r\n".encode())
             await self.dribble(loop, sock, (body or b"x" * declared), step=4)
-        elif opening == "whole":
+        elif opening in ("whole", "fire_and_forget"):
             await loop.sock_sendall(sock, one)
         elif opening == "pipeline":
             await loop.sock_sendall(sock, b"".join(request(self.kind if self.kind not in ("garbage", "close", "http10")

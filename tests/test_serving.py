@@ -23,7 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 
-from receiver.serving import MAX_HEADER_BYTES, IncompleteRequest
+from receiver.framing import MAX_CHUNKS, MAX_HEADER_BYTES, IncompleteRequest
+from receiver.serving import parse, read_exactly
 from tests import load
 from tests.servers import ROOT, gunicorn
 from tests.test_faults import receiver_env, sqlite_url  # noqa: F401  (fixture)
@@ -92,6 +93,23 @@ def test_the_loop_frames_pipelined_requests_where_gunicorn_does(requests_, data)
     assert not incoming.data
     assert framed == [r for r, _ in requests_]
     assert [gunicorn_reads(one) for one in framed] == [[body] for _, body in requests_]
+    for one, (_, body) in zip(framed, requests_):  # as a thread reads it: exactly these bytes, so kept alive
+        parser, pieces, request = parse(Config(), one, ("127.0.0.1", 1))
+        assert request.body.read() == body
+        assert read_exactly(parser, pieces)
+
+
+@pytest.mark.parametrize("data", [
+    b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nhello",  # fewer bytes than it says
+    b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",  # no last chunk
+])
+def test_a_request_the_parser_finds_short_is_never_kept_alive(data):
+    try:
+        parser, pieces, request = parse(Config(), data, ("127.0.0.1", 1))
+        request.body.read()
+    except Exception:
+        return  # refused: the connection ends with the error answer
+    assert not read_exactly(parser, pieces)
 
 
 @pytest.mark.parametrize("data, status", [
@@ -100,15 +118,64 @@ def test_the_loop_frames_pipelined_requests_where_gunicorn_does(requests_, data)
     (b"GET / HTTP/1.1\r\nX: " + b"a" * (MAX_HEADER_BYTES + 10), 431),
     (b"POST / HTTP/1.1\r\nContent-Length: 4097\r\n\r\n", 413),
     (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + b"801\r\n" + b"a" * 2049 + b"\r\n801\r\n", 413),
+    (b"POST / HTTP/1.1\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n", 413),  # past int()'s digit limit
 ])
 def test_what_the_loop_refuses_from_the_bytes_alone(data, status):
     assert IncompleteRequest(MAX_BODY, 100).feed(data)[0] == status
+
+
+def test_a_body_cut_into_too_many_chunks_is_refused():
+    """gunicorn's parser spends a few microseconds of a thread on each chunk: a body of a million one-byte
+    chunks would hold a thread for seconds."""
+    data = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + b"1\r\na\r\n" * (MAX_CHUNKS + 1)
+    assert IncompleteRequest(10 * MAX_CHUNKS, 100).feed(data)[0] == 400
+
+
+@pytest.mark.parametrize("size_line", [b"-6", b"+5", b"0x5", b" 5", b"5_0", b"", b"1" * 17, b"f" * 2000])
+def test_a_chunk_size_gunicorn_would_refuse_ends_the_request_there(size_line):
+    """Ended where the loop stopped understanding it: gunicorn's parser then answers 400 and the connection
+    closes. (A negative size once sent the scan backwards, forever.)"""
+    data = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + size_line + b"\r\nhello\r\n0\r\n\r\n"
+    incoming = IncompleteRequest(MAX_BODY, 100)
+    assert incoming.feed(data) is True and incoming.end == len(data)
+    with pytest.raises(Exception):
+        parser, _, request = parse(Config(), incoming.request_bytes(), ("127.0.0.1", 1))
+        request.body.read()
+
+
+def test_chunk_data_not_followed_by_its_crlf_ends_the_request_there():
+    data = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n"
+    incoming = IncompleteRequest(MAX_BODY, 100)
+    assert incoming.feed(data) is True and incoming.end == len(data)
+
+
+@given(st.binary(max_size=400), st.data())
+@settings(max_examples=500, deadline=None)
+def test_any_bytes_in_any_pieces_end_in_an_answer_never_an_exception(junk, data):
+    """Whatever arrives, feeding it ends in True, False or a refusal, and never raises or loops."""
+    head = data.draw(st.sampled_from([b"", b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                                      b"POST / HTTP/1.1\r\nContent-Length: 7\r\n\r\n"]))
+    stream = head + junk
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=6)))
+    incoming = IncompleteRequest(MAX_BODY, 100)
+    for a, b in zip([0, *cuts], [*cuts, len(stream)]):
+        done = incoming.feed(stream[a:b])
+        assert done is True or done is False or done[0] in (400, 408, 413, 431)
+        if done is not False:
+            break
 
 
 def test_an_expect_100_continue_is_not_handed_to_the_thread():
     incoming = IncompleteRequest(MAX_BODY, 100)
     assert incoming.feed(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi") is True
     assert incoming.request_bytes() == b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi"
+
+
+def test_a_request_line_that_looks_like_an_expect_header_stays():
+    incoming = IncompleteRequest(MAX_BODY, 100)
+    data = b"Expect: x\r\nExpect: 100-continue\r\nPOST /webhooks/x HTTP/1.1\r\n\r\n"
+    assert incoming.feed(data) is True
+    assert incoming.request_bytes().startswith(b"Expect: x\r\n")  # gunicorn refuses that request line
 
 
 # -- against the Procfile's web command ---------------------------------------------------------------------
@@ -255,5 +322,41 @@ def test_peers_that_end_a_request_and_linger_stall_nothing(ending, sqlite_url, t
         assert "WORKER TIMEOUT" not in (tmp_path / "gunicorn.log").read_text(errors="replace")
     finally:
         for peer in lingering:
+            peer.close()
+        server.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("limit", ["worker-connections", "file-descriptors"])
+def test_peers_past_the_connection_limit_do_not_turn_callbacks_away(limit, sqlite_url, tmp_path):
+    """More slowloris connections than a process may hold (its worker_connections, or its file descriptors):
+    the oldest of them are refused to make room, never the callback just accepted."""
+    env = dict(receiver_env(sqlite_url, tmp_path), PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"))
+    server = gunicorn(env, log_path=tmp_path / "gunicorn.log")
+    if limit == "worker-connections":
+        server.env["GUNICORN_CMD_ARGS"] = "--worker-connections 100"
+    else:  # 384 descriptors for connections in each process, a hard limit it cannot raise
+        server.args = ["bash", "-c", 'ulimit -Sn 512 && ulimit -Hn 512 && exec "$@"', "gunicorn", *server.args]
+    server.start(timeout=30)
+    held = []
+    try:
+        for _ in range(1000 if limit == "file-descriptors" else 300):
+            peer = socket.socket()
+            peer.setblocking(False)
+            peer.connect_ex(("127.0.0.1", server.port))
+            held.append(peer)
+        time.sleep(0.5)
+        for peer in held:
+            try:
+                peer.send(b"POST /webhooks/message-status HTTP/1.1\r\nHost: x\r\n")  # and nothing more
+            except OSError:
+                pass
+        honest = Honest(server.url, seconds=6, interval=0.05).run()
+        figures = honest.figures()
+        print(f"\n[past the {limit} limit] {figures}")
+        assert not honest.failures, honest.failures[:5]
+        assert figures["max_ms"] < 1000, figures
+    finally:
+        for peer in held:
             peer.close()
         server.stop()
