@@ -58,7 +58,7 @@ class QueueCollector:
         stalled = GaugeMetricFamily("vonage_backlog_stalled",
                                     f"1 when events have been due for {STALL_SECONDS:g} s and no worker finished one")
         try:
-            stats = self.storage.stats()
+            stats = self.storage.shared_stats()
         except Exception:  # a scrape must not fail because the database is down; readyz reports that
             return
         for state, count in stats.by_state.items():

@@ -65,17 +65,13 @@ def healthz():
 def readyz():
     """Ready when the database answers, this process's worker thread runs (WORKER_IN_WEB), and the
     backlog moves: a receiver that acknowledges but processes nothing holds up the account's queue."""
-    storage = get_storage(current_app)
-    reason = storage.unreachable_reason()
-    if reason is not None:
+    try:
+        stats = get_storage(current_app).shared_stats()
+    except Exception:
         return error(503, "database_unavailable", "the database does not answer")
     problem = supervisor.worker_problem(current_app)
     if problem is not None:
         return error(503, "worker_not_running", problem)
-    try:
-        stats = storage.stats()
-    except Exception:  # answered the probe a moment ago: a passing fault
-        return error(503, "database_unavailable", "the database does not answer")
     if stats.stalled:
         return error(503, "backlog_stalled", f"{stats.due} events due, the oldest for {stats.oldest_due_seconds:.0f} s, "
                      f"and no worker finished one in that time ({stats.live_workers} alive)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -63,6 +64,8 @@ class Storage:
         self.bookkeeping = make_engine(url, timeout, durable=False)
         self._committer = GroupCommitter(self.engine, timeout)
         self._rejections = rejections.RejectionLog(self.bookkeeping, rejections_kept)
+        self._stats_lock = threading.Lock()
+        self._recent: tuple[float, Stats | None] = (0.0, None)
 
     @property
     def dialect(self) -> str:
@@ -309,6 +312,21 @@ class Storage:
     def stats(self, now: float | None = None) -> Stats:
         """The queue's figures: counts by state, due backlog, oldest due, stuck claims, live workers."""
         return stats.collect(self.engine, now)
+
+    def shared_stats(self) -> Stats:
+        """`stats()`, one query at a time: callers that come while one runs share its answer. Probes and
+        scrapes can come in floods (anyone may ask /readyz); this keeps them to one query in flight.
+
+        :raises sqlalchemy.exc.SQLAlchemyError: when the database does not answer.
+        """
+        asked_at = time.monotonic()
+        with self._stats_lock:
+            finished_at, figures = self._recent
+            if figures is not None and finished_at >= asked_at:  # answered while this call waited
+                return figures
+            figures = self.stats()
+            self._recent = (time.monotonic(), figures)
+            return figures
 
     # -- the console ---------------------------------------------------------------------------
     # Reads on their own connection (never the SQLite writer's turn), except the operator's replay.
