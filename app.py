@@ -5,7 +5,12 @@ Run it with `flask --app app run` or `gunicorn 'app:create_app()'`. Nothing happ
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from receiver import api, cli, config, console, dispatch, guard, logs, metrics, routes, sender, storage, supervisor
+from receiver import storage
+from receiver.operator import api, cli, console, metrics
+from receiver.platform import config, logs
+from receiver.sending import delivery as sender
+from receiver.webhooks import guard, routes
+from receiver.worker import dispatch, supervisor
 
 
 def create_app(test_config: dict | None = None) -> Flask:

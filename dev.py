@@ -81,7 +81,7 @@ def read_dotenv(path: Path) -> dict[str, str]:
 
 
 def has_vonage_credentials(env: dict) -> bool:
-    """What the app sends with (receiver.sender.client_settings): an application's key, or key and secret."""
+    """What the app sends with (receiver.sending.delivery.client_settings): an application's key, or key and secret."""
     return bool(env.get("VONAGE_PRIVATE_KEY") or env.get("VONAGE_PRIVATE_KEY_PATH")
                 or (env.get("VONAGE_API_KEY") and env.get("VONAGE_API_SECRET")))
 
@@ -109,7 +109,7 @@ def send_through_simulator(env: dict, port: int, *, create: bool) -> bool:
     instance = Path(env.get("INSTANCE_PATH") or ROOT / "instance")
     key_path, id_path = instance / "dev-private-key.pem", instance / "dev-application-id"
     if create:
-        subprocess.run([str(BIN / "python"), "-m", "receiver.simulator.credentials", str(instance)], cwd=ROOT, env=env,
+        subprocess.run([str(BIN / "python"), "-m", "devkit.simulator.credentials", str(instance)], cwd=ROOT, env=env,
                        stdout=subprocess.DEVNULL, check=True)
     if not (key_path.exists() and id_path.exists()):
         return False

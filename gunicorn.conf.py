@@ -29,8 +29,8 @@ workers = _whole_number("WEB_CONCURRENCY", os.environ.get("WEB_CONCURRENCY"), 2)
 # Threads let one process hold many requests at once, so their callbacks share a commit
 # (receiver/storage/groupcommit.py): a durable write per request is what limits a sync worker.
 # gthread, except that a thread is given a connection only once its whole request has arrived:
-# idle or slow clients cannot take the threads that acknowledge Vonage (receiver/serving.py).
-worker_class = "receiver.serving.NonBlockingWorker"
+# idle or slow clients cannot take the threads that acknowledge Vonage (receiver/platform/serving.py).
+worker_class = "receiver.platform.serving.NonBlockingWorker"
 threads = _whole_number("WEB_THREADS", os.environ.get("WEB_THREADS"), 8)
 timeout = _whole_number("GUNICORN_TIMEOUT", os.environ.get("GUNICORN_TIMEOUT"), 10, low=0)
 graceful_timeout = 30  # the in-process worker finishes its current event inside this
@@ -75,7 +75,7 @@ def _check_that_the_app_starts(server):
             storage = getattr(app, "extensions", {}).get("storage")
             if storage is not None:
                 storage.dispose()  # close its connections properly
-        except ClickException as exc:  # receiver.config.ConfigError: one line naming the setting
+        except ClickException as exc:  # receiver.platform.config.ConfigError: one line naming the setting
             print(f"Error: {exc.format_message()}", file=sys.stderr)
             status = exc.exit_code
         except BaseException:  # a bug: the traceback is what its reader needs
@@ -99,6 +99,6 @@ def child_exit(server, worker):
 def post_worker_init(worker):
     # Start the in-process worker thread at boot rather than at the first request, so a backlog
     # left by a previous deploy is processed even before Vonage calls again.
-    from receiver.supervisor import started_at_boot
+    from receiver.worker.supervisor import started_at_boot
 
     started_at_boot(worker.wsgi)

@@ -11,7 +11,7 @@ counted from when each request was due) in four situations, in alternating order
 - three console tabs open on the live feed, each polling `/ui/feed/rows` every 2 s as the page's script does;
 - an operator clicking through the console four pages a second (feed, a filtered feed, problems,
   health, an event, a message), on one connection;
-- sending 20 messages a second through `POST /api/outbox` to the local simulator (receiver.simulator), which
+- sending 20 messages a second through `POST /api/outbox` to the local simulator (devkit.simulator), which
   answers 202 and sends its status callbacks (submitted, delivered, read, with its usual shares of
   rejections, duplicates and out-of-order arrivals) back to the receiver on top of the load.
 
@@ -40,23 +40,23 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH), str(BENCH.parent)]
 
-import requests  # noqa: E402
-import sqlalchemy  # noqa: E402
-from cryptography.hazmat.primitives import serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
-
 import callbacks  # noqa: E402
 import history  # noqa: E402
 import load  # noqa: E402
 import observe  # noqa: E402
+import requests  # noqa: E402
 import servers  # noqa: E402
-from receiver.simulator import running_simulator  # noqa: E402
+import sqlalchemy  # noqa: E402
+from cryptography.hazmat.primitives import serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
+
+from devkit.simulator import running_simulator  # noqa: E402
 
 APPLICATION_ID = str(uuid.UUID(int=0x5EED))
 SENDS_PER_SECOND = 20
 PAGES_PER_SECOND = 4  # an operator clicking faster than anyone reads
 TABS = 3
-POLL_SECONDS = 2.0  # receiver/console/static/console.js: POLL_MS
+POLL_SECONDS = 2.0  # receiver/operator/console/static/console.js: POLL_MS
 CEILING_MESSAGES = 2000
 NEWEST_ROW = re.compile(r'<tr data-id="(\d+)"')
 SPAWN = multiprocessing.get_context("spawn")

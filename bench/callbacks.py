@@ -1,7 +1,7 @@
 """Distinct, correctly signed callbacks in a realistic mix, as raw HTTP/1.1 requests ready to replay.
 
-Signed by receiver.signed, the project's one builder of callbacks as Vonage sends them (JWT for
-Messages, `sig` for the SMS API), from receiver.samples so every request carries fresh ids: the
+Signed by receiver.operator.signed, the project's one builder of callbacks as Vonage sends them (JWT for
+Messages, `sig` for the SMS API), from devkit.samples so every request carries fresh ids: the
 project never sees a duplicate.
 """
 from __future__ import annotations
@@ -10,9 +10,9 @@ import random
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from receiver import samples
-from receiver.formats import compact_json as compact  # noqa: F401  (micro.py takes it from here)
-from receiver.signed import sign_request
+from devkit import samples
+from receiver.operator.signed import sign_request
+from receiver.platform.formats import compact_json as compact  # noqa: F401  (micro.py takes it from here)
 
 SECRET = "bench-signature-secret-Jr4mW8qZ2tN6"
 API_KEY = "a1b2c3d4"

@@ -36,8 +36,9 @@ import callbacks  # noqa: E402
 import load  # noqa: E402
 import servers  # noqa: E402
 import trees  # noqa: E402
-from receiver import samples  # noqa: E402
-from receiver.signed import sign_request  # noqa: E402
+
+from devkit import samples  # noqa: E402
+from receiver.operator.signed import sign_request  # noqa: E402
 
 MIXES = ((1, 50), (2, 200), (3, 500))
 LINGERING = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"

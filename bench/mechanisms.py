@@ -39,7 +39,7 @@ REMOVALS = {
                      "return self._committer.record(callback)", "return events.record_event(self.engine, callback)"),
     "SQLite writer file lock": (("sqlite",), "receiver/storage/engines.py",
                                 "if fcntl is not None and self._path:", "if False:"),
-    "GIL hand-off beside requests": (("sqlite",), "receiver/worker.py",
+    "GIL hand-off beside requests": (("sqlite",), "receiver/worker/loop.py",
                                      "if self.beside_requests:\n            time.sleep(0)",
                                      "if False:\n            time.sleep(0)"),
     "insert statement cache": (("instructions",), "receiver/storage/events.py",
@@ -47,9 +47,9 @@ REMOVALS = {
 }
 # Worker constants: (module, name, value without the mechanism).
 WORKER_CONSTANTS = {
-    "outcomes written ten at a time": ("receiver.worker", "SETTLE_EVERY", 1),
+    "outcomes written ten at a time": ("receiver.worker.loop", "SETTLE_EVERY", 1),
     "message state ten events per transaction": ("receiver.storage", "APPLY_CHUNK", 1),
-    "claims of up to 100 events": ("receiver.worker", "MAX_BATCH", 10),
+    "claims of up to 100 events": ("receiver.worker.loop", "MAX_BATCH", 10),
 }
 
 

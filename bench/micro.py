@@ -13,11 +13,13 @@ from urllib.parse import urlencode
 
 import servers
 from callbacks import API_KEY, SECRET, compact
-from receiver import samples
-from receiver.storage import Storage, events as inbox
+
+from devkit import samples
+from receiver.storage import Storage
+from receiver.storage import events as inbox
 from receiver.storage.engines import make_engine, write_transaction
-from receiver.payloads import callback
-from receiver.signatures import Keyring, sign_jwt, sign_sms, verify_jwt, verify_sms
+from receiver.webhooks.payloads import callback
+from receiver.webhooks.signatures import Keyring, sign_jwt, sign_sms, verify_jwt, verify_sms
 
 WIDE = 10**9  # a signature made once is verified many times: no clock check may fail
 
@@ -66,9 +68,9 @@ def worker_rate(url: str, count: int = 3000) -> float:
     import logging
     import random
 
-    from receiver.config import defaults
-    from receiver.payloads import MESSAGES_KINDS
-    from receiver.worker import Worker
+    from receiver.platform.config import defaults
+    from receiver.webhooks.payloads import MESSAGES_KINDS
+    from receiver.worker.loop import Worker
 
     servers.init_database(url)
     storage = Storage(url, 5.0)

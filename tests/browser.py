@@ -20,10 +20,10 @@ from pathlib import Path
 from werkzeug.serving import make_server
 
 from app import create_app
-from receiver import samples
+from devkit import samples
+from receiver.operator.signed import send_signed
 from receiver.storage import get_storage
-from receiver.signed import send_signed
-from receiver.worker import Worker
+from receiver.worker.loop import Worker
 from tests.conftest import ADMIN_TOKEN, API_KEY, SECRET, SMS_METHOD, base_config
 from tests.servers import wait_for
 

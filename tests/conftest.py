@@ -11,12 +11,11 @@ import pytest
 import sqlalchemy
 
 import handlers
-
 from app import create_app
 from receiver.storage import get_storage, metadata, unreachable_reason
 from receiver.storage.schema import events
-from receiver.signatures import sign_jwt, sign_sms
-from receiver.worker import Worker
+from receiver.webhooks.signatures import sign_jwt, sign_sms
+from receiver.worker.loop import Worker
 
 SECRET = "test-signature-secret-Yq9vD3kE7pL2sX8w"
 API_KEY = "a1b2c3d4"

@@ -1,8 +1,8 @@
-"""The fake Vonage configuration APIs the older tests use: now receiver.simulator, with those tests' credentials.
+"""The fake Vonage configuration APIs the older tests use: now devkit.simulator, with those tests' credentials.
 
-New tests should use `receiver.simulator.running_simulator` directly.
+New tests should use `devkit.simulator.running_simulator` directly.
 """
-from receiver.simulator import running_simulator
+from devkit.simulator import running_simulator
 
 DEFAULT_API_KEY = "abcd1234"
 DEFAULT_API_SECRET = "Sup3r-s3cret&key"

@@ -1,7 +1,7 @@
 """A bounded load generator for the fault tests: distinct, correctly signed callbacks, sent and retried
 the way Vonage does.
 
-Callbacks are built from receiver.samples in a realistic mix and signed by receiver.signed, the
+Callbacks are built from devkit.samples in a realistic mix and signed by receiver.operator.signed, the
 project's one builder of signed callbacks (tests/conftest.py's `Vonage` keeps an independent signer
 on purpose, to check it). `send` delivers them from a few threads and retries anything that got no answer or a
 5xx, with a short backoff, until it gets a 2xx or the deadline passes; its `Report` says which
@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 
 import requests
 
-from receiver import samples
-from receiver.signed import sign_request
+from devkit import samples
+from receiver.operator.signed import sign_request
 from tests.conftest import API_KEY, SECRET, SMS_METHOD
 from tests.recording_app import effect_key
 

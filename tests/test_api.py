@@ -1,7 +1,7 @@
 """The operator API under /api: guarded by ADMIN_TOKEN, JSON in the shapes the README documents."""
 import pytest
 
-from receiver import samples
+from devkit import samples
 from tests.conftest import ADMIN_TOKEN
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

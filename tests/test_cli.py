@@ -4,8 +4,8 @@ import time
 
 from sqlalchemy import update
 
-from receiver import samples
-from receiver.cli.events import parse_age
+from devkit import samples
+from receiver.operator.cli.events import parse_age
 from receiver.storage.schema import events
 from tests.conftest import count_states
 

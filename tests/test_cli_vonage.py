@@ -17,17 +17,17 @@ from sqlalchemy import update
 from werkzeug.serving import make_server
 
 import handlers
-from receiver import samples
-from receiver.signed import VIAS
-from receiver.guard import record_rejection
-from receiver.storage import events as stored_events, get_storage
+from devkit import samples
+from receiver.operator.signed import VIAS
+from receiver.storage import events as stored_events
+from receiver.storage import get_storage
 from receiver.storage.schema import events
 from receiver.storage.stats import ALIVE_SECONDS
-from receiver.payloads import Callback, sms_params
-from receiver.signatures import Keyring, SignatureError, verify_jwt, verify_sms
-from receiver.worker import Worker
-from tests.conftest import count_states
-from tests.conftest import ADMIN_TOKEN, SECRET, SMS_METHOD, Vonage
+from receiver.webhooks.guard import record_rejection
+from receiver.webhooks.payloads import Callback, sms_params
+from receiver.webhooks.signatures import Keyring, SignatureError, verify_jwt, verify_sms
+from receiver.worker.loop import Worker
+from tests.conftest import ADMIN_TOKEN, SECRET, SMS_METHOD, Vonage, count_states
 from tests.fake_vonage import DEFAULT_API_KEY, DEFAULT_API_SECRET, running_fake_vonage
 from tests.servers import app_env, free_port, gunicorn
 

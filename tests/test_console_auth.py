@@ -6,8 +6,8 @@ import stat
 
 import pytest
 
-from receiver import samples
-from receiver.console.auth import DEV_TOKEN_FILE, HEADERS
+from devkit import samples
+from receiver.operator.console.auth import DEV_TOKEN_FILE, HEADERS
 from tests.conftest import ADMIN_TOKEN
 from tests.console_client import csrf, csrf_of, login
 

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 import pytest
 
 import handlers.status
-from receiver import samples
+from devkit import samples
 from tests.browser import LiveServer, chromium, log_in, missing_browser, requested_urls, wait_for
 
 REASON = missing_browser()

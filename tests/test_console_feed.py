@@ -3,12 +3,12 @@ number, the live fragment, and the bounded window for filters on columns without
 import pytest
 from sqlalchemy import update
 
-from receiver import samples
-from receiver.payloads import callback
+from devkit import samples
 from receiver.storage import console, get_storage
 from receiver.storage.console import Filters
 from receiver.storage.events import record_event
 from receiver.storage.schema import events
+from receiver.webhooks.payloads import callback
 from tests.conftest import compact
 
 

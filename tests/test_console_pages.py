@@ -7,13 +7,13 @@ from urllib.parse import parse_qsl
 import pytest
 
 import handlers.status
-from receiver import samples
-from receiver.console import problems
-from receiver.payloads import callback
-from receiver.signatures import Keyring, verify_jwt, verify_sms
+from devkit import samples
+from receiver.operator.console import problems
 from receiver.storage import get_storage
 from receiver.storage.events import record_event
-from receiver.worker import Worker
+from receiver.webhooks.payloads import callback
+from receiver.webhooks.signatures import Keyring, verify_jwt, verify_sms
+from receiver.worker.loop import Worker
 from tests.conftest import SECRET, SMS_METHOD, Vonage, compact
 from tests.console_client import csrf, login
 
@@ -196,7 +196,7 @@ def test_a_group_is_replayed_after_a_preview_of_exactly_its_ids(failing, monkeyp
 
 
 @pytest.mark.parametrize("error, expected", [
-    (('Traceback (most recent call last):\n  File "/srv/app/receiver/worker.py", line 180, in _dispatch\n'
+    (('Traceback (most recent call last):\n  File "/srv/app/receiver/worker/loop.py", line 180, in _dispatch\n'
       '    dispatch.dispatch(event)\n  File "/srv/app/handlers/status.py", line 12, in on_delivered\n'
       '    crm.post(event)\n  File "/srv/app/venv/crm.py", line 3, in post\n    raise ConnectionError("down")\n'
       'ConnectionError: down\nsecond line of the message'), "ConnectionError in on_delivered"),

@@ -1,11 +1,11 @@
 """`flask vonage retire`: the 24-hour rule, then the application's Messages webhook URLs cleared
-through the Applications API (receiver.simulator playing Vonage)."""
+through the Applications API (devkit.simulator playing Vonage)."""
 import time
 
 import pytest
 
-from receiver.retire import QUIET_SECONDS, Verdict
-from receiver.simulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, running_simulator
+from devkit.simulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, running_simulator
+from receiver.operator.retire import QUIET_SECONDS, Verdict
 
 APP_ID = "7d2b9c4e-1f3a-4e8b-9c6d-5a4f3e2d1c0b"
 HOOKS = {

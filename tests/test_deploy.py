@@ -18,7 +18,7 @@ import requests
 import sqlalchemy
 from sqlalchemy import inspect
 
-from receiver import config
+from receiver.platform import config
 from receiver.storage import engines, migrate, schema
 from tests.conftest import ADMIN_TOKEN, SECRET
 from tests.servers import BIN, ROOT, Server, app_env, free_port, gunicorn, wait_for

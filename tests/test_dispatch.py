@@ -2,9 +2,10 @@
 import pytest
 
 import handlers
-from receiver import dispatch, samples
-from receiver.config import ConfigError
-from receiver.signed import marked
+from devkit import samples
+from receiver.operator.signed import marked
+from receiver.platform.config import ConfigError
+from receiver.worker import dispatch
 from tests.conftest import Vonage, compact
 
 
@@ -61,7 +62,7 @@ def test_the_doctors_callbacks_are_stored_but_reach_no_handler(make_app, calls):
     sender, storage = Vonage(app.test_client()), app.extensions["storage"]
     sender.status(marked("message-status", samples.message_status("delivered", client_ref="vonage-doctor"), "doctor"))
     sender.inbound(marked("inbound-message", samples.inbound_message(text="doctor"), "doctor"))
-    from receiver.worker import Worker
+    from receiver.worker.loop import Worker
 
     assert Worker(storage, app.config, name="w").run_until_idle() == 2
     assert calls == []
@@ -72,7 +73,7 @@ def test_an_unsigned_test_mark_is_worth_nothing(client, storage, make_app, calls
     """An unsigned Messages callback is refused whatever it says. Where the signature is not checked
     (jwt-only: the SMS API; off: everything), anyone can write the mark: such a callback is dispatched
     like any other, and its handler is not told it is a test."""
-    from receiver.worker import Worker
+    from receiver.worker.loop import Worker
 
     body = b'{"receiver_test":"doctor","message_uuid":"x","status":"read","channel":"sms"}'
     assert client.post("/webhooks/message-status", data=body, content_type="application/json").status_code == 503

@@ -3,8 +3,8 @@
 import pytest
 import requests
 
-from receiver import samples
-from receiver.signatures import sign_jwt, sign_sms
+from devkit import samples
+from receiver.webhooks.signatures import sign_jwt, sign_sms
 from tests.conftest import ADMIN_TOKEN, API_KEY, SECRET, compact
 from tests.servers import app_env, gunicorn, wait_for
 

@@ -28,11 +28,11 @@ import requests
 from sqlalchemy import select, text
 
 from app import create_app
-from receiver import samples
+from devkit import samples
 from receiver.storage import get_storage, metadata
 from receiver.storage.engines import make_engine
 from receiver.storage.schema import events
-from receiver.worker import SETTLE_EVERY
+from receiver.worker.loop import SETTLE_EVERY
 from tests import load
 from tests.conftest import ADMIN_TOKEN, SECRET, SMS_METHOD, base_config, count_states
 from tests.recording_app import create_test_tables, dispatch_log, effects

@@ -20,9 +20,10 @@ import pytest
 import requests
 
 import dev
-from receiver import config, guard, logs
-from receiver.config import ConfigError
+from receiver.platform import config, logs
+from receiver.platform.config import ConfigError
 from receiver.storage import get_storage
+from receiver.webhooks import guard
 from tests.conftest import SECRET
 from tests.servers import BIN, ROOT, app_env, free_port, gunicorn, wait_for
 

@@ -13,11 +13,11 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from receiver import samples
-from receiver.signatures import sign_jwt
+from devkit import samples
 from receiver.storage import get_storage
 from receiver.storage.schema import events
-from receiver.worker import Worker
+from receiver.webhooks.signatures import sign_jwt
+from receiver.worker.loop import Worker
 from tests.conftest import API_KEY, PATHS, SECRET, Vonage
 
 pytestmark = pytest.mark.slow

@@ -3,11 +3,12 @@ import threading
 
 import sqlalchemy
 
-from receiver.payloads import Callback
-from receiver.storage import events as stored, get_storage, migrate
+from receiver.storage import events as stored
+from receiver.storage import get_storage, migrate
 from receiver.storage.engines import make_engine, write_transaction
 from receiver.storage.groupcommit import GroupCommitter
 from receiver.storage.schema import events
+from receiver.webhooks.payloads import Callback
 from tests.conftest import count_states
 
 

@@ -1,6 +1,6 @@
 """The dispatch tables, and how to test a handler. This file is yours: add a test for each handler you write.
 
-Handlers are plain functions of an Event: build one with receiver.samples and schemas.load_event, call
+Handlers are plain functions of an Event: build one with devkit.samples and schemas.load_event, call
 the handler, and assert what it did. Messages it sends are only collected (receiver.sending.collecting),
 never sent, so a test runs no side effect of sending; give your own side effects (a CRM, a database) a
 fake in the test.
@@ -8,9 +8,9 @@ fake in the test.
 import pytest
 
 import handlers
-from receiver import samples
-from receiver.dispatch import handler_for
+from devkit import samples
 from receiver.sending import collecting
+from receiver.worker.dispatch import handler_for
 from schemas import load_event
 
 

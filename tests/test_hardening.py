@@ -16,12 +16,12 @@ import sqlalchemy
 from sqlalchemy import select, update
 
 import handlers
-from receiver import samples
-from receiver.payloads import Callback
+from devkit import samples
 from receiver.storage import get_storage
 from receiver.storage.schema import events, messages, workers
-from receiver.supervisor import Supervisor
-from receiver.worker import Worker, this_machine
+from receiver.webhooks.payloads import Callback
+from receiver.worker.loop import Worker, this_machine
+from receiver.worker.supervisor import Supervisor
 from tests.conftest import ADMIN_TOKEN, Vonage, compact, count_states
 
 OVER = "x" * 300  # longer than any id column (255)
@@ -250,7 +250,7 @@ def _a_pid_that_is_not_running() -> int:
 
 
 def test_a_handler_slower_than_the_lease_runs_once(make_app, monkeypatch):
-    import receiver.supervisor as supervisor_module
+    import receiver.worker.supervisor as supervisor_module
 
     app = make_app(LEASE_SECONDS=1.0, WORKER_POLL_SECONDS=0.05)
     storage = get_storage(app)
@@ -277,7 +277,7 @@ def test_a_handler_slower_than_the_lease_runs_once(make_app, monkeypatch):
 def test_worker_until_idle_beats_and_renews_its_lease_while_a_handler_runs(make_app, monkeypatch):
     """`flask worker --until-idle` has no supervisor loop: its heartbeat must run all the same, or a
     long batch looks dead to the other workers and its events are taken from under it."""
-    from receiver.supervisor import until_idle
+    from receiver.worker.supervisor import until_idle
 
     app = make_app(LEASE_SECONDS=0.6)  # a beat every 0.2 s
     storage = get_storage(app)
@@ -297,7 +297,7 @@ def test_worker_until_idle_beats_and_renews_its_lease_while_a_handler_runs(make_
 
 
 def test_a_failing_loop_is_restarted_with_its_traceback_logged(app, vonage, storage, calls, monkeypatch, caplog):
-    import receiver.supervisor as supervisor_module
+    import receiver.worker.supervisor as supervisor_module
 
     monkeypatch.setattr(supervisor_module, "RESTART_SECONDS", (0.05, 0.1))
     worker = Worker(storage, app.config, name="w")
@@ -349,7 +349,7 @@ def test_readyz_says_when_the_backlog_has_stalled(app, client, vonage, storage):
 
 # -- the smaller ones ------------------------------------------------------------------------------
 def test_sms_json_with_a_repeated_key_is_refused_like_a_repeated_parameter(client, storage):
-    from receiver.signatures import sign_sms
+    from receiver.webhooks.signatures import sign_sms
     from tests.conftest import SECRET, SMS_METHOD
 
     params = sign_sms(dict(samples.delivery_receipt("delivered"), **{"api-key": "a1b2c3d4"}), SECRET, SMS_METHOD)

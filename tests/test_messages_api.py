@@ -1,4 +1,4 @@
-"""receiver.messages_api against the simulator over real HTTP on loopback, and its body checks."""
+"""receiver.sending.client against the simulator over real HTTP on loopback, and its body checks."""
 import socket
 import time
 from email.utils import formatdate
@@ -8,7 +8,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from receiver.messages_api import (
+from devkit.simulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, running_simulator
+from receiver.sending.client import (
     InvalidMessage,
     MessagesClient,
     SendError,
@@ -17,7 +18,6 @@ from receiver.messages_api import (
     public_key_pem,
     validate_message,
 )
-from receiver.simulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, running_simulator
 
 APP_ID = "5c1f8e2a-93d4-4b7e-a0c6-2f9d8e1b7a43"
 CUSTOMER = "447700900123"

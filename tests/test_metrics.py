@@ -1,7 +1,7 @@
 """/metrics: Prometheus text that parses, with callback counters and queue gauges."""
 from prometheus_client.parser import text_string_to_metric_families
 
-from receiver import samples
+from devkit import samples
 
 
 def scrape(client) -> dict:

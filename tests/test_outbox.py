@@ -16,14 +16,14 @@ from sqlalchemy import select, update
 from werkzeug.serving import make_server
 
 import handlers
+from devkit.simulator import running_simulator
 from receiver import sending
-from receiver.message_bodies import build_message
-from receiver.messages_api import public_key_pem
-from receiver.sender import Sender
-from receiver.simulator import running_simulator
+from receiver.sending.bodies import build_message
+from receiver.sending.client import public_key_pem
+from receiver.sending.delivery import Sender
 from receiver.storage import get_storage
 from receiver.storage.schema import outbox
-from receiver.worker import Worker
+from receiver.worker.loop import Worker
 from tests.conftest import ADMIN_TOKEN, API_KEY, SECRET
 from tests.servers import free_port
 
@@ -303,8 +303,8 @@ def test_sending_outside_a_handler_says_where_to_send_from():
 
 
 def test_a_handlers_sends_can_be_tested_without_a_database():
+    from devkit import samples
     from schemas import load_event
-    from receiver import samples
 
     event = load_event("inbound-message", samples.inbound_message("viber_service", "text"), event_id=1)
     with sending.collecting() as sent:

@@ -11,12 +11,12 @@ import sqlalchemy
 
 import handlers
 from app import create_app
-from receiver import samples
-from receiver.payloads import Callback
+from devkit import samples
 from receiver.storage import Outcome, get_storage
 from receiver.storage.events import event_values
 from receiver.storage.groupcommit import GroupCommitter
-from receiver.worker import Worker
+from receiver.webhooks.payloads import Callback
+from receiver.worker.loop import Worker
 from tests.conftest import Vonage, base_config, count_states
 from tests.servers import wait_for
 
@@ -243,7 +243,7 @@ def test_workers_joining_parts_of_the_same_groups_both_apply_them(patient_app, m
     groups in opposite orders: applied in message-id order they locked the groups crosswise, and
     the deadlock gave one worker's whole batch back."""
     from receiver.storage import multipart
-    from receiver.worker import parse_stored
+    from receiver.worker.loop import parse_stored
 
     sender, storage = Vonage(patient_app.test_client()), get_storage(patient_app)
 

@@ -5,7 +5,7 @@ import pytest
 import sqlalchemy
 from sqlalchemy import select
 
-from receiver import samples
+from devkit import samples
 from receiver.storage.schema import events
 from tests.conftest import PATHS, compact
 

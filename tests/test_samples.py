@@ -1,4 +1,4 @@
-"""receiver.samples: the sample callbacks have Vonage's shapes, fresh ids and the documented overrides."""
+"""devkit.samples: the sample callbacks have Vonage's shapes, fresh ids and the documented overrides."""
 import ast
 import sys
 from datetime import datetime, timedelta, timezone
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from receiver import samples
+from devkit import samples
 
 FAILED_DLR_STATUSES = ("expired", "failed", "rejected", "unknown")
 

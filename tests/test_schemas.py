@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from receiver import samples
+from devkit import samples
 from schemas import Event, InvalidPayload, load_event
 
 UTC = timezone.utc

@@ -8,11 +8,11 @@ import time
 import pytest
 from sqlalchemy import event, select
 
-from receiver import samples
-from receiver.config import ConfigError
+from devkit import samples
+from receiver.platform.config import ConfigError
 from receiver.storage import get_storage
 from receiver.storage.schema import events
-from receiver.signatures import sign_jwt, sign_sms
+from receiver.webhooks.signatures import sign_jwt, sign_sms
 from tests.conftest import ADMIN_TOKEN, API_KEY, PATHS, SECRET, Vonage, compact
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -293,8 +293,8 @@ def test_a_development_file_is_made_once_private_and_shared_by_processes_startin
     import stat
     from concurrent.futures import ThreadPoolExecutor
 
-    from receiver.config import ConfigError
-    from receiver.devfiles import made_once
+    from receiver.platform.config import ConfigError
+    from receiver.platform.devfiles import made_once
 
     made = iter(range(1000))
     with ThreadPoolExecutor(8) as pool:

@@ -1,4 +1,4 @@
-"""receiver.serving: no peer can stall acknowledgements.
+"""receiver.platform.serving: no peer can stall acknowledgements.
 
 Unit tests check the loop's framing of requests against gunicorn's own parser, for generated
 requests cut at generated places. The slow ones run the Procfile's web command against hostile
@@ -23,8 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 
-from receiver.framing import MAX_CHUNKS, MAX_HEADER_BYTES, IncompleteRequest
-from receiver.serving import parse, read_exactly
+from receiver.platform.framing import MAX_CHUNKS, MAX_HEADER_BYTES, IncompleteRequest
+from receiver.platform.serving import parse, read_exactly
 from tests import load
 from tests.servers import ROOT, gunicorn
 from tests.test_faults import receiver_env, sqlite_url  # noqa: F401  (fixture)

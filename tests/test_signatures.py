@@ -1,4 +1,4 @@
-"""Tests for receiver.signatures: the spec's vectors, cross-checks with Vonage's SDK, one test per attack."""
+"""Tests for receiver.webhooks.signatures: the spec's vectors, cross-checks with Vonage's SDK, one test per attack."""
 
 import base64
 import hashlib
@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from vonage_http_client.auth import Auth
 
-from receiver.payloads import DuplicateParameter, sms_params
-from receiver.signatures import (
+from receiver.webhooks.payloads import DuplicateParameter, sms_params
+from receiver.webhooks.signatures import (
     SMS_SIGNATURE_METHODS,
     Keyring,
     SignatureError,

@@ -1,5 +1,5 @@
-"""receiver.simulator over real HTTP on loopback: what it accepts, and the callbacks it sends to a small
-receiver that verifies each JWT with receiver.signatures.verify_jwt, as the app does."""
+"""devkit.simulator over real HTTP on loopback: what it accepts, and the callbacks it sends to a small
+receiver that verifies each JWT with receiver.webhooks.signatures.verify_jwt, as the app does."""
 import base64
 import contextlib
 import json
@@ -20,10 +20,10 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from receiver.messages_api import MessagesClient, SendError, build_message, public_key_pem
-from receiver.signatures import Keyring, SignatureError, verify_jwt
-from receiver.simulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, running_simulator
-from receiver.simulator.cli import simulator_command, simulator_settings
+from devkit.simulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, running_simulator
+from devkit.simulator.cli import simulator_command, simulator_settings
+from receiver.sending.client import MessagesClient, SendError, build_message, public_key_pem
+from receiver.webhooks.signatures import Keyring, SignatureError, verify_jwt
 from tests.servers import wait_for
 
 SECRET = "test-signature-secret-Yq9vD3kE7pL2sX8w"
@@ -537,7 +537,7 @@ def test_a_private_key_needs_its_application(private_pem):
     ({"VONAGE_PRIVATE_KEY_PATH": "/nonexistent.key"}, "VONAGE_PRIVATE_KEY_PATH: cannot read /nonexistent.key"),
 ])
 def test_an_app_with_a_bad_key_does_not_start_and_says_why_in_one_line(make_app, config, message):
-    from receiver.config import ConfigError
+    from receiver.platform.config import ConfigError
 
     with pytest.raises(ConfigError) as raised:
         make_app(**{"VONAGE_SIGNATURE_SECRET": SECRET, **config})
@@ -558,7 +558,7 @@ def test_the_command_stops_at_a_bad_setting_with_one_line(make_app, config, mess
 
 
 def test_the_command_serves_until_interrupted(receiver):
-    code = "from receiver.simulator.cli import simulator_command; simulator_command()"
+    code = "from devkit.simulator.cli import simulator_command; simulator_command()"
     args = [sys.executable, "-u", "-c", code, "--port", "0", "--receiver-url", receiver.url, "--delay-ms", "0",
             "--reject-share", "0", "--duplicate-share", "0", "--out-of-order-share", "0",
             "--signature-secret", SECRET]

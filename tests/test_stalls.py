@@ -16,14 +16,23 @@ from collections import Counter
 import pytest
 import requests
 
-from receiver import samples
-from receiver.signatures import sign_jwt
+from devkit import samples
+from receiver.webhooks.signatures import sign_jwt
 from tests import load
 from tests.conftest import ADMIN_TOKEN, API_KEY, PATHS, SECRET, count_states
 from tests.servers import Server, children_of, free_port, gunicorn
 from tests.test_faults import (  # noqa: F401  (fixtures)
-    RECORDING_APP, Stack, assert_every_callback_kept_and_dispatched, database, dispatches, engine_for, pg_url,
-    receiver_env, sqlite_url, stack, wait_until_settled,
+    RECORDING_APP,
+    Stack,
+    assert_every_callback_kept_and_dispatched,
+    database,
+    dispatches,
+    engine_for,
+    pg_url,
+    receiver_env,
+    sqlite_url,
+    stack,
+    wait_until_settled,
 )
 from tests.test_hardening import MESSAGES_POISON, SMS_POISON
 
@@ -217,8 +226,8 @@ def test_kill_9_of_the_sending_worker_loses_no_message_and_sends_none_twice(sqli
     from cryptography.hazmat.primitives.asymmetric import rsa
     from sqlalchemy import select
 
-    from receiver.messages_api import public_key_pem
-    from receiver.simulator import running_simulator
+    from devkit.simulator import running_simulator
+    from receiver.sending.client import public_key_pem
     from receiver.storage.schema import outbox
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(

@@ -1,8 +1,8 @@
 """The per-minute answer counts the console shows: counted in memory, written by each process, added up."""
 import time
 
-from receiver import samples
-from receiver.traffic import Traffic, summary
+from devkit import samples
+from receiver.operator.traffic import Traffic, summary
 
 
 def test_answers_are_counted_by_sender_and_outcome_and_survive_a_flush(app, vonage, storage):

@@ -7,7 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from receiver.vonage_api import (
+from receiver.operator.applications import (
     VonageAPIError,
     VonageClient,
     configure_application,

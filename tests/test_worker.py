@@ -5,10 +5,10 @@ import pytest
 from sqlalchemy import select, update
 
 import handlers
-from receiver import samples
+from devkit import samples
 from receiver.storage import Outcome, get_storage, state
 from receiver.storage.schema import events
-from receiver.worker import Worker, retry_delay
+from receiver.worker.loop import Worker, retry_delay
 
 
 def states(engine):
@@ -341,7 +341,7 @@ def test_stopping_mid_batch_gives_the_rest_back(app, vonage, engine, monkeypatch
 
 
 def test_a_slow_handler_shrinks_the_batch_to_one(app, vonage, engine, monkeypatch, storage):
-    import receiver.worker as worker_module
+    import receiver.worker.loop as worker_module
 
     for _ in range(3):
         vonage.status(samples.message_status("delivered"))
@@ -364,7 +364,7 @@ def test_parts_of_one_multipart_sms_in_one_batch_are_joined(vonage, work, calls)
 
 
 def test_done_marks_are_written_in_small_groups_during_a_batch(app, vonage, engine, monkeypatch, storage):
-    from receiver.worker import SETTLE_EVERY
+    from receiver.worker.loop import SETTLE_EVERY
 
     total = SETTLE_EVERY * 2 + 3
     for _ in range(total):

@@ -16,18 +16,23 @@ from dataclasses import dataclass
 from flask import Flask
 from sqlalchemy.exc import ArgumentError, DataError, IntegrityError, NoSuchModuleError, OperationalError
 
-from receiver.config import ConfigError
-from receiver.formats import safe_text
-from receiver.payloads import Callback
-from receiver.storage import claims, events, migrate, multipart, outbox, rejections, state, stats, traffic
+from receiver.platform.config import ConfigError
+from receiver.platform.formats import safe_text
+from receiver.storage import claims, console, events, migrate, multipart, outbox, rejections, state, stats, traffic
 from receiver.storage.claims import Outcome
-from receiver.storage.engines import (database_url, make_engine, run_again_if_it_loses_a_race, unavailable,
-                                      unreachable_reason, write_transaction)
+from receiver.storage.engines import (
+    database_url,
+    make_engine,
+    run_again_if_it_loses_a_race,
+    unavailable,
+    unreachable_reason,
+    write_transaction,
+)
 from receiver.storage.events import Recorded
 from receiver.storage.groupcommit import GroupCommitter
 from receiver.storage.schema import metadata
 from receiver.storage.stats import Stats
-from receiver.storage import console
+from receiver.webhooks.payloads import Callback
 from schemas import Event
 
 __all__ = ["Applied", "Outcome", "Recorded", "Stats", "Storage", "get_storage", "init_app", "metadata",
@@ -299,7 +304,7 @@ class Storage:
         return stats.live(self.engine)
 
     def save_traffic(self, process: str, rows: list[dict]) -> None:
-        """Overwrite this process's per-minute answer counts (see receiver.traffic)."""
+        """Overwrite this process's per-minute answer counts (see receiver.operator.traffic)."""
         traffic.save(self.engine, process, rows)
 
     def traffic_since(self, since: float) -> list[dict]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy import and_, bindparam, literal_column, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from receiver.formats import safe_text
+from receiver.platform.formats import safe_text
 from receiver.storage import outbox
 from receiver.storage.engines import execute_prepared, write_transaction
 from receiver.storage.schema import events

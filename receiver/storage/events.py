@@ -15,10 +15,10 @@ from functools import lru_cache
 from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.engine import Connection, Dialect, Engine
 
-from receiver.formats import iso
-from receiver.payloads import Callback, storable
+from receiver.platform.formats import iso
 from receiver.storage.engines import insert_for, write_transaction
 from receiver.storage.schema import events, rejections, sms_groups, sms_parts
+from receiver.webhooks.payloads import Callback, storable
 
 # Only finished events are ever pruned: pending, processing, failed and dead ones are kept.
 PRUNABLE_STATES = ("done", "invalid")

@@ -10,7 +10,7 @@ import uuid
 from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from receiver.formats import iso, safe_text
+from receiver.platform.formats import iso, safe_text
 from receiver.storage.engines import execute_prepared, insert_for, write_transaction
 from receiver.storage.schema import message_history, outbox
 from receiver.storage.stats import beat, held_by_the_dead

@@ -17,7 +17,7 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from receiver.formats import iso
+from receiver.platform.formats import iso
 from receiver.storage.engines import write_transaction
 from receiver.storage.schema import rejections
 

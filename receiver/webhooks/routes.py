@@ -1,0 +1,218 @@
+"""The webhook endpoints Vonage calls, and the health checks. Read raw bytes, verify, record, answer.
+
+No handler, no schema validation and no network call runs here: the answer must be fast, and
+a 200 is only sent once the callback is committed to the database.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+from flask import Blueprint, Flask, current_app, jsonify, request
+from flask.json.provider import DefaultJSONProvider
+from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from receiver.operator import metrics
+from receiver.storage import get_storage
+from receiver.webhooks.guard import get_guard, record_rejection
+from receiver.webhooks.payloads import (
+    SMS_KINDS,
+    UNVERIFIED,
+    Callback,
+    DuplicateParameter,
+    callback,
+    json_object,
+    sms_params,
+)
+from receiver.webhooks.signatures import SignatureError
+from receiver.worker import supervisor
+
+log = logging.getLogger("receiver.webhooks")
+
+bp = Blueprint("webhooks", __name__)
+
+# Request headers worth keeping with a callback (never Authorization: the token is not needed later).
+KEPT_HEADERS = ("Content-Type", "User-Agent", "X-Forwarded-For", "X-Request-Id")
+# What is kept with a callback of what verified it: the JWT's claims, or the SMS API's signing parameters.
+MESSAGES_CLAIMS = ("api_key", "application_id", "jti", "iat")
+SMS_CLAIMS = ("api-key", "nonce", "timestamp")
+
+
+def error(status: int, code: str, message: str):
+    """The one JSON error shape of this app."""
+    return jsonify(error=code, message=message), status
+
+
+@bp.post("/webhooks/message-status")
+def message_status():
+    return receive("message-status")
+
+
+@bp.post("/webhooks/inbound-message")
+def inbound_message():
+    return receive("inbound-message")
+
+
+@bp.route("/webhooks/inbound-sms", methods=["GET", "POST"])
+def inbound_sms():
+    return receive("inbound-sms")
+
+
+@bp.route("/webhooks/delivery-receipt", methods=["GET", "POST"])
+def delivery_receipt():
+    return receive("delivery-receipt")
+
+
+@bp.get("/healthz")
+def healthz():
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz():
+    """Ready when the database answers, this process's worker thread runs (WORKER_IN_WEB), and the
+    backlog moves: a receiver that acknowledges but processes nothing holds up the account's queue."""
+    try:
+        stats = get_storage(current_app).shared_stats()
+    except Exception:
+        return error(503, "database_unavailable", "the database does not answer")
+    problem = supervisor.worker_problem(current_app)
+    if problem is not None:
+        return error(503, "worker_not_running", problem)
+    if stats.stalled:
+        return error(503, "backlog_stalled", f"{stats.due} events due, the oldest for {stats.oldest_due_seconds:.0f} s, "
+                     f"and no worker finished one in that time ({stats.live_workers} alive)")
+    return jsonify(status="ready")
+
+
+def receive(kind: str):
+    """Verify, record, answer: one callback. Logs one line and counts it, whatever happened."""
+    started = time.perf_counter()
+    found: Callback | None = None
+    try:
+        found = verified(kind)
+        recorded = get_storage(current_app).record(found)
+        outcome = "duplicate" if recorded.duplicate else "stored"
+        answer = "", 200
+        if not recorded.duplicate:
+            supervisor.notify(current_app)
+    except Refused as exc:
+        outcome, answer = exc.outcome, ("", 200) if exc.code == 200 else error(exc.code, exc.reason, exc.message)
+    except SQLAlchemyError as exc:
+        # Never 200 what we could not keep: a 5xx makes Vonage retry later.
+        log.error("could not store %s callback: %s", kind, f"{exc.__class__.__name__}: {exc}".splitlines()[0][:300])
+        outcome, answer = "unavailable", error(503, "storage_unavailable", "the callback could not be stored; retry later")
+    elapsed = time.perf_counter() - started
+    metrics.observe_callback(kind, outcome, elapsed, api_key=found and found.api_key,
+                             application_id=found and found.application_id)
+    if outcome == "rejected":  # counted, and logged a line per reason every few seconds by guard.record_rejection
+        return answer
+    log.info("callback %s %s", kind, outcome, extra={
+        "kind": kind, "outcome": outcome, "latency_ms": round(elapsed * 1000, 2),
+        "message_id": found and found.message_id, "status": found and found.status})
+    return answer
+
+
+class Refused(Exception):
+    """A request that is not stored: `code` and `reason` are the answer, `outcome` what is counted."""
+
+    def __init__(self, code: int, reason: str, message: str, outcome: str):
+        super().__init__(message)
+        self.code, self.reason, self.message, self.outcome = code, reason, message, outcome
+
+
+def verified(kind: str) -> Callback:
+    """The callback this request carries, once its signature has verified.
+
+    :raises Refused: a forgery (401), an unsigned Messages callback (503: Vonage retries it signed),
+        an empty Messages body (400), or the SMS API's parameter-less URL probe (200, nothing stored).
+    """
+    body = _body()
+    query = request.query_string.decode("latin-1")
+    content_type = request.content_type or ""
+    guard = get_guard(current_app)
+    headers = {h: request.headers[h] for h in KEPT_HEADERS if h in request.headers}
+    try:
+        if kind in SMS_KINDS:
+            if not query and not body.strip():  # Vonage saves a URL only after it answered this with 200
+                raise Refused(200, "probe", "", "probe")
+            try:
+                fields = sms_params(query, body, content_type)
+            except DuplicateParameter as exc:
+                raise SignatureError("duplicate_param", f"parameter {str(exc)[:40]!r} appears more than once") from None
+            if not guard.check_sms(fields):
+                headers[UNVERIFIED] = f"SIGNATURE_VERIFICATION={guard.mode}"
+            headers.update({k: fields[k] for k in SMS_CLAIMS if k in fields})
+            return callback(kind, fields, body=body, query=query, content_type=content_type, headers=headers)
+        claims = guard.check_messages(request.headers.get("Authorization"), body)
+        kept = {k: claims[k] for k in MESSAGES_CLAIMS if k in claims}
+        if not claims:
+            kept[UNVERIFIED] = f"SIGNATURE_VERIFICATION={guard.mode}"
+        if not body.strip():
+            raise Refused(400, "empty_body", "a Messages API callback has a JSON body", "bad_request")
+        return callback(kind, json_object(body), body=body, query=query, content_type=content_type,
+                        headers={**headers, **kept}, api_key=claims.get("api_key"),
+                        application_id=claims.get("application_id"))
+    except SignatureError as exc:
+        metrics.REJECTIONS.labels(exc.reason).inc()
+        record_rejection(current_app, path=request.path, remote_addr=request.remote_addr, error=exc)
+        # Vonage documents rare unsigned callbacks, retried signed after a 5xx.
+        raise Refused(503 if exc.retryable else 401, exc.reason, str(exc), "rejected") from None
+
+
+def _body() -> bytes:
+    """The raw body, or 413 when it is larger than MAX_CONTENT_LENGTH however it was sent.
+
+    Werkzeug refuses a Content-Length over the limit, but cuts a chunked body at the limit and
+    returns the first part: that would be verified, fail its hash, and be counted as a forgery.
+    """
+    if request.content_length is not None or not request.environ.get("wsgi.input_terminated"):
+        return request.get_data(cache=False)
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    body = request.environ["wsgi.input"].read(limit + 1)
+    if len(body) > limit:
+        raise RequestEntityTooLarge()
+    return body
+
+
+def _http_error(exc: HTTPException):
+    code = (exc.name or "error").lower().replace(" ", "_")
+    return error(exc.code or 400, code, exc.description or exc.name)
+
+
+def _unexpected(exc: Exception):
+    # A bug must not turn into a 500 that Vonage treats like any 5xx anyway: say so explicitly,
+    # and let Vonage retry. The traceback goes to the log.
+    log.exception("unexpected error on %s %s", request.method, request.path)
+    return error(503, "unavailable", "the request could not be handled; retry later")
+
+
+class StrictJSON(DefaultJSONProvider):
+    """JSON answers are always valid JSON: a NaN or infinite number stored before strict parsing, or
+    in a value Vonage adds, is written as null instead of Python's NaN, which no JSON parser accepts."""
+
+    def dumps(self, obj, **kwargs):
+        kwargs.setdefault("allow_nan", False)
+        try:
+            return super().dumps(obj, **kwargs)
+        except ValueError:
+            return super().dumps(_finite(obj), **kwargs)
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def init_app(app: Flask) -> None:
+    app.json = StrictJSON(app)
+    app.register_blueprint(bp)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected)

@@ -1,0 +1,280 @@
+"""The worker path: claim stored callbacks, parse, reconcile message state, dispatch each in the order
+received, finish.
+
+Every step that touches one stored callback ends in that event's own outcome (`invalid`, `failed`,
+`dead` or `done`): nothing a callback contains reaches the loop. Only the database being down
+leaves this module, and then nothing is lost: the claims are given back or their leases run out.
+How the loop is run (a thread of the web process, or `flask worker`) is receiver.worker.supervisor's job.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import traceback
+
+from receiver.operator import metrics, traffic
+from receiver.platform.formats import safe_text
+from receiver.storage import Outcome, Storage
+from receiver.webhooks.payloads import (
+    MAX_DEPTH,
+    MESSAGES_KINDS,
+    UNVERIFIED,
+    DuplicateParameter,
+    depth,
+    json_object,
+    sms_params,
+)
+from receiver.worker import dispatch
+from schemas import Event, InvalidPayload, load_event
+
+log = logging.getLogger("receiver.worker")
+
+MAX_BATCH = 100  # events claimed at once
+BATCH_SECONDS = 0.5  # a batch is sized to take about this long
+GATHER_SECONDS = 0.05  # after a short batch, how long to let the next one gather
+SETTLE_EVERY = 10  # outcomes written together (what a killed worker may have dispatched but not marked)
+PRUNE_EVERY_SECONDS = 3600.0
+
+
+def parse_stored(row) -> Event:
+    """The stored callback as an Event.
+
+    :raises InvalidPayload: when it does not fit its schema, whatever is wrong with it.
+    """
+    if row.kind in MESSAGES_KINDS:
+        payload = json_object(row.body)
+        if payload is None:
+            raise InvalidPayload({"_body": ["body is not a JSON object (or not strict JSON: NaN, 1e400)"]})
+    else:
+        try:
+            payload = sms_params(row.query, row.body, row.content_type)
+        except DuplicateParameter as exc:
+            raise InvalidPayload({str(exc)[:100]: ["parameter appears more than once"]}) from None
+    # Only a body with more brackets than MAX_DEPTH can nest deeper: the count is cheap, the walk is not.
+    if row.body.count(b"[") + row.body.count(b"{") > MAX_DEPTH and depth(payload) > MAX_DEPTH:
+        raise InvalidPayload({"_body": [f"nested deeper than {MAX_DEPTH} levels"]})
+    # A test mark (flask vonage trigger, doctor) is the app's own only where a signature covered it.
+    signed = f'"{UNVERIFIED}"' not in row.headers or UNVERIFIED not in json.loads(row.headers)  # cheap test first
+    return load_event(row.kind, payload, event_id=row.id, signed=signed)
+
+
+def retry_delay(attempts: int, base: float, cap: float) -> float:
+    """Exponential backoff with jitter: base, 2*base, 4*base ... capped."""
+    delay = min(cap, base * (2 ** max(0, attempts - 1)))
+    return delay * random.uniform(0.8, 1.0)
+
+
+def this_machine() -> str:
+    """Where a process id names one process: the host name, with the pid namespace when there is one.
+    Containers that share a host name (host networking, a fixed `hostname:`) but not their pids must
+    not take each other's live workers for dead predecessors."""
+    try:
+        return f"{socket.gethostname()}~{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:  # not Linux, or no /proc
+        return socket.gethostname()
+
+
+class Worker:
+    """One worker: `run_once()` claims and processes a batch; receiver.worker.supervisor loops it."""
+
+    def __init__(self, storage: Storage, config: dict, name: str | None = None, *, beside_requests: bool = False):
+        self.storage = storage
+        self.config = config
+        self.name = name or f"{this_machine()}:{os.getpid()}:{threading.get_ident()}"
+        self.beside_requests = beside_requests  # a thread of a web process, sharing its GIL
+        self.processed = 0
+        self.progress_at: float | None = None  # when an event last finished
+        self.held: set[int] = set()  # claimed and not settled yet: the heartbeat renews their leases
+        self.hard_stop = False  # a second signal: stop now, even inside a handler
+        self.wake_sender = lambda: None  # set by the supervisor: a handler queued messages
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._batch_size = MAX_BATCH
+        self._last_sweep = self._last_prune = 0.0
+
+    # -- control -------------------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def notify(self) -> None:
+        """A new callback was stored: look for work now instead of at the next poll."""
+        self._wake.set()
+
+    def wait(self, seconds: float) -> None:
+        """Sleep until there may be work (or the worker is told to stop)."""
+        self._wake.wait(seconds)
+        self._wake.clear()
+
+    # -- one batch -----------------------------------------------------------------------------
+    def run_until_idle(self, max_events: int = 10_000) -> int:
+        """Process every event that is due now; return how many were processed (tests, CLI)."""
+        count = 0
+        while count < max_events and not self.stopping:
+            done = self.run_once(limit=max_events - count)
+            if not done:
+                break
+            count += done
+        return count
+
+    def run_once(self, limit: int | None = None) -> int:
+        """Claim a batch of due events and process it; how many were processed (0: none was due).
+
+        :raises sqlalchemy.exc.SQLAlchemyError: the database failed; what was claimed is given back.
+        """
+        size = self._batch_size if limit is None else min(self._batch_size, limit)
+        rows = self.storage.claim(self.name, self.config["LEASE_SECONDS"], size)
+        if not rows:
+            return 0
+        self.held.update(row.id for row in rows)
+        started = time.monotonic()
+        try:
+            done = self.process_batch(rows)
+        finally:
+            self._give_back([row.id for row in rows if row.id in self.held])
+        self.processed += done
+        # Size the next batch to take about BATCH_SECONDS: large while handlers are quick, one
+        # event at a time when a handler is slow (its claims would otherwise wait on it).
+        per_event = (time.monotonic() - started) / max(1, done)
+        self._batch_size = max(1, min(MAX_BATCH, int(BATCH_SECONDS / max(per_event, 1e-6))))
+        return done
+
+    def process_batch(self, rows: list) -> int:
+        """Parse, reconcile, dispatch and finish claimed events, oldest first; how many were processed.
+
+        Outcomes are written SETTLE_EVERY at a time. Events left when the worker is told to stop
+        (or the batch runs long) are given back.
+        """
+        outcomes: list[Outcome] = []
+        parsed = []
+        for row in rows:
+            event = self._parse(row)
+            if isinstance(event, Outcome):
+                outcomes.append(event)
+            else:
+                parsed.append((row, event))
+        ready = []
+        for applied in self.storage.apply(parsed, self.config["CONCAT_TIMEOUT_SECONDS"]):
+            row = applied.row
+            if applied.invalid:
+                outcomes.append(self._invalid(row, applied.invalid))
+            elif applied.error:
+                outcomes.append(self._failure(row, applied.error))
+            elif applied.event is None:
+                outcomes.append(Outcome(row.id, "done", note=applied.note, message_id=row.message_id))
+                metrics.PROCESSED.labels(row.kind, "waiting").inc()
+            else:
+                ready.append((row, applied.event))
+
+        started = last_finish = time.monotonic()
+        processed = len(rows) - len(ready)
+        for i, (row, event) in enumerate(ready):
+            now = time.monotonic()
+            if i and (self.stopping or now - started > self.config["LEASE_SECONDS"] / 4):
+                break  # the rest is given back (run_once)
+            if len(outcomes) >= SETTLE_EVERY or (outcomes and now - last_finish >= BATCH_SECONDS):
+                # Outcomes go out in small groups, not at the end of the batch: a worker killed
+                # mid-batch leaves at most SETTLE_EVERY dispatched events to be dispatched again.
+                self._finish(outcomes)
+                outcomes, last_finish = [], now
+            self._let_requests_run()
+            outcomes.append(self._dispatch(row, event))
+            processed += 1
+        self._finish(outcomes)
+        return processed
+
+    # -- the steps -----------------------------------------------------------------------------
+    def _parse(self, row) -> Event | Outcome:
+        self._let_requests_run()
+        try:
+            return parse_stored(row)
+        except InvalidPayload as exc:
+            return self._invalid(row, exc.errors)
+
+    def _dispatch(self, row, event: Event) -> Outcome:
+        if event.test == "doctor":  # `flask vonage doctor`'s round trip proved it is stored: no handler runs
+            return Outcome(row.id, "done", note="doctor's signed test callback: stored, not dispatched",
+                           message_id=event.message_id, status=event.status)
+        try:
+            sends = dispatch.dispatch(event)
+        except BaseException as exc:  # a handler's sys.exit() is its own failure too
+            if isinstance(exc, KeyboardInterrupt) or (isinstance(exc, SystemExit) and self.hard_stop):
+                raise
+            return self._failure(row, safe_text(traceback.format_exc(limit=20)), exc)
+        metrics.PROCESSED.labels(row.kind, "done").inc()
+        metrics.LAG_SECONDS.observe(max(0.0, time.time() - row.received_at))
+        return Outcome(row.id, "done", message_id=event.message_id, status=event.status, sends=tuple(sends))
+
+    def _finish(self, outcomes: list[Outcome]) -> None:
+        if not outcomes:
+            return
+        self.storage.finish(self.name, outcomes)
+        self.held.difference_update(o.event_id for o in outcomes)
+        self.progress_at = time.time()
+        if any(o.sends for o in outcomes):
+            self.wake_sender()
+
+    def _invalid(self, row, errors) -> Outcome:
+        log.warning("event %s (%s) is invalid: %s", row.id, row.kind, safe_text(json.dumps(errors), 500))
+        metrics.PROCESSED.labels(row.kind, "invalid").inc()
+        return Outcome(row.id, "invalid", error=json.dumps(errors))
+
+    def _failure(self, row, error: str, exc: BaseException | None = None) -> Outcome:
+        """Keep the traceback; retry later, or after MAX_ATTEMPTS keep the event as dead."""
+        if row.attempts >= self.config["MAX_ATTEMPTS"]:
+            outcome = Outcome(row.id, "dead", error=error)
+        else:
+            delay = retry_delay(row.attempts, self.config["RETRY_BASE_SECONDS"], self.config["RETRY_MAX_SECONDS"])
+            outcome = Outcome(row.id, "failed", error=error, retry_at=time.time() + delay)
+        reason = f"{exc.__class__.__name__}: {exc}" if exc is not None else error.strip().splitlines()[-1]
+        log.warning("event %s failed (attempt %d, now %s): %s", row.id, row.attempts, outcome.state,
+                    safe_text(reason, 300))
+        metrics.PROCESSED.labels(row.kind, outcome.state).inc()
+        return outcome
+
+    def _let_requests_run(self) -> None:
+        # In a web process, hand the GIL to any request thread waiting for it between two
+        # events. Left alone, the interpreter lets a busy worker thread run 5 ms before a
+        # waiting thread gets a turn, and acknowledgements would wait on the worker.
+        if self.beside_requests:
+            time.sleep(0)
+
+    def _give_back(self, event_ids: list[int]) -> None:
+        if not event_ids:
+            return
+        try:
+            self.storage.release(self.name, event_ids)
+        except Exception as exc:  # the database is down: their leases run out, and they are claimed again
+            log.warning("worker %s could not give back %d events: %s", self.name, len(event_ids),
+                        exc.__class__.__name__)
+        self.held.difference_update(event_ids)
+
+    # -- upkeep --------------------------------------------------------------------------------
+    def housekeeping(self) -> None:
+        """Sweep timed-out multipart SMS and apply RETENTION_DAYS, each when it is due."""
+        now = time.time()
+        if now - self._last_sweep >= min(30.0, self.config["CONCAT_TIMEOUT_SECONDS"] / 4):
+            self._last_sweep = now
+            if self.storage.requeue_expired_parts(self.config["CONCAT_TIMEOUT_SECONDS"], now):
+                self._wake.set()
+        if now - self._last_prune >= PRUNE_EVERY_SECONDS:
+            self._last_prune = now
+            self.storage.prune_traffic(now - traffic.KEEP_DAYS * 86400)
+            retention_days = self.config["RETENTION_DAYS"]
+            if retention_days > 0:
+                deleted = self.storage.prune(retention_days * 86400, now)
+                log.info("pruned %d events older than %g days", deleted["events"], retention_days)
+
+    def beat(self) -> None:
+        """Say this worker is alive, and keep the leases of what it holds from running out."""
+        self.storage.heartbeat(self.name, self.processed, self.progress_at, held=sorted(self.held),
+                               lease_seconds=self.config["LEASE_SECONDS"])

@@ -1,0 +1,273 @@
+"""Running the worker: as a thread of each web process (the default) or as `flask worker`, supervised.
+
+The loop is restarted when it fails (one JSON log line with the traceback each time), a separate
+heartbeat thread says the worker is alive and renews the leases of the events it holds (a slow
+handler is never run twice at once), and at start a worker takes back what a dead predecessor on
+this machine had claimed. Never started at import, nor in a CLI command's process.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import signal
+import threading
+
+from flask import Flask
+from sqlalchemy.exc import SQLAlchemyError
+
+from receiver.operator import metrics
+from receiver.sending.delivery import Sender, client_settings
+from receiver.storage import get_storage
+from receiver.storage.stats import HEARTBEAT_SECONDS
+from receiver.worker.loop import GATHER_SECONDS, Worker, this_machine
+
+log = logging.getLogger("receiver.worker")
+
+RESTART_SECONDS = (1.0, 30.0)  # the first and the longest wait before a failed loop starts again
+
+
+class Supervisor:
+    """Runs one Worker's loop until it is told to stop, whatever the loop raises."""
+
+    def __init__(self, worker: Worker):
+        self.worker = worker
+        self.running = False  # the loop is running (not between a failure and its restart)
+        self.thread: threading.Thread | None = None
+        self.pid = os.getpid()
+        # The outbox's sender, when sending is configured: a thread of its own beside the loop.
+        self.sender = Sender(worker.storage, worker.config, worker.name) if client_settings(worker.config) else None
+        if self.sender is not None:
+            worker.wake_sender = self.sender.notify
+
+    @property
+    def healthy(self) -> bool:
+        """The loop is running; for a background thread, the thread is alive too."""
+        return self.running and (self.thread is None or self.thread.is_alive())
+
+    def run(self) -> None:
+        worker = self.worker
+        self.running = True
+        log.info("worker %s started", worker.name)
+        beats = _heartbeat(worker)
+        sends = None
+        if self.sender is not None:
+            sends = threading.Thread(target=self._send_until_stopped, name="receiver-sender", daemon=True)
+            sends.start()
+        self._take_back_from_dead_predecessors()
+        delay = RESTART_SECONDS[0]
+        try:
+            while not worker.stopping:
+                self.running = True
+                try:
+                    self._loop()
+                except Exception:
+                    self.running = False
+                    log.exception("worker %s: the loop failed; it starts again in %.0f s", worker.name, delay)
+                    metrics.WORKER_RESTARTS.inc()
+                    worker._give_back(sorted(worker.held))
+                    worker._stop.wait(delay)
+                    delay = min(RESTART_SECONDS[1], delay * 2)
+                else:
+                    delay = RESTART_SECONDS[0]
+        finally:
+            self.running = False
+            beats.join(timeout=HEARTBEAT_SECONDS + 1)
+            if sends is not None:
+                sends.join(timeout=15)  # a send in flight is bounded by the client's timeouts
+        log.info("worker %s stopped after %d events", worker.name, worker.processed)
+
+    def _loop(self) -> None:
+        worker, poll = self.worker, self.worker.config["WORKER_POLL_SECONDS"]
+        while not worker.stopping:
+            try:
+                worked = worker.run_once()
+                worker.housekeeping()
+            except SQLAlchemyError as exc:
+                # The database is down or refuses us: what we claimed is given back or its lease
+                # runs out, so nothing is lost. Wait, then claim again.
+                log.warning("worker %s: database error, retrying: %s", worker.name,
+                            f"{exc.__class__.__name__}: {exc}".splitlines()[0][:300])
+                worker._stop.wait(min(5.0, poll * 4))
+                continue
+            if not worked:
+                worker.wait(poll)
+            elif worked < worker._batch_size:
+                # Callbacks are trickling in: let a few gather rather than claim each one alone.
+                worker._stop.wait(GATHER_SECONDS)
+
+    def _send_until_stopped(self) -> None:
+        worker, delay = self.worker, RESTART_SECONDS[0]
+        while not worker.stopping:
+            try:
+                if not self.sender.run_once(worker._stop):
+                    self.sender.wait(worker.config["WORKER_POLL_SECONDS"])
+                delay = RESTART_SECONDS[0]
+            except Exception:  # the database is down, or a bug: what was claimed becomes unknown, never lost
+                log.exception("worker %s: the sender failed; it starts again in %.0f s", worker.name, delay)
+                worker._stop.wait(delay)
+                delay = min(RESTART_SECONDS[1], delay * 2)
+
+    def _take_back_from_dead_predecessors(self) -> None:
+        """Claims held by a worker of this machine whose process is gone are due again now,
+        rather than when their lease runs out (a restart after kill -9, a crash, the OOM killer)."""
+        host = this_machine()
+        try:
+            dead = [name for name in self.worker.storage.claim_holders() if _dead_process_here(name, host)]
+            if dead:
+                taken = self.worker.storage.take_back(dead)
+                log.info("worker %s took back %d events claimed by %s", self.worker.name, taken, ", ".join(dead))
+        except Exception as exc:
+            log.warning("worker %s: could not look for a predecessor's claims: %s", self.worker.name,
+                        exc.__class__.__name__)
+
+
+def _beat_until_stopped(worker: Worker) -> None:
+    """The heartbeat thread: beat until the worker stops."""
+    # Often enough that a lease shorter than the heartbeat is still renewed before it runs out.
+    every = min(HEARTBEAT_SECONDS, worker.config["LEASE_SECONDS"] / 3)
+    while True:
+        try:
+            worker.beat()
+        except Exception as exc:  # the database is down: the next beat tries again
+            log.warning("worker %s: heartbeat failed: %s", worker.name, exc.__class__.__name__)
+        if worker._stop.wait(every):
+            return
+
+
+def _heartbeat(worker: Worker) -> threading.Thread:
+    """Start the worker's heartbeat thread (it stops with the worker)."""
+    beats = threading.Thread(target=_beat_until_stopped, args=(worker,), name="receiver-heartbeat", daemon=True)
+    beats.start()
+    return beats
+
+
+def _dead_process_here(name: str, host: str) -> bool:
+    """True for a worker name (machine:pid:thread) of this machine whose process no longer exists."""
+    found_host, _, rest = name.partition(":")
+    pid = rest.partition(":")[0]
+    if found_host != host or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists (another user's process)
+        return False
+    return _zombie(int(pid))
+
+
+def _zombie(pid: int) -> bool:
+    """A killed process nobody has reaped yet (a container whose init does not reap) still has a pid."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+# -- in a web process ------------------------------------------------------------------------------
+_start_lock = threading.Lock()
+
+
+def init_app(app: Flask) -> None:
+    """Run the worker as a thread of the web process unless WORKER_IN_WEB is off.
+
+    The thread starts with the first request (gunicorn's config starts it at boot), in the
+    process that serves requests: never at import, and never in a CLI command's process.
+    """
+    app.extensions["supervisor"] = None
+    if app.config["WORKER_IN_WEB"]:
+        app.before_request(lambda: ensure_background_worker(app) and None)
+
+
+def ensure_background_worker(app: Flask) -> Supervisor:
+    """Start this process's worker thread unless it runs (idempotent, fork-aware; a dead thread is replaced)."""
+    current = app.extensions.get("supervisor")
+    if current is not None and current.pid == os.getpid() and current.thread.is_alive():
+        return current
+    with _start_lock:
+        current = app.extensions.get("supervisor")
+        if current is not None and current.pid == os.getpid():
+            if current.thread.is_alive():
+                return current
+            log.error("the worker thread of process %d had stopped; starting a new one", os.getpid())
+        supervisor = Supervisor(Worker(get_storage(app), app.config, beside_requests=True))
+        supervisor.thread = threading.Thread(target=supervisor.run, name="receiver-worker", daemon=True)
+        app.extensions["supervisor"] = supervisor
+        supervisor.thread.start()
+        atexit.register(_finish, supervisor)
+        return supervisor
+
+
+def notify(app: Flask) -> None:
+    """Wake this process's worker thread, if it has one."""
+    supervisor = app.extensions.get("supervisor")
+    if supervisor is not None:
+        supervisor.worker.notify()
+
+
+def notify_sender(app: Flask) -> None:
+    """Wake this process's sender, if it has one (a message was queued)."""
+    supervisor = app.extensions.get("supervisor")
+    if supervisor is not None and supervisor.sender is not None:
+        supervisor.sender.notify()
+
+
+def worker_problem(app: Flask) -> str | None:
+    """Why this web process's worker thread is not working (None when it is, or when there is none by design)."""
+    if not app.config["WORKER_IN_WEB"]:
+        return None
+    supervisor = app.extensions.get("supervisor")
+    if supervisor is None or supervisor.pid != os.getpid():
+        return "the worker thread has not started"
+    if not supervisor.healthy:
+        return "the worker thread is not running (see the log for its traceback)"
+    return None
+
+
+def _finish(supervisor: Supervisor) -> None:
+    # At interpreter exit: let the current event finish (bounded, under gunicorn's graceful timeout).
+    supervisor.worker.stop()
+    supervisor.thread.join(timeout=25)
+
+
+# -- `flask worker` --------------------------------------------------------------------------------
+def run_forever(app: Flask) -> Worker:
+    """`flask worker`: loop in this process until SIGTERM/SIGINT.
+
+    The first signal finishes the current event and exits; a second one stops at once.
+    """
+    worker = Worker(get_storage(app), app.config)
+
+    def on_signal(signum, _frame):
+        if worker.stopping:
+            worker.hard_stop = True
+            raise SystemExit(128 + signum)
+        log.info("worker %s: signal %d, finishing the current event", worker.name, signum)
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    Supervisor(worker).run()
+    return worker
+
+
+def until_idle(app: Flask) -> int:
+    """`flask worker --until-idle`: process what is due now, then return how many were processed.
+    Its heartbeat runs as in `flask worker`: a batch longer than ALIVE_SECONDS must not look dead."""
+    worker = Worker(get_storage(app), app.config)
+    beats = _heartbeat(worker)
+    try:
+        return worker.run_until_idle()
+    finally:
+        worker.stop()
+        beats.join(timeout=HEARTBEAT_SECONDS + 1)
+
+
+def started_at_boot(app) -> None:
+    """gunicorn's post_worker_init: start the worker thread at boot, not at the first request, so a
+    backlog a previous deploy left is processed before Vonage calls again."""
+    if getattr(app, "config", {}).get("WORKER_IN_WEB"):
+        ensure_background_worker(app)
+
