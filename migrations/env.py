@@ -6,7 +6,7 @@ use the `alembic` command for `revision --autogenerate`, `history` and `current`
 """
 from alembic import context
 
-from receiver import config
+from receiver.platform import config
 from receiver.storage import engines, schema
 
 
