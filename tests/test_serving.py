@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 
 from receiver.platform.framing import MAX_CHUNKS, MAX_HEADER_BYTES, IncompleteRequest
-from receiver.platform.serving import parse, read_exactly
+from receiver.platform.lanes import parse, read_exactly
 from tests import load
 from tests.servers import ROOT, gunicorn
 from tests.test_faults import receiver_env, sqlite_url  # noqa: F401  (fixture)
