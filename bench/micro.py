@@ -18,8 +18,9 @@ from devkit import samples
 from receiver.storage import Storage
 from receiver.storage import events as inbox
 from receiver.storage.engines import make_engine, write_transaction
+from receiver.webhooks.keyring import Keyring
 from receiver.webhooks.payloads import callback
-from receiver.webhooks.signatures import Keyring, sign_jwt, sign_sms, verify_jwt, verify_sms
+from receiver.webhooks.signatures import sign_jwt, sign_sms, verify_jwt, verify_sms
 
 WIDE = 10**9  # a signature made once is verified many times: no clock check may fail
 

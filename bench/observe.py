@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy
-
 from load import percentile
 
 BACKLOG_STATES = ("pending", "failed", "processing")

@@ -10,7 +10,6 @@ from importlib import metadata
 from pathlib import Path
 
 import sqlalchemy
-
 from load import Outcome
 from observe import Lag
 

@@ -17,9 +17,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import callbacks
 import sqlalchemy
 
-import callbacks
 from receiver.storage import unreachable_reason
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -24,8 +24,9 @@ from receiver.storage import get_storage
 from receiver.storage.schema import events
 from receiver.storage.stats import ALIVE_SECONDS
 from receiver.webhooks.guard import record_rejection
+from receiver.webhooks.keyring import Keyring
 from receiver.webhooks.payloads import Callback, sms_params
-from receiver.webhooks.signatures import Keyring, SignatureError, verify_jwt, verify_sms
+from receiver.webhooks.signatures import SignatureError, verify_jwt, verify_sms
 from receiver.worker.loop import Worker
 from tests.conftest import ADMIN_TOKEN, SECRET, SMS_METHOD, Vonage, count_states
 from tests.fake_vonage import DEFAULT_API_KEY, DEFAULT_API_SECRET, running_fake_vonage

@@ -11,8 +11,9 @@ from devkit import samples
 from receiver.operator.console import problems
 from receiver.storage import get_storage
 from receiver.storage.events import record_event
+from receiver.webhooks.keyring import Keyring
 from receiver.webhooks.payloads import callback
-from receiver.webhooks.signatures import Keyring, verify_jwt, verify_sms
+from receiver.webhooks.signatures import verify_jwt, verify_sms
 from receiver.worker.loop import Worker
 from tests.conftest import SECRET, SMS_METHOD, Vonage, compact
 from tests.console_client import csrf, login

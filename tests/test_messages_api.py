@@ -9,15 +9,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from devkit.simulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, running_simulator
-from receiver.sending.client import (
-    InvalidMessage,
-    MessagesClient,
-    SendError,
-    build_message,
-    load_private_key,
-    public_key_pem,
-    validate_message,
-)
+from receiver.sending.bodies import InvalidMessage, build_message, validate_message
+from receiver.sending.client import MessagesClient, SendError
+from receiver.sending.keys import load_private_key, public_key_pem
 
 APP_ID = "5c1f8e2a-93d4-4b7e-a0c6-2f9d8e1b7a43"
 CUSTOMER = "447700900123"

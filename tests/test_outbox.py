@@ -19,8 +19,8 @@ import handlers
 from devkit.simulator import running_simulator
 from receiver import sending
 from receiver.sending.bodies import build_message
-from receiver.sending.client import public_key_pem
 from receiver.sending.delivery import Sender
+from receiver.sending.keys import public_key_pem
 from receiver.storage import get_storage
 from receiver.storage.schema import outbox
 from receiver.worker.loop import Worker

@@ -14,10 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from vonage_http_client.auth import Auth
 
+from receiver.webhooks.keyring import Keyring
 from receiver.webhooks.payloads import DuplicateParameter, sms_params
 from receiver.webhooks.signatures import (
     SMS_SIGNATURE_METHODS,
-    Keyring,
     SignatureError,
     sign_jwt,
     sign_sms,

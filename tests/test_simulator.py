@@ -22,8 +22,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from devkit.simulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, running_simulator
 from devkit.simulator.cli import simulator_command, simulator_settings
-from receiver.sending.client import MessagesClient, SendError, build_message, public_key_pem
-from receiver.webhooks.signatures import Keyring, SignatureError, verify_jwt
+from receiver.sending.bodies import build_message
+from receiver.sending.client import MessagesClient, SendError
+from receiver.sending.keys import public_key_pem
+from receiver.webhooks.keyring import Keyring
+from receiver.webhooks.signatures import SignatureError, verify_jwt
 from tests.servers import wait_for
 
 SECRET = "test-signature-secret-Yq9vD3kE7pL2sX8w"

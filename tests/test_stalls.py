@@ -227,7 +227,7 @@ def test_kill_9_of_the_sending_worker_loses_no_message_and_sends_none_twice(sqli
     from sqlalchemy import select
 
     from devkit.simulator import running_simulator
-    from receiver.sending.client import public_key_pem
+    from receiver.sending.keys import public_key_pem
     from receiver.storage.schema import outbox
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(

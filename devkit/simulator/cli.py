@@ -13,7 +13,7 @@ from flask import current_app, has_app_context
 from flask.cli import ScriptInfo
 
 from devkit.simulator.vonage import DEFAULT_API_KEY, DEFAULT_API_SECRET, running_simulator
-from receiver.sending.client import load_private_key, public_key_pem
+from receiver.sending.keys import load_private_key, public_key_pem
 
 
 def simulator_settings(config, *, signature_secret=None, api_key=None, api_secret=None, application_id=None,

@@ -41,8 +41,17 @@ from gunicorn.workers import base
 from gunicorn.workers.gthread import PollableMethodQueue
 
 from receiver.platform import config
-from receiver.platform.connections import (LINGERING, READING, RUNNING, WRITING, Connection, OutOfFiles, Phases,
-                                           accepted, connections_the_files_allow)
+from receiver.platform.connections import (
+    LINGERING,
+    READING,
+    RUNNING,
+    WRITING,
+    Connection,
+    OutOfFiles,
+    Phases,
+    accepted,
+    connections_the_files_allow,
+)
 from receiver.platform.framing import IncompleteRequest, json_answer, status_of
 from receiver.platform.lanes import UNAVAILABLE, Lanes, serve
 from receiver.platform.logs import Tally

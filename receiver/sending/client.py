@@ -2,7 +2,7 @@
 
 Uses `requests` and PyJWT only. Must not import Flask or touch the database, and never sends a POST twice
 by itself: `SendError.kind` tells the caller (the outbox) whether sending again is safe. Bodies are built and
-checked in receiver.sending.bodies; its three public names are importable from here too.
+checked in receiver.sending.bodies, the application's key read in receiver.sending.keys.
 """
 from __future__ import annotations
 
@@ -16,16 +16,10 @@ from typing import Any
 
 import jwt
 import requests
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
-from receiver.sending.bodies import InvalidMessage, build_message, validate_message
-
-__all__ = ["API_BASE", "DEFAULT_SEND_RATE", "SANDBOX_BASE", "InvalidMessage", "MessagesClient", "SendError",
-           "SendResult", "build_message", "load_private_key", "public_key_pem", "validate_message"]
+from receiver.sending.keys import private_key as loaded_private_key
 
 API_BASE = "https://api.nexmo.com"
 SANDBOX_BASE = "https://messages-sandbox.nexmo.com"
@@ -105,7 +99,7 @@ class MessagesClient:
         if private_key:
             if not application_id:
                 raise ValueError("VONAGE_APPLICATION_ID is required to send with VONAGE_PRIVATE_KEY")
-            self._key = _parse_private_key(_normalized_pem(private_key), "VONAGE_PRIVATE_KEY")
+            self._key = loaded_private_key(private_key, "VONAGE_PRIVATE_KEY")
             self._credentials_hint = ("check VONAGE_APPLICATION_ID and that the private key (VONAGE_PRIVATE_KEY "
                                       "or VONAGE_PRIVATE_KEY_PATH) belongs to that application")
         elif api_key and api_secret:
@@ -151,64 +145,6 @@ class MessagesClient:
         claims = {"application_id": self.application_id, "iat": now, "jti": str(uuid.uuid4()),
                   "exp": now + self.token_ttl}
         return jwt.encode(claims, self._key, algorithm="RS256")
-
-
-def load_private_key(text: str | None = None, path: str | None = None) -> str:
-    """The application's private key as PEM text, from a setting's value or from a file, checked by loading it.
-
-    Literal two-character `\\n` sequences (one-line PaaS variables), surrounding whitespace and quotes are undone.
-
-    :raises ValueError: one line naming VONAGE_PRIVATE_KEY or VONAGE_PRIVATE_KEY_PATH; never the key itself.
-    """
-    has_text = bool(text and text.strip())
-    if has_text and path:
-        raise ValueError("set VONAGE_PRIVATE_KEY or VONAGE_PRIVATE_KEY_PATH, not both")
-    if has_text:
-        setting, raw = "VONAGE_PRIVATE_KEY", text
-    elif path:
-        setting = "VONAGE_PRIVATE_KEY_PATH"
-        try:
-            with open(path, encoding="utf-8") as f:
-                raw = f.read()
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else "not a text file"
-            raise ValueError(f"VONAGE_PRIVATE_KEY_PATH: cannot read {path} ({reason})") from None
-    else:
-        raise ValueError("set VONAGE_PRIVATE_KEY (the PEM text) or VONAGE_PRIVATE_KEY_PATH (a file holding it)")
-    pem = _normalized_pem(raw)
-    _parse_private_key(pem, setting)
-    return pem
-
-
-def public_key_pem(private_pem: str) -> str:
-    """The public half of a PEM private key, as the PEM Vonage shows for the application."""
-    key = _parse_private_key(private_pem, "private key")
-    public = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                           serialization.PublicFormat.SubjectPublicKeyInfo)
-    return public.decode("ascii")
-
-
-def _normalized_pem(raw: str) -> str:
-    text = raw.strip()
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
-        text = text[1:-1].strip()
-    text = text.replace("\\r\\n", "\n").replace("\\n", "\n").replace("\r\n", "\n")
-    return text.strip() + "\n"
-
-
-def _parse_private_key(pem: str, setting: str) -> rsa.RSAPrivateKey:
-    hint = "" if "-----BEGIN" in pem else " (to name a file, use VONAGE_PRIVATE_KEY_PATH)"
-    try:
-        key = serialization.load_pem_private_key(pem.encode("utf-8"), password=None)
-    except TypeError:
-        raise ValueError(f"{setting} is an encrypted private key: use the unencrypted key Vonage generated") from None
-    except (ValueError, UnsupportedAlgorithm):
-        # cryptography's own message is not repeated: it can quote part of the key.
-        raise ValueError(f"{setting} is not a PEM private key: give the whole key, from -----BEGIN PRIVATE KEY----- "
-                         f"to -----END PRIVATE KEY-----{hint}") from None
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise ValueError(f"{setting} is not an RSA private key: Vonage application keys are RSA (RS256)")
-    return key
 
 
 def _outcome(response: requests.Response, credentials_hint: str) -> SendResult:

@@ -19,7 +19,8 @@ import time
 from flask import Flask
 
 from receiver.platform.config import ConfigError
-from receiver.sending.client import SANDBOX_BASE, MessagesClient, SendError, load_private_key
+from receiver.sending.client import SANDBOX_BASE, MessagesClient, SendError
+from receiver.sending.keys import load_private_key
 
 log = logging.getLogger("receiver.sending")
 

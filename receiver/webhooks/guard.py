@@ -16,14 +16,8 @@ from receiver.platform.config import ConfigError
 from receiver.platform.devfiles import made_once
 from receiver.platform.logs import Tally
 from receiver.storage import get_storage
-from receiver.webhooks.signatures import (
-    SMS_SIGNATURE_METHODS,
-    Keyring,
-    SignatureError,
-    secrets_by_setting,
-    verify_jwt,
-    verify_sms,
-)
+from receiver.webhooks.keyring import Keyring, secrets_by_setting
+from receiver.webhooks.signatures import SMS_SIGNATURE_METHODS, SignatureError, verify_jwt, verify_sms
 
 log = logging.getLogger("receiver.webhooks")
 
