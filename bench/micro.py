@@ -15,6 +15,7 @@ import servers
 from callbacks import API_KEY, SECRET, compact
 
 from devkit import samples
+from receiver.kinds import KINDS
 from receiver.storage import Storage
 from receiver.storage import events as inbox
 from receiver.storage.engines import make_engine, write_transaction
@@ -53,7 +54,7 @@ def storage_cost(url: str, count: int = 500) -> float:
     try:
         payload = samples.delivery_receipt()
         query = urlencode(payload)
-        found = callback("delivery-receipt", payload, body=b"", query=query, content_type="", headers={})
+        found = callback(KINDS["delivery-receipt"], payload, body=b"", query=query, content_type="", headers={})
         start = time.perf_counter()
         for i in range(count):
             inbox.record_event(engine, replace(found, dedup_key=f"{found.dedup_key}|{i}|{uuid.uuid4().hex}"))
@@ -69,8 +70,8 @@ def worker_rate(url: str, count: int = 3000) -> float:
     import logging
     import random
 
+    from receiver.kinds import KINDS
     from receiver.platform.config import defaults
-    from receiver.webhooks.payloads import MESSAGES_KINDS
     from receiver.worker.loop import Worker
 
     servers.init_database(url)
@@ -82,10 +83,10 @@ def worker_rate(url: str, count: int = 3000) -> float:
     try:
         rows = []
         for kind, _, payload in samples.traffic(count, random.Random(7)):
-            messages_api = kind in MESSAGES_KINDS
+            messages_api = KINDS[kind].transport.signature == "jwt"
             body, query = (json.dumps(payload).encode(), "") if messages_api else (b"", urlencode(payload))
             content_type = "application/json" if messages_api else ""
-            rows.append(inbox.event_values(callback(kind, payload, body=body, query=query, content_type=content_type,
+            rows.append(inbox.event_values(callback(KINDS[kind], payload, body=body, query=query, content_type=content_type,
                                                     headers={})))
         with write_transaction(engine) as conn:
             inbox.insert_events(conn, rows)

@@ -13,9 +13,10 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from devkit import samples
+from receiver.kinds import KINDS
 from receiver.operator.applications import MESSAGES_VERSIONS, webhook_urls
 from receiver.operator.cli import common
-from receiver.operator.signed import URL_FIELDS, VIAS, VONAGE_TIMEOUT, curl_command, marked, send_signed
+from receiver.operator.signed import VIAS, VONAGE_TIMEOUT, curl_command, marked, send_signed
 from receiver.platform.formats import iso
 
 
@@ -171,7 +172,7 @@ def trigger_command(what, url, print_only, **options):
     width = max(len(callback.description) for callback in callbacks)
     refused = []
     for callback in callbacks:
-        path = urlsplit(webhook_urls(url)[URL_FIELDS[callback.kind]]).path
+        path = urlsplit(webhook_urls(url)[KINDS[callback.kind].url_setting]).path
         try:
             sent = send_signed(callback.kind, callback.payload, url, via=callback.via, **signing)
         except requests.ConnectionError:

@@ -4,6 +4,7 @@ import pytest
 from sqlalchemy import update
 
 from devkit import samples
+from receiver.kinds import KINDS
 from receiver.storage import console, get_storage
 from receiver.storage.console import Filters
 from receiver.storage.events import record_event
@@ -15,7 +16,7 @@ from tests.conftest import compact
 def store(storage, kind="message-status", payload=None, *, api_key="a1b2c3d4", application_id=None, **fields):
     """Store one callback as the request path would, without HTTP; returns its event id."""
     payload = payload or samples.message_status(fields.pop("status", "delivered"), fields.pop("channel", "sms"), **fields)
-    found = callback(kind, payload, body=compact(payload), query="", content_type="application/json", headers={},
+    found = callback(KINDS[kind], payload, body=compact(payload), query="", content_type="application/json", headers={},
                      api_key=api_key, application_id=application_id)
     return record_event(storage.engine, found).id
 

@@ -8,6 +8,7 @@ import pytest
 
 import handlers.status
 from devkit import samples
+from receiver.kinds import KINDS
 from receiver.operator.console import problems
 from receiver.storage import get_storage
 from receiver.storage.events import record_event
@@ -74,7 +75,7 @@ def test_no_curl_without_a_secret_for_the_events_key(make_app):
     login(operator)
     storage = get_storage(app)
     payload = samples.message_status("delivered")
-    found = callback("message-status", payload, body=compact(payload), query="", content_type="application/json",
+    found = callback(KINDS["message-status"], payload, body=compact(payload), query="", content_type="application/json",
                      headers={"api_key": "retired-key"}, api_key="retired-key")
     record_event(storage.engine, found)
     assert "no signature secret is configured for api key retired-key" in page(operator, "/ui/events/1")

@@ -13,12 +13,10 @@ from urllib.parse import quote, quote_plus, urlsplit
 
 import requests
 
-WEBHOOK_PATHS = {
-    "inbound_url": "/webhooks/inbound-message",
-    "status_url": "/webhooks/message-status",
-    "moCallBackUrl": "/webhooks/inbound-sms",
-    "drCallBackUrl": "/webhooks/delivery-receipt",
-}
+from receiver.kinds import KINDS
+
+# The application's and the account's setting for each webhook, and the path this receiver serves it on.
+WEBHOOK_PATHS = {kind.url_setting: kind.path for kind in KINDS.values()}
 MESSAGES_VERSIONS = ("v1", "v0.1")
 
 # Fields a GET returns that a PUT does not take (a PUT takes name, capabilities, privacy, keys.public_key).

@@ -16,17 +16,12 @@ from urllib.parse import urlencode
 
 import requests
 
+from receiver.kinds import KINDS
 from receiver.operator.applications import webhook_urls
 from receiver.platform.formats import compact_json
-from receiver.webhooks.payloads import MESSAGES_KINDS, sms_params
+from receiver.webhooks.payloads import sms_params
 from receiver.webhooks.signatures import sign_jwt, sign_sms
 
-URL_FIELDS = {
-    "message-status": "status_url",
-    "inbound-message": "inbound_url",
-    "inbound-sms": "moCallBackUrl",
-    "delivery-receipt": "drCallBackUrl",
-}
 # How SMS API callbacks arrive, per the dashboard's "Webhook format": GET, POST (form), POST-JSON.
 VIAS = ("get", "form", "json")
 # Vonage waits 3 s for a connection and 15 s for an answer before it retries (spec 6).
@@ -65,8 +60,8 @@ def sign_request(kind, payload, url, secret, api_key, method, via="json", applic
 
     :raises ValueError: `url` is not an absolute http(s) URL, or `method` or `via` is unknown.
     """
-    target = webhook_urls(url)[URL_FIELDS[kind]]
-    if kind in MESSAGES_KINDS:
+    target = webhook_urls(url)[KINDS[kind].url_setting]
+    if KINDS[kind].transport.signature == "jwt":
         body = payload if isinstance(payload, bytes) else compact_json(payload)
         token = sign_jwt(body, secret, api_key=api_key, application_id=application_id)
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
@@ -133,7 +128,7 @@ def replayable(row) -> Replayable:
 
     :raises receiver.webhooks.payloads.DuplicateParameter: an SMS API callback with a parameter twice.
     """
-    if row.kind in MESSAGES_KINDS:
+    if KINDS[row.kind].transport.signature == "jwt":
         headers = json.loads(row.headers or "{}")
         return Replayable(row.body, "json", headers.get("api_key"), headers.get("application_id"))
     payload = sms_params(row.query, row.body, row.content_type)
@@ -145,4 +140,4 @@ def replayable(row) -> Replayable:
 def marked(kind: str, payload: dict, test: str) -> dict:
     """`payload` marked as this app's own test callback ("trigger" or "doctor", see schemas.TEST_MARKS):
     a handler sees `event.test`, and the worker never dispatches a doctor's one."""
-    return {**payload, ("receiver_test" if kind in MESSAGES_KINDS else "receiver-test"): test}
+    return {**payload, KINDS[kind].transport.test_mark: test}

@@ -11,8 +11,6 @@ import math
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
-MESSAGES_KINDS = ("message-status", "inbound-message")
-SMS_KINDS = ("inbound-sms", "delivery-receipt")
 # Vonage's payloads nest four levels deep; anything far deeper is not one of them.
 MAX_DEPTH = 32
 
@@ -136,28 +134,18 @@ def storable(value, limit: int) -> str | None:
     return text
 
 
-def natural_key(kind: str, fields: dict | None, body: bytes, query: str = "") -> tuple[str, str | None, str | None]:
-    """(dedup key, message id, status) of a callback.
+def natural_key(kind, fields: dict | None, body: bytes, query: str = "") -> tuple[str, str | None, str | None]:
+    """(dedup key, message id, status) of a callback of `kind` (a receiver.kinds.Kind).
 
-    The key is Vonage's natural identity of the event; a payload without one (or whose identity
-    is not storable text) is keyed by the hash of its bytes, so it is still stored, once.
+    The key is Vonage's natural identity of the event (the kind's `key` fields); a payload without one
+    (or whose identity is not storable text) is keyed by the hash of its bytes, so it is still stored, once.
     """
     f = fields or {}
-    parts: list = [None]
-    if kind == "message-status":
-        parts = [f.get("message_uuid"), f.get("status"), f.get("timestamp")]
-    elif kind == "inbound-message":
-        parts = [f.get("message_uuid")]
-    elif kind == "inbound-sms":
-        parts = [f.get("messageId"), f.get("concat-part", "")]
-    elif kind == "delivery-receipt":
-        parts = [f.get("messageId"), f.get("status"), f.get("err-code"), f.get("message-timestamp")]
+    parts = [f.get(name) for name in kind.key]
     texts = [None if p is None else storable(p, 400) for p in parts]
     message_id = texts[0] if texts[0] is not None and len(texts[0]) <= 255 else None
-    status = texts[1] if kind in ("message-status", "delivery-receipt") and texts[1] is not None \
-        and len(texts[1]) <= 64 else None
-    required = 2 if kind in ("message-status", "delivery-receipt") else 1
-    if any(not texts[i] for i in range(required)) or any(t is None and p is not None for t, p in zip(texts, parts)):
+    status = texts[1] if kind.event == "status" and texts[1] is not None and len(texts[1]) <= 64 else None
+    if any(not texts[i] for i in range(kind.required)) or any(t is None and p is not None for t, p in zip(texts, parts)):
         digest = hashlib.sha256(body + b"?" + query.encode("utf-8", "surrogatepass")).hexdigest()
         return "sha256:" + digest, message_id, status
     key = "|".join(t or "" for t in texts)
@@ -170,19 +158,17 @@ def natural_key(kind: str, fields: dict | None, body: bytes, query: str = "") ->
 UNVERIFIED = "unverified"
 
 
-def callback(kind: str, fields: dict | None, *, body: bytes, query: str, content_type: str, headers: dict,
+def callback(kind, fields: dict | None, *, body: bytes, query: str, content_type: str, headers: dict,
              api_key=None, application_id=None) -> Callback:
-    """The Callback to store for a request whose signature verified; `fields` is what it says (None: unreadable)."""
+    """The Callback to store for a request of `kind` (a receiver.kinds.Kind) whose signature verified;
+    `fields` is what it says (None: unreadable). Without a verified api key, the one it names (SMS API)."""
     f = fields or {}
     dedup_key, message_id, status = natural_key(kind, fields, body, query)
-    if kind in SMS_KINDS:
-        channel = "sms"
-        api_key = f.get("api-key") if api_key is None else api_key
-    else:
-        legacy = next((f[side] for side in ("to", "from") if isinstance(f.get(side), dict)), None)  # v0.1
-        channel = (legacy or {}).get("type") if legacy is not None else f.get("channel")
+    channel = kind.transport.channel(f)
+    if api_key is None and kind.transport.signature == "sig":
+        api_key = f.get("api-key")
     return Callback(
-        kind=kind, body=body, query=query, content_type=content_type, dedup_key=dedup_key,
+        kind=kind.name, body=body, query=query, content_type=content_type, dedup_key=dedup_key,
         message_id=message_id, status=status, channel=None if channel is None else storable(channel, 32),
         api_key=None if api_key is None else storable(api_key, 64),
         application_id=None if application_id is None else storable(application_id, 64), headers=headers,

@@ -14,18 +14,11 @@ from flask.json.provider import DefaultJSONProvider
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from receiver.kinds import KINDS, Kind
 from receiver.operator import metrics
 from receiver.storage import get_storage
 from receiver.webhooks.guard import get_guard, record_rejection
-from receiver.webhooks.payloads import (
-    SMS_KINDS,
-    UNVERIFIED,
-    Callback,
-    DuplicateParameter,
-    callback,
-    json_object,
-    sms_params,
-)
+from receiver.webhooks.payloads import UNVERIFIED, Callback, DuplicateParameter, callback
 from receiver.webhooks.signatures import SignatureError
 from receiver.worker import supervisor
 
@@ -35,9 +28,6 @@ bp = Blueprint("webhooks", __name__)
 
 # Request headers worth keeping with a callback (never Authorization: the token is not needed later).
 KEPT_HEADERS = ("Content-Type", "User-Agent", "X-Forwarded-For", "X-Request-Id")
-# What is kept with a callback of what verified it: the JWT's claims, or the SMS API's signing parameters.
-MESSAGES_CLAIMS = ("api_key", "application_id", "jti", "iat")
-SMS_CLAIMS = ("api-key", "nonce", "timestamp")
 
 
 def error(status: int, code: str, message: str):
@@ -45,24 +35,14 @@ def error(status: int, code: str, message: str):
     return jsonify(error=code, message=message), status
 
 
-@bp.post("/webhooks/message-status")
-def message_status():
-    return receive("message-status")
+def _route(kind: Kind):
+    def view():
+        return receive(kind)
+    return view
 
 
-@bp.post("/webhooks/inbound-message")
-def inbound_message():
-    return receive("inbound-message")
-
-
-@bp.route("/webhooks/inbound-sms", methods=["GET", "POST"])
-def inbound_sms():
-    return receive("inbound-sms")
-
-
-@bp.route("/webhooks/delivery-receipt", methods=["GET", "POST"])
-def delivery_receipt():
-    return receive("delivery-receipt")
+for _kind in KINDS.values():  # one route a kind, from the table (receiver.kinds)
+    bp.add_url_rule(_kind.path, _kind.name.replace("-", "_"), _route(_kind), methods=list(_kind.methods))
 
 
 @bp.get("/healthz")
@@ -87,7 +67,7 @@ def readyz():
     return jsonify(status="ready")
 
 
-def receive(kind: str):
+def receive(kind: Kind):
     """Verify, record, answer: one callback. Logs one line and counts it, whatever happened."""
     started = time.perf_counter()
     found: Callback | None = None
@@ -102,15 +82,15 @@ def receive(kind: str):
         outcome, answer = exc.outcome, ("", 200) if exc.code == 200 else error(exc.code, exc.reason, exc.message)
     except SQLAlchemyError as exc:
         # Never 200 what we could not keep: a 5xx makes Vonage retry later.
-        log.error("could not store %s callback: %s", kind, f"{exc.__class__.__name__}: {exc}".splitlines()[0][:300])
+        log.error("could not store %s callback: %s", kind.name, f"{exc.__class__.__name__}: {exc}".splitlines()[0][:300])
         outcome, answer = "unavailable", error(503, "storage_unavailable", "the callback could not be stored; retry later")
     elapsed = time.perf_counter() - started
-    metrics.observe_callback(kind, outcome, elapsed, api_key=found and found.api_key,
+    metrics.observe_callback(kind.name, outcome, elapsed, api_key=found and found.api_key,
                              application_id=found and found.application_id)
     if outcome == "rejected":  # counted, and logged a line per reason every few seconds by guard.record_rejection
         return answer
-    log.info("callback %s %s", kind, outcome, extra={
-        "kind": kind, "outcome": outcome, "latency_ms": round(elapsed * 1000, 2),
+    log.info("callback %s %s", kind.name, outcome, extra={
+        "kind": kind.name, "outcome": outcome, "latency_ms": round(elapsed * 1000, 2),
         "message_id": found and found.message_id, "status": found and found.status})
     return answer
 
@@ -123,7 +103,7 @@ class Refused(Exception):
         self.code, self.reason, self.message, self.outcome = code, reason, message, outcome
 
 
-def verified(kind: str) -> Callback:
+def verified(kind: Kind) -> Callback:
     """The callback this request carries, once its signature has verified.
 
     :raises Refused: a forgery (401), an unsigned Messages callback (503: Vonage retries it signed),
@@ -132,34 +112,44 @@ def verified(kind: str) -> Callback:
     body = _body()
     query = request.query_string.decode("latin-1")
     content_type = request.content_type or ""
-    guard = get_guard(current_app)
     headers = {h: request.headers[h] for h in KEPT_HEADERS if h in request.headers}
     try:
-        if kind in SMS_KINDS:
-            if not query and not body.strip():  # Vonage saves a URL only after it answered this with 200
-                raise Refused(200, "probe", "", "probe")
-            try:
-                fields = sms_params(query, body, content_type)
-            except DuplicateParameter as exc:
-                raise SignatureError("duplicate_param", f"parameter {str(exc)[:40]!r} appears more than once") from None
-            if not guard.check_sms(fields):
-                headers[UNVERIFIED] = f"SIGNATURE_VERIFICATION={guard.mode}"
-            headers.update({k: fields[k] for k in SMS_CLAIMS if k in fields})
-            return callback(kind, fields, body=body, query=query, content_type=content_type, headers=headers)
-        claims = guard.check_messages(request.headers.get("Authorization"), body)
-        kept = {k: claims[k] for k in MESSAGES_CLAIMS if k in claims}
-        if not claims:
-            kept[UNVERIFIED] = f"SIGNATURE_VERIFICATION={guard.mode}"
-        if not body.strip():
-            raise Refused(400, "empty_body", "a Messages API callback has a JSON body", "bad_request")
-        return callback(kind, json_object(body), body=body, query=query, content_type=content_type,
-                        headers={**headers, **kept}, api_key=claims.get("api_key"),
-                        application_id=claims.get("application_id"))
+        return _VERIFIED_BY[kind.transport.signature](kind, body, query, content_type, headers, get_guard(current_app))
     except SignatureError as exc:
         metrics.REJECTIONS.labels(exc.reason).inc()
         record_rejection(current_app, path=request.path, remote_addr=request.remote_addr, error=exc)
         # Vonage documents rare unsigned callbacks, retried signed after a 5xx.
         raise Refused(503 if exc.retryable else 401, exc.reason, str(exc), "rejected") from None
+
+
+def _by_sig(kind: Kind, body: bytes, query: str, content_type: str, headers: dict, guard) -> Callback:
+    """An SMS API callback: its `sig` over the parameters of exactly one source."""
+    if not query and not body.strip():  # Vonage saves a URL only after it answered this with 200
+        raise Refused(200, "probe", "", "probe")
+    try:
+        fields = kind.transport.read(query, body, content_type)
+    except DuplicateParameter as exc:
+        raise SignatureError("duplicate_param", f"parameter {str(exc)[:40]!r} appears more than once") from None
+    if not guard.check_sms(fields):
+        headers[UNVERIFIED] = f"SIGNATURE_VERIFICATION={guard.mode}"
+    headers.update({k: fields[k] for k in kind.transport.claims if k in fields})
+    return callback(kind, fields, body=body, query=query, content_type=content_type, headers=headers)
+
+
+def _by_jwt(kind: Kind, body: bytes, query: str, content_type: str, headers: dict, guard) -> Callback:
+    """A Messages API callback: its bearer token over the body's hash."""
+    claims = guard.check_messages(request.headers.get("Authorization"), body)
+    kept = {k: claims[k] for k in kind.transport.claims if k in claims}
+    if not claims:
+        kept[UNVERIFIED] = f"SIGNATURE_VERIFICATION={guard.mode}"
+    if not body.strip():
+        raise Refused(400, "empty_body", "a Messages API callback has a JSON body", "bad_request")
+    return callback(kind, kind.transport.read(query, body, content_type), body=body, query=query,
+                    content_type=content_type, headers={**headers, **kept}, api_key=claims.get("api_key"),
+                    application_id=claims.get("application_id"))
+
+
+_VERIFIED_BY = {"sig": _by_sig, "jwt": _by_jwt}
 
 
 def _body() -> bytes:

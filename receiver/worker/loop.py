@@ -17,18 +17,11 @@ import threading
 import time
 import traceback
 
+from receiver.kinds import KINDS
 from receiver.operator import metrics, traffic
 from receiver.platform.formats import safe_text
 from receiver.storage import Outcome, Storage
-from receiver.webhooks.payloads import (
-    MAX_DEPTH,
-    MESSAGES_KINDS,
-    UNVERIFIED,
-    DuplicateParameter,
-    depth,
-    json_object,
-    sms_params,
-)
+from receiver.webhooks.payloads import MAX_DEPTH, UNVERIFIED, DuplicateParameter, depth
 from receiver.worker import dispatch
 from schemas import Event, InvalidPayload, load_event
 
@@ -46,15 +39,12 @@ def parse_stored(row) -> Event:
 
     :raises InvalidPayload: when it does not fit its schema, whatever is wrong with it.
     """
-    if row.kind in MESSAGES_KINDS:
-        payload = json_object(row.body)
-        if payload is None:
-            raise InvalidPayload({"_body": ["body is not a JSON object (or not strict JSON: NaN, 1e400)"]})
-    else:
-        try:
-            payload = sms_params(row.query, row.body, row.content_type)
-        except DuplicateParameter as exc:
-            raise InvalidPayload({str(exc)[:100]: ["parameter appears more than once"]}) from None
+    try:
+        payload = KINDS[row.kind].transport.read(row.query, row.body, row.content_type)
+    except DuplicateParameter as exc:
+        raise InvalidPayload({str(exc)[:100]: ["parameter appears more than once"]}) from None
+    if payload is None:
+        raise InvalidPayload({"_body": ["body is not a JSON object (or not strict JSON: NaN, 1e400)"]})
     # Only a body with more brackets than MAX_DEPTH can nest deeper: the count is cheap, the walk is not.
     if row.body.count(b"[") + row.body.count(b"{") > MAX_DEPTH and depth(payload) > MAX_DEPTH:
         raise InvalidPayload({"_body": [f"nested deeper than {MAX_DEPTH} levels"]})

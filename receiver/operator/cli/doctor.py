@@ -10,9 +10,10 @@ import requests
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 
+from receiver.kinds import KINDS
 from receiver.operator.applications import VonageAPIError, webhook_urls
 from receiver.operator.cli import common
-from receiver.operator.signed import URL_FIELDS, marked, send_signed
+from receiver.operator.signed import marked, send_signed
 from receiver.storage import get_storage
 from receiver.storage.stats import ALIVE_SECONDS
 from receiver.webhooks.guard import get_guard, weakness
@@ -214,7 +215,7 @@ def _check_round_trip(kind: str, payload: dict, base_url: str, signing: dict) ->
     try:
         sent = send_signed(kind, payload, base_url, **signing)
     except requests.RequestException as exc:
-        return Check("FAIL", name, f"no answer from {webhook_urls(base_url)[URL_FIELDS[kind]]} "
+        return Check("FAIL", name, f"no answer from {webhook_urls(base_url)[KINDS[kind].url_setting]} "
                      f"within Vonage's limits ({exc.__class__.__name__})",
                      "check DNS, TLS, firewall, and that the app is deployed and listening")
     took, outcome = f"{sent.seconds * 1000:.0f} ms", f"{sent.status} {sent.error}".strip()

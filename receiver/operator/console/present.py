@@ -9,19 +9,13 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from urllib.parse import parse_qsl
 
+from receiver.kinds import KINDS
 from receiver.operator.signed import curl_command, replayable
 from receiver.storage.events import REPLAYABLE_STATES
-from receiver.webhooks.payloads import (
-    MESSAGES_KINDS,
-    SMS_KINDS,
-    UNVERIFIED,
-    DuplicateParameter,
-    json_object,
-    sms_params,
-)
-from receiver.webhooks.routes import KEPT_HEADERS, MESSAGES_CLAIMS, SMS_CLAIMS
+from receiver.webhooks.payloads import UNVERIFIED, DuplicateParameter, json_object
+from receiver.webhooks.routes import KEPT_HEADERS
 
-FEED_KINDS = MESSAGES_KINDS + SMS_KINDS
+FEED_KINDS = tuple(KINDS)
 
 
 def pretty_body(body: bytes) -> str:
@@ -37,9 +31,9 @@ def pretty_body(body: bytes) -> str:
 
 def parameters(row) -> list[tuple[str, str]]:
     """An SMS API callback's parameters as it was verified (query, form or JSON), else the query string's."""
-    if row.kind not in MESSAGES_KINDS:
+    if KINDS[row.kind].transport.signature == "sig":
         try:
-            return sorted(sms_params(row.query, row.body, row.content_type).items())
+            return sorted(KINDS[row.kind].transport.read(row.query, row.body, row.content_type).items())
         except DuplicateParameter:
             pass  # shown as sent, repeats included
     return parse_qsl(row.query, keep_blank_values=True)
@@ -49,12 +43,10 @@ def verification(row, headers: dict) -> str:
     """How this callback was verified before it was stored, from its kind and the claims kept with it."""
     if UNVERIFIED in headers:
         return f"not verified: {headers[UNVERIFIED]} when it arrived"
-    if row.kind in MESSAGES_KINDS:
-        if not headers.get("api_key"):
-            return "Messages API JWT: no verified claims were kept (SIGNATURE_VERIFICATION=off when it arrived?)"
-        return (f"Messages API JWT (HS256) signed with the signature secret of api_key {headers['api_key']}; "
-                "payload_hash matched the body")
-    return "SMS API signature: the sig parameter over every other parameter, with VONAGE_SIGNATURE_METHOD"
+    transport = KINDS[row.kind].transport
+    if transport.signature == "jwt" and not headers.get("api_key"):
+        return "Messages API JWT: no verified claims were kept (SIGNATURE_VERIFICATION=off when it arrived?)"
+    return transport.verification.format(api_key=headers.get("api_key") or headers.get("api-key"))
 
 
 @dataclass(frozen=True)
@@ -71,7 +63,7 @@ class EventPage:
 
 def event_page(row) -> EventPage:
     headers = json.loads(row.headers or "{}")
-    names = MESSAGES_CLAIMS if row.kind in MESSAGES_KINDS else SMS_CLAIMS
+    names = KINDS[row.kind].transport.claims
     invalid = None
     if row.state == "invalid" and row.last_error:
         try:
@@ -102,8 +94,9 @@ def resigned_curl(row, keyring, config: dict, base_url: str) -> tuple[str | None
     secrets = keyring.secrets_for(api_key) if api_key else []
     if not secrets:
         return None, f"no signature secret is configured for api key {api_key or '(none)'}"
-    application_id = stored.application_id or (config.get("VONAGE_APPLICATION_ID") if row.kind in MESSAGES_KINDS
-                                               else None)
+    # A Messages callback is about the configured application when its token named none.
+    application_id = stored.application_id or (config.get("VONAGE_APPLICATION_ID")
+                                               if KINDS[row.kind].transport.signature == "jwt" else None)
     return curl_command(row.kind, stored.payload, base_url, secrets[0], api_key, config["VONAGE_SIGNATURE_METHOD"],
                         stored.via, application_id), None
 
