@@ -310,7 +310,7 @@ def send_ceiling(database: str, workdir: Path) -> str:
         storage = Storage(url, 30)
         try:
             for k in range(CEILING_MESSAGES):
-                storage.queue_send({"to": "447700900123", "from": "447700900456", "channel": "sms",
+                storage.outbox.queue({"to": "447700900123", "from": "447700900456", "channel": "sms",
                                     "message_type": "text", "text": f"m{k}"})
         finally:
             storage.dispose()

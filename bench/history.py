@@ -45,7 +45,7 @@ def claim_seconds(database_url: str, batches: int, limit: int = CLAIM_BATCH) -> 
         times = []
         for _ in range(batches):
             start = time.perf_counter()
-            storage.claim("bench-history", 300.0, limit)
+            storage.inbox.claim("bench-history", 300.0, limit)
             times.append(time.perf_counter() - start)
         return times
     finally:

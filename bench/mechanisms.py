@@ -35,7 +35,7 @@ import servers  # noqa: E402
 
 # name -> (database kinds, file, the text as it is, the text without the mechanism)
 REMOVALS = {
-    "group commit": (("sqlite", "postgres", "postgres-link"), "receiver/storage/__init__.py",
+    "group commit": (("sqlite", "postgres", "postgres-link"), "receiver/storage/repositories.py",
                      "return self._committer.record(callback)", "return events.record_event(self.engine, callback)"),
     "SQLite writer file lock": (("sqlite",), "receiver/storage/engines.py",
                                 "if fcntl is not None and self._path:", "if False:"),
@@ -48,7 +48,7 @@ REMOVALS = {
 # Worker constants: (module, name, value without the mechanism).
 WORKER_CONSTANTS = {
     "outcomes written ten at a time": ("receiver.worker.loop", "SETTLE_EVERY", 1),
-    "message state ten events per transaction": ("receiver.storage", "APPLY_CHUNK", 1),
+    "message state ten events per transaction": ("receiver.storage.reconcile", "APPLY_CHUNK", 1),
     "claims of up to 100 events": ("receiver.worker.loop", "MAX_BATCH", 10),
 }
 

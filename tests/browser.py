@@ -112,7 +112,7 @@ class LiveServer:
 
     def settle(self, timeout: float = 10.0) -> None:
         """Wait until the app's worker thread has finished everything stored."""
-        wait_for(lambda: self.storage.queue_figures().backlog == 0, timeout)
+        wait_for(lambda: self.storage.stats.queue_figures().backlog == 0, timeout)
 
 
 def log_in(driver, server: LiveServer, token: str = ADMIN_TOKEN) -> None:

@@ -277,11 +277,11 @@ def test_conversation_ends_read_with_the_duplicate_counted_and_the_late_status_n
     work(app)
     storage = get_storage(app)
     message_id = calls[0][1].message_id
-    message = storage.message(message_id)
+    message = storage.reads.message(message_id)
     assert message["status"] == "read"
     assert [(h["status"], h["applied"]) for h in message["history"]] == [
         ("submitted", True), ("read", True), ("delivered", False)]
-    assert [e["deliveries"] for e in storage.events(kind="message-status")] == [2, 1, 1]  # newest first
+    assert [e["deliveries"] for e in storage.reads.events(kind="message-status")] == [2, 1, 1]  # newest first
     assert [(name, event.superseded) for name, event in calls[:3]] == [
         ("submitted", False), ("read", False), ("delivered", True)]
     reply = calls[3][1]
@@ -428,7 +428,7 @@ def doctor(app, *args):
 
 def alive(app, seconds_ago=0.0, progress_ago=0.0):
     now = time.time()
-    get_storage(app).heartbeat("worker-1", 0, now - max(seconds_ago, progress_ago), now=now - seconds_ago)
+    get_storage(app).inbox.heartbeat("worker-1", 0, now - max(seconds_ago, progress_ago), now=now - seconds_ago)
 
 
 def test_doctor_passes_a_healthy_deployment_end_to_end(vonage_app):
@@ -441,7 +441,7 @@ def test_doctor_passes_a_healthy_deployment_end_to_end(vonage_app):
     assert set(levels.values()) == {"OK"}, result.output
     assert {"application", "public message-status", "public inbound-message"} <= set(levels)
     assert "answered a signed sample with 200 in" in result.output
-    stored = get_storage(vonage_app).events()
+    stored = get_storage(vonage_app).reads.events()
     assert sorted(e["kind"] for e in stored) == ["inbound-message", "message-status"]  # the round trip's samples
 
 
@@ -553,8 +553,8 @@ def test_doctor_fails_when_nothing_answers_at_the_public_url(app):
 ])
 def test_resend_sends_the_stored_callback_freshly_signed_the_way_it_came(app, client, kind, send):
     assert send(Vonage(client)).status_code == 200
-    (summary,) = get_storage(app).events()
-    row = get_storage(app).stored(summary["id"])
+    (summary,) = get_storage(app).reads.events()
+    row = get_storage(app).reads.stored(summary["id"])
     time.sleep(1.1)  # so a fresh SMS timestamp differs from the stored one
     with verifying_server() as target:
         result = cli(app, "events", "resend", str(row.id), "--to", target.url)
@@ -582,7 +582,7 @@ def test_resend_to_a_second_deployment_stores_and_processes_it(app, vonage, make
         result = cli(app, "events", "resend", "1", "--to", url)
     assert result.exit_code == 0, result.output
     assert work(second) == 1
-    assert get_storage(second).message(payload["message_uuid"])["status"] == "delivered"
+    assert get_storage(second).reads.message(payload["message_uuid"])["status"] == "delivered"
 
 
 def test_resend_fails_clearly(app, vonage):

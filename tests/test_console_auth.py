@@ -100,14 +100,14 @@ def test_a_replay_without_the_right_csrf_token_is_refused(operator, vonage, work
     assert page.status_code == 403 and "reload the page" in page.get_data(as_text=True)
     api = operator.post("/ui/events/1/replay", data=data, headers={"Accept": "application/json"})
     assert api.status_code == 403 and api.get_json()["error"] == "csrf_failed"
-    assert storage.event(1)["state"] == "done"
+    assert storage.reads.event(1)["state"] == "done"
 
 
 def test_a_replay_with_the_token_goes_through(operator, vonage, work, storage):
     vonage.status(samples.message_status("delivered"))
     work()
     response = operator.post("/ui/events/1/replay", data={"csrf_token": csrf(operator)})
-    assert response.status_code == 302 and storage.event(1)["state"] == "pending"
+    assert response.status_code == 302 and storage.reads.event(1)["state"] == "pending"
     assert "Event 1 is pending again" in operator.get("/ui/events/1").get_data(as_text=True)
 
 

@@ -119,7 +119,7 @@ def test_hostile_text_is_shown_as_text_and_runs_nothing(browser, server):
 
 
 def _event_of(server, payload):
-    (found,) = server.storage.events(message_id=payload["message_uuid"])
+    (found,) = server.storage.reads.events(message_id=payload["message_uuid"])
     return found["id"]
 
 
@@ -131,15 +131,15 @@ def test_a_dead_event_replayed_from_the_problems_page_is_processed(browser, serv
     payload = samples.message_status("undeliverable", "sms")
     server.send("message-status", payload)
     event_id = _event_of(server, payload)
-    wait_for(lambda: server.storage.event(event_id)["state"] == "dead")  # RETRY_BASE_SECONDS=0: retried at once
+    wait_for(lambda: server.storage.reads.event(event_id)["state"] == "dead")  # RETRY_BASE_SECONDS=0: retried at once
     monkeypatch.undo()  # the CRM is back
 
     browser.get(server.url + "/ui/problems")
     assert "RuntimeError in on_undeliverable" in browser.page_source
     css(browser, f'button[data-event="{event_id}"]')[0].click()
     wait_for(lambda: "is pending again" in browser.page_source)
-    wait_for(lambda: server.storage.event(event_id)["state"] == "done")
-    assert server.storage.event(event_id)["attempts"] == 1
+    wait_for(lambda: server.storage.reads.event(event_id)["state"] == "done")
+    assert server.storage.reads.event(event_id)["attempts"] == 1
 
 
 def test_a_replay_without_the_csrf_token_is_refused(browser, server):
@@ -156,13 +156,13 @@ def test_a_replay_without_the_csrf_token_is_refused(browser, server):
     browser.execute_script("document.querySelector('.actions input[name=csrf_token]').remove()")
     css(browser, ".actions button")[0].click()
     wait_for(lambda: "reload the page" in browser.page_source)
-    assert server.storage.event(event_id)["state"] == "done"
+    assert server.storage.reads.event(event_id)["state"] == "done"
 
 
 def test_no_console_asset_comes_from_outside_the_app(browser, server):
     server.send("message-status", samples.message_status("delivered", "whatsapp"))
     server.settle()
-    (newest,) = server.storage.events(limit=1)
+    (newest,) = server.storage.reads.events(limit=1)
     pages = ["/ui/", "/ui/problems", "/ui/health", f"/ui/events/{newest['id']}", f"/ui/messages/{newest['message_id']}"]
     browser.get_log("browser")
     for path in pages:

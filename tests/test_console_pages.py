@@ -186,14 +186,14 @@ def test_a_group_is_replayed_after_a_preview_of_exactly_its_ids(failing, monkeyp
     for _ in range(3):
         crm.vonage.status(samples.message_status("delivered"))
     crm.work()
-    (group,) = problems.group_events(crm.storage.problem_events(problems.SCAN))
+    (group,) = problems.group_events(crm.storage.reads.problem_events(problems.SCAN))
     preview = page(crm.client, f"/ui/problems/{group.key}/replay")
     assert "Replay 2 events" in preview and "3 in the group" in preview and 'name="ids" value="3,2"' in preview
     refused = crm.client.post(f"/ui/problems/{group.key}/replay", data={"ids": "3,2"})
     assert refused.status_code == 403
     response = crm.client.post(f"/ui/problems/{group.key}/replay", data={"ids": "3,2", "csrf_token": csrf(crm.client)})
     assert response.status_code == 302
-    assert {e["id"]: e["state"] for e in crm.storage.events()} == {3: "pending", 2: "pending", 1: "dead"}
+    assert {e["id"]: e["state"] for e in crm.storage.reads.events()} == {3: "pending", 2: "pending", 1: "dead"}
     assert "2 of 2 events are pending again" in page(crm.client, "/ui/problems")
 
 
@@ -215,7 +215,7 @@ def test_the_cause_of_a_failing_event(error, expected):
 def test_health_says_which_applications_are_safe_to_retire(operator, storage):
     now = time.time()
     for app_id, ago in (("app-busy", 600), ("app-quiet", 2 * 86400)):
-        storage.save_traffic("web-1", [{"minute": int((now - ago) // 60), "api_key": "a1b2c3d4",
+        storage.stats.save_traffic("web-1", [{"minute": int((now - ago) // 60), "api_key": "a1b2c3d4",
                                         "application_id": app_id, "outcome": "stored", "count": 5,
                                         "last_at": now - ago, "latency": [5] + [0] * 13}])
     html = page(operator, "/ui/health")
@@ -230,7 +230,7 @@ def test_the_bar_counts_what_stats_counts_without_done(storage, vonage, work):
         vonage.status(samples.message_status(status))
     work()
     vonage.status(samples.message_status("delivered"))
-    full, cheap = storage.stats(), storage.queue_figures()
+    full, cheap = storage.stats.collect(), storage.stats.queue_figures()
     assert cheap.by_state == {state: full.by_state[state] for state in cheap.by_state}
     assert (cheap.due, cheap.backlog, cheap.stuck, cheap.live_workers, cheap.stalled) == (
         full.due, full.backlog, full.stuck, full.live_workers, full.stalled)
@@ -264,7 +264,7 @@ def test_an_inbound_message_can_be_answered_from_its_page(sender_app):
     response = client.post(f"/ui/messages/{payload['message_uuid']}/reply",
                            data={"text": "Yes: <b>which day</b>?", "csrf_token": csrf(client)})
     assert response.status_code == 302
-    (queued,) = storage.outbox_messages()
+    (queued,) = storage.outbox.listed()
     request = queued["request"]
     assert (request["to"], request["from"], request["channel"]) == (payload["from"], payload["to"], "whatsapp")
     assert request["text"] == "Yes: <b>which day</b>?" and request["context"] == {"message_uuid": payload["message_uuid"]}
@@ -277,7 +277,7 @@ def test_a_reply_without_the_csrf_token_is_refused(sender_app):
     Vonage(client).inbound(payload)
     Worker(storage, sender_app.config, name="w").run_until_idle()
     assert client.post(f"/ui/messages/{payload['message_uuid']}/reply", data={"text": "hi"}).status_code == 403
-    assert storage.outbox_messages() == []
+    assert storage.outbox.listed() == []
 
 
 def test_the_page_of_a_message_we_sent_shows_what_we_sent_escaped(sender_app):
@@ -285,10 +285,10 @@ def test_the_page_of_a_message_we_sent_shows_what_we_sent_escaped(sender_app):
     login(client)
     body = {"to": "447700900123", "from": "447700900456", "channel": "whatsapp", "message_type": "text",
             "text": "<script>alert(1)</script> your code is 4471"}
-    message_id = storage.queue_send(body)
-    storage.heartbeat("s", 0)
-    (row,) = storage.claim_sends("s", 1, 300)
-    storage.record_send(row.id, "s", state="sent", message_uuid="a1b2c3d4-0000-4000-8000-000000000001",
+    message_id = storage.outbox.queue(body)
+    storage.inbox.heartbeat("s", 0)
+    (row,) = storage.outbox.claim("s", 1, 300)
+    storage.outbox.record(row.id, "s", state="sent", message_uuid="a1b2c3d4-0000-4000-8000-000000000001",
                         sent_at=time.time())
     Vonage(client).status(samples.message_status("delivered", "whatsapp", message_uuid="a1b2c3d4-0000-4000-8000-000000000001",
                                                  client_ref=row.client_ref))

@@ -27,7 +27,7 @@ def retire_app(make_app):
 
 def last_callback(storage, seconds_ago, application_id=APP_ID):
     at = time.time() - seconds_ago
-    storage.save_traffic("web-1", [{"minute": int(at // 60), "api_key": "a1b2c3d4", "application_id": application_id,
+    storage.stats.save_traffic("web-1", [{"minute": int(at // 60), "api_key": "a1b2c3d4", "application_id": application_id,
                                     "outcome": "stored", "count": 3, "last_at": at, "latency": [3] + [0] * 13}])
 
 

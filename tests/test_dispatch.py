@@ -66,7 +66,7 @@ def test_the_doctors_callbacks_are_stored_but_reach_no_handler(make_app, calls):
 
     assert Worker(storage, app.config, name="w").run_until_idle() == 2
     assert calls == []
-    assert {e["note"] for e in storage.events()} == {"doctor's signed test callback: stored, not dispatched"}
+    assert {e["note"] for e in storage.reads.events()} == {"doctor's signed test callback: stored, not dispatched"}
 
 
 def test_an_unsigned_test_mark_is_worth_nothing(client, storage, make_app, calls):
@@ -77,7 +77,7 @@ def test_an_unsigned_test_mark_is_worth_nothing(client, storage, make_app, calls
 
     body = b'{"receiver_test":"doctor","message_uuid":"x","status":"read","channel":"sms"}'
     assert client.post("/webhooks/message-status", data=body, content_type="application/json").status_code == 503
-    assert storage.events() == []
+    assert storage.reads.events() == []
 
     jwt_only = make_app(SIGNATURE_VERIFICATION="jwt-only")
     sms = marked("inbound-sms", samples.inbound_sms("stop"), "doctor")

@@ -106,9 +106,9 @@ def test_messages_poison_is_stored_kept_invalid_and_holds_back_nothing(any_app, 
     Worker(storage, any_app.config, name="w").run_until_idle()
 
     assert count_states(storage.engine) == {"done": 6, "invalid": 1}
-    (poison,) = storage.events(state="invalid")
+    (poison,) = storage.reads.events(state="invalid")
     assert poison["attempts"] == 1 and poison["last_error"]
-    assert storage.stored(poison["id"]).body == body  # the bytes as received
+    assert storage.reads.stored(poison["id"]).body == body  # the bytes as received
     assert [e.message_id for _, e in calls] == [p["message_uuid"] for p in before + after]
 
 
@@ -155,7 +155,7 @@ def test_a_handler_that_exits_fails_its_event_only(make_app, monkeypatch):
     vonage.status(samples.message_status("delivered"))
     assert Worker(storage, app.config, name="w").run_until_idle() == 2
     assert count_states(storage.engine) == {"failed": 1, "done": 1}
-    (failed,) = storage.events(state="failed")
+    (failed,) = storage.reads.events(state="failed")
     assert "SystemExit" in failed["last_error"]
 
 
@@ -180,7 +180,7 @@ def test_a_refused_callback_does_not_fail_the_others_of_its_commit(storage):
                          dedup_key=f"k{i}\ud800" if bad else f"k{i}", message_id="m\ud800" if bad else f"m{i}")
         barrier.wait()
         try:
-            results[i] = storage.record(found)
+            results[i] = storage.inbox.record(found)
         except Exception as exc:  # pragma: no cover - the assertion below shows it
             results[i] = exc
 
@@ -200,14 +200,14 @@ def test_a_surrogate_in_any_id_is_answered_200_over_http(vonage, storage):
     body = compact(samples.message_status("delivered")).replace(b'"message_uuid":"', b'"message_uuid":"\\ud800', 1)
     assert vonage.status(None, body=body).status_code == 200
     assert vonage.status(None, body=body).status_code == 200  # a repeat is still a repeat
-    (stored,) = storage.events()
+    (stored,) = storage.reads.events()
     assert stored["deliveries"] == 2 and stored["message_id"] is None
 
 
 # -- claims ----------------------------------------------------------------------------------------
 def test_a_dead_workers_claims_are_free_at_once_not_after_the_lease(app, vonage, storage, calls):
     vonage.status(samples.message_status("delivered"))
-    (claimed,) = storage.claim("gone:1:1", lease_seconds=300, limit=1)
+    (claimed,) = storage.inbox.claim("gone:1:1", lease_seconds=300, limit=1)
     assert Worker(storage, app.config, name="w").run_until_idle() == 0  # its heartbeat is fresh: still its
     with storage.engine.begin() as conn:  # ...three heartbeats pass without one from it
         conn.execute(update(workers).where(workers.c.name == "gone:1:1").values(seen_at=time.time() - 60))
@@ -218,7 +218,7 @@ def test_a_dead_workers_claims_are_free_at_once_not_after_the_lease(app, vonage,
 def test_a_restarting_worker_takes_back_what_its_dead_predecessor_held(app, vonage, storage, calls):
     vonage.status(samples.message_status("delivered"))
     dead_pid = _a_pid_that_is_not_running()
-    storage.claim(f"{this_machine()}:{dead_pid}:1", lease_seconds=300, limit=1)  # heartbeat fresh
+    storage.inbox.claim(f"{this_machine()}:{dead_pid}:1", lease_seconds=300, limit=1)  # heartbeat fresh
     supervisor = Supervisor(Worker(storage, app.config, name="next"))
     supervisor._take_back_from_dead_predecessors()
     assert Worker(storage, app.config, name="next").run_until_idle() == 1
@@ -232,7 +232,7 @@ def test_a_worker_of_another_pid_namespace_with_the_same_host_name_is_not_taken_
     assert Worker(storage, app.config).name.startswith(here + ":")  # a worker says which namespace its pid is in
     vonage.status(samples.message_status("delivered"))
     other = f"{socket.gethostname()}~{os.stat('/proc/self/ns/pid').st_ino + 1}:{_a_pid_that_is_not_running()}:1"
-    storage.claim(other, lease_seconds=300, limit=1)
+    storage.inbox.claim(other, lease_seconds=300, limit=1)
     Supervisor(Worker(storage, app.config, name="next"))._take_back_from_dead_predecessors()
     assert count_states(storage.engine) == {"processing": 1}
 
@@ -343,7 +343,7 @@ def test_readyz_says_when_the_backlog_has_stalled(app, client, vonage, storage):
         conn.execute(update(events).values(available_at=time.time() - 120))
     response = client.get("/readyz")
     assert response.status_code == 503 and response.get_json()["error"] == "backlog_stalled"
-    storage.heartbeat("w", 1, time.time())  # a worker that just finished an event: moving again
+    storage.inbox.heartbeat("w", 1, time.time())  # a worker that just finished an event: moving again
     assert client.get("/readyz").status_code == 200
 
 
@@ -356,7 +356,7 @@ def test_sms_json_with_a_repeated_key_is_refused_like_a_repeated_parameter(clien
     body = compact(params)[:-1] + b',"status":"failed"}'  # status twice: which one did the sig cover?
     response = client.post("/webhooks/delivery-receipt", data=body, content_type="application/json")
     assert response.status_code == 401 and response.get_json()["error"] == "duplicate_param"
-    assert storage.events() == []
+    assert storage.reads.events() == []
 
 
 def test_a_chunked_body_over_the_limit_is_413_not_a_forgery(make_app):
@@ -368,7 +368,7 @@ def test_a_chunked_body_over_the_limit_is_413_not_a_forgery(make_app):
                                       headers={"Transfer-Encoding": "chunked", "Content-Type": "application/json"},
                                       environ_overrides={"wsgi.input_terminated": True})
     assert response.status_code == 413
-    assert get_storage(app).rejections() == []
+    assert get_storage(app).reads.rejections() == []
 
 
 def test_api_answers_valid_json_even_for_stored_nan(client, storage):
@@ -400,10 +400,10 @@ def test_metrics_and_api_read_the_token_the_same_way(make_app, header, code):
 
 def test_doctor_warns_of_claims_held_by_a_dead_worker(app, runner, vonage, storage):
     vonage.status(samples.message_status("delivered"))
-    storage.claim("gone:1:1", lease_seconds=300, limit=1)
+    storage.inbox.claim("gone:1:1", lease_seconds=300, limit=1)
     with storage.engine.begin() as conn:
         conn.execute(update(workers).values(seen_at=time.time() - 60))
-    storage.heartbeat("alive", 0, time.time())
+    storage.inbox.heartbeat("alive", 0, time.time())
     result = runner.invoke(args=["vonage", "doctor"])
     line = next(line for line in result.output.splitlines() if "backlog" in line)
     assert line.startswith("WARN") and "held by a worker that is gone" in line
@@ -411,8 +411,8 @@ def test_doctor_warns_of_claims_held_by_a_dead_worker(app, runner, vonage, stora
 
 def test_processing_rows_count_as_stuck_in_stats_once_their_worker_is_gone(app, vonage, storage):
     vonage.status(samples.message_status("delivered"))
-    storage.claim("gone:1:1", lease_seconds=300, limit=1)
-    assert storage.stats().stuck == 0
+    storage.inbox.claim("gone:1:1", lease_seconds=300, limit=1)
+    assert storage.stats.collect().stuck == 0
     with storage.engine.begin() as conn:
         conn.execute(sqlalchemy.update(workers).values(seen_at=time.time() - 60))
-    assert storage.stats().stuck == 1
+    assert storage.stats.collect().stuck == 1

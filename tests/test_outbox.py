@@ -46,7 +46,7 @@ class Live:
         self.app, self.vonage = app, simulator
         self.storage = get_storage(app)
         self.client = app.test_client()
-        self.storage.heartbeat("sender", 0)  # the sender's claims belong to a live worker
+        self.storage.inbox.heartbeat("sender", 0)  # the sender's claims belong to a live worker
         self.sender = Sender(self.storage, app.config, "sender", read_timeout=0.5)
 
     def queue(self, **body) -> int:
@@ -199,10 +199,10 @@ def test_a_fresh_senders_claim_is_not_taken_for_a_dead_ones(make_app, database_u
     """A sender that has never written a heartbeat before its first claim is alive all the same:
     another worker's claim must not turn its send in flight into `unknown` (sent twice later)."""
     storage = get_storage(make_app(DATABASE_URL=database_url))
-    storage.queue_send(BODIES[0])
-    storage.queue_send(BODIES[1])
-    (first,) = storage.claim_sends("fresh:1:1", 1, 300)
-    assert [row.id for row in storage.claim_sends("other:2:2", 5, 300)] == [first.id + 1]
+    storage.outbox.queue(BODIES[0])
+    storage.outbox.queue(BODIES[1])
+    (first,) = storage.outbox.claim("fresh:1:1", 1, 300)
+    assert [row.id for row in storage.outbox.claim("other:2:2", 5, 300)] == [first.id + 1]
     with storage.engine.connect() as conn:
         assert conn.execute(select(outbox.c.state, outbox.c.claimed_by).where(outbox.c.id == first.id)).one() \
             == ("sending", "fresh:1:1")
@@ -253,7 +253,7 @@ def test_a_replayed_inbound_event_with_a_replying_handler_sends_one_reply(live, 
     live.vonage.reply(text="Is my order ready?", from_=CUSTOMER, to=OURS, channel="whatsapp")
     live.process()
     live.send()
-    (event,) = live.storage.events(kind="inbound-message")
+    (event,) = live.storage.reads.events(kind="inbound-message")
     assert live.client.post(f"/api/events/{event['id']}/replay", headers=AUTH).status_code == 200
     live.process()  # the handler runs again, and asks for the same reply again
     live.send()
@@ -273,8 +273,8 @@ def test_a_handler_that_raises_after_sending_queues_nothing(live, monkeypatch):
     live.app.config["RETRY_BASE_SECONDS"] = 60.0
     live.vonage.reply(text="hello", from_=CUSTOMER, to=OURS, channel="sms")
     live.process()
-    assert live.storage.outbox_messages() == [] and live.send() == 0
-    (event,) = live.storage.events(kind="inbound-message")
+    assert live.storage.outbox.listed() == [] and live.send() == 0
+    (event,) = live.storage.reads.events(kind="inbound-message")
     assert event["state"] == "failed" and "the CRM is down" in event["last_error"]
 
 

@@ -42,7 +42,7 @@ def test_callback_is_stored_and_duplicates_counted(sender, engine, storage):
     payload = samples.message_status("delivered", "whatsapp")
     assert sender.status(payload).status_code == 200
     assert sender.status(payload).status_code == 200
-    (row,) = storage.events()
+    (row,) = storage.reads.events()
     assert (row["deliveries"], row["state"], row["message_id"]) == (2, "pending", payload["message_uuid"])
 
 
@@ -50,7 +50,7 @@ def test_sms_transports_are_stored(sender, engine, storage):
     sender.sms("inbound-sms", samples.inbound_sms(), via="GET")
     sender.sms("delivery-receipt", samples.delivery_receipt("failed"), via="form")
     sender.sms("delivery-receipt", samples.delivery_receipt("delivered"), via="json")
-    assert len(storage.events()) == 3
+    assert len(storage.reads.events()) == 3
 
 
 def test_status_only_moves_forward(pg_app, sender, engine, storage):
@@ -58,7 +58,7 @@ def test_status_only_moves_forward(pg_app, sender, engine, storage):
     for status in ("delivered", "submitted", "read", "delivered"):  # the second "delivered" is a repeat
         sender.status(dict(base, status=status))
     Worker(storage, pg_app.config, name="w").run_until_idle()
-    message = storage.message(base["message_uuid"])
+    message = storage.reads.message(base["message_uuid"])
     assert message["status"] == "read"
     assert [h["status"] for h in message["history"]] == ["delivered", "submitted", "read"]
 
@@ -79,10 +79,10 @@ def test_replay_and_dead_letter(pg_app, sender, engine, monkeypatch, storage):
     monkeypatch.setitem(handlers.STATUS_HANDLERS, "rejected", lambda e: 1 / 0)
     sender.status(samples.message_status("rejected"))
     Worker(storage, pg_app.config, name="w").run_until_idle()
-    (row,) = storage.events()
+    (row,) = storage.reads.events()
     assert row["state"] == "dead" and "ZeroDivisionError" in row["last_error"]
-    assert storage.replay(row["id"])
-    assert storage.events()[0]["state"] == "pending"
+    assert storage.inbox.replay([row["id"]]) == 1
+    assert storage.reads.events()[0]["state"] == "pending"
 
 
 def test_two_workers_never_dispatch_the_same_event(pg_app, sender, engine, monkeypatch, storage):
@@ -127,7 +127,7 @@ def claimed(sender, storage, worker: str, count: int) -> list[int]:
     """`count` stored status callbacks, claimed by `worker`; their ids."""
     for _ in range(count):
         sender.status(samples.message_status("delivered"))
-    return [row.id for row in storage.claim(worker, 300, count)]
+    return [row.id for row in storage.inbox.claim(worker, 300, count)]
 
 
 def lease_of(engine, event_id: int) -> float:
@@ -175,7 +175,7 @@ def test_a_heartbeat_skips_a_claim_another_transaction_holds_instead_of_waiting(
     before = lease_of(engine, busy)
     with engine.connect() as other:
         other.execute(sqlalchemy.text("UPDATE events SET note = 'held' WHERE id = :id"), {"id": busy})
-        beat = threading.Thread(target=storage.heartbeat, args=("w", 0), kwargs={"held": [busy, free],
+        beat = threading.Thread(target=storage.inbox.heartbeat, args=("w", 0), kwargs={"held": [busy, free],
                                                                                    "lease_seconds": 3600})
         beat.start()
         beat.join(timeout=10)
@@ -201,7 +201,7 @@ def test_a_settle_that_loses_a_deadlock_is_run_again_and_nothing_is_dispatched_t
     engine = storage.engine
     first, second = claimed(sender, storage, "w", 2)
     settled = crossed(engine, first, second,
-                      lambda: storage.finish("w", [Outcome(first, "done"), Outcome(second, "done")]))
+                      lambda: storage.inbox.finish("w", [Outcome(first, "done"), Outcome(second, "done")]))
     assert settled == 2
     assert count_states(engine) == {"done": 2}
 
@@ -213,7 +213,7 @@ def test_a_group_commit_that_loses_a_deadlock_is_run_again(patient_app):
     engine = storage.engine
     repeats = [Callback(kind="message-status", body=b"{}", query="", content_type="", dedup_key=key)
                for key in ("a|delivered|t", "b|delivered|t")]
-    first, second = (storage.record(callback).id for callback in repeats)
+    first, second = (storage.inbox.record(callback).id for callback in repeats)
     committer = GroupCommitter(engine, timeout=10)  # its batch is run directly, in a thread of the test
     recorded = crossed(engine, first, second,
                        lambda: committer._store([event_values(callback) for callback in repeats]))  # one batch
@@ -232,9 +232,9 @@ def test_the_multipart_sweep_skips_a_group_being_joined_and_puts_back_an_open_on
     with engine.connect() as other:
         other.execute(sqlalchemy.text(
             "SELECT group_key FROM sms_groups WHERE group_key LIKE '%|11' FOR UPDATE"))  # being joined
-        assert storage.requeue_expired_parts(pg_app.config["CONCAT_TIMEOUT_SECONDS"], later) == 1
+        assert storage.inbox.requeue_expired_parts(pg_app.config["CONCAT_TIMEOUT_SECONDS"], later) == 1
         other.rollback()
-    assert storage.requeue_expired_parts(pg_app.config["CONCAT_TIMEOUT_SECONDS"], later) == 1
+    assert storage.inbox.requeue_expired_parts(pg_app.config["CONCAT_TIMEOUT_SECONDS"], later) == 1
     assert count_states(engine) == {"pending": 2}
 
 
@@ -251,10 +251,10 @@ def test_workers_joining_parts_of_the_same_groups_both_apply_them(patient_app, m
     second = samples.inbound_sms_parts("xxx yyy zzz", 3, msisdn="447700900002", concat_ref="22")
     sender.sms("inbound-sms", dict(first[0], messageId="0A000002"))
     sender.sms("inbound-sms", dict(second[0], messageId="0A000001"))
-    x_rows = storage.claim("x", 300, 10)
+    x_rows = storage.inbox.claim("x", 300, 10)
     sender.sms("inbound-sms", dict(first[1], messageId="0B000001"))
     sender.sms("inbound-sms", dict(second[1], messageId="0B000002"))
-    y_rows = storage.claim("y", 300, 10)
+    y_rows = storage.inbox.claim("y", 300, 10)
     assert len(x_rows) == len(y_rows) == 2
 
     collect, both_hold_one = multipart.collect, threading.Barrier(2)
@@ -275,7 +275,7 @@ def test_workers_joining_parts_of_the_same_groups_both_apply_them(patient_app, m
 
     def apply(name, rows):
         try:
-            results[name] = [a.note for a in storage.apply([(row, parse_stored(row)) for row in rows], 600)]
+            results[name] = [a.note for a in storage.inbox.apply([(row, parse_stored(row)) for row in rows], 600)]
         except Exception as exc:  # noqa: BLE001 - the failure this test looks for
             results[name] = exc
 

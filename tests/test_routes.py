@@ -138,7 +138,7 @@ def test_readyz_is_503_when_the_database_is_unreachable(app, tmp_path):
     (tmp_path / "a-file").write_text("not a directory")
     storage = app.extensions["storage"]
     storage.engine.dispose()
-    storage.engine = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'a-file' / 'db.sqlite3'}")
+    storage.engine = storage.stats.engine = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'a-file' / 'db.sqlite3'}")
     response = app.test_client().get("/readyz")
     assert response.status_code == 503
     assert response.get_json()["error"] == "database_unavailable"

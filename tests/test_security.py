@@ -254,7 +254,7 @@ def test_a_flood_of_forgeries_is_counted_in_a_few_rows_not_a_write_each(make_app
     assert sum(r["count"] for r in kept) == 300
     assert len(kept) <= 3 * 3  # three addresses, over at most three seconds
     assert 1 <= len(inserts) <= 3  # one statement a second
-    assert storage.rejections_by_reason(0) == {"malformed_token": 300}
+    assert storage.reads.rejections_by_reason(0) == {"malformed_token": 300}
 
 
 def test_rejections_from_more_addresses_than_a_flush_holds_are_merged(make_app):
@@ -267,7 +267,7 @@ def test_rejections_from_more_addresses_than_a_flush_holds_are_merged(make_app):
                  written.append(len(params)) if statement.startswith("INSERT INTO rejections") else None)
     for n in range(MAX_KEYS + 300):
         client.get(PATHS["inbound-sms"] + "?messageId=x", headers={"X-Forwarded-For": f"10.0.{n // 256}.{n % 256}"})
-    kept = get_storage(app).rejections(limit=10_000)
+    kept = get_storage(app).reads.rejections(limit=10_000)
     assert sum(r["count"] for r in kept) == MAX_KEYS + 300
     assert written and max(written) <= MAX_KEYS + 2  # past MAX_KEYS, one merged row per second
     assert any(r["remote_addr"] == OTHERS for r in kept)

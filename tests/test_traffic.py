@@ -13,7 +13,7 @@ def test_answers_are_counted_by_sender_and_outcome_and_survive_a_flush(app, vona
     vonage.status(samples.message_status("read"), token="forged.token.here")
     app.extensions["traffic"].flush()
 
-    rows = storage.traffic_since(time.time() - 120)
+    rows = storage.stats.traffic_since(time.time() - 120)
     assert {(r["api_key"], r["outcome"]): r["count"] for r in rows} == {
         ("a1b2c3d4", "stored"): 2, ("a1b2c3d4", "duplicate"): 1, ("", "rejected"): 1}
     found = summary(rows)
@@ -28,7 +28,7 @@ def test_a_second_flush_overwrites_this_process_rows_instead_of_adding(storage):
     traffic.count("stored", 0.300, "k1", "app-1")
     traffic.flush()
     traffic.flush()  # nothing new: nothing written twice
-    (row,) = storage.traffic_since(time.time() - 120)
+    (row,) = storage.stats.traffic_since(time.time() - 120)
     assert (row["count"], row["application_id"]) == (2, "app-1")
     assert summary([row])["p50_ms"] == 5 and summary([row])["p99_ms"] == 500
 
@@ -36,10 +36,10 @@ def test_a_second_flush_overwrites_this_process_rows_instead_of_adding(storage):
 def test_counts_the_database_refused_are_written_at_the_next_flush(storage, monkeypatch):
     traffic = Traffic(storage)
     traffic.count("stored", 0.01, None, None)
-    real_save = storage.save_traffic
-    monkeypatch.setattr(storage, "save_traffic", lambda *a: (_ for _ in ()).throw(OSError("down")))
+    real_save = storage.stats.save_traffic
+    monkeypatch.setattr(storage.stats, "save_traffic", lambda *a: (_ for _ in ()).throw(OSError("down")))
     traffic.flush()
-    monkeypatch.setattr(storage, "save_traffic", real_save)
+    monkeypatch.setattr(storage.stats, "save_traffic", real_save)
     traffic.flush()
-    (row,) = storage.traffic_since(time.time() - 120)
+    (row,) = storage.stats.traffic_since(time.time() - 120)
     assert (row["api_key"], row["count"]) == ("", 1)

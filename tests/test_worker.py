@@ -73,7 +73,7 @@ def test_duplicate_callback_is_dispatched_once(vonage, work, calls, engine, stor
     vonage.status(payload)  # Vonage retried after our 200 got lost
     work()
     assert len(calls) == 1
-    (row,) = storage.events()
+    (row,) = storage.reads.events()
     assert (row["deliveries"], row["state"]) == (2, "done")
 
 
@@ -83,7 +83,7 @@ def test_delivered_then_late_submitted_keeps_delivered(vonage, work, calls, engi
     vonage.status(delivered)
     vonage.status(submitted)
     work()
-    message = storage.message(delivered["message_uuid"])
+    message = storage.reads.message(delivered["message_uuid"])
     assert message["status"] == "delivered"
     assert [(h["status"], h["applied"]) for h in message["history"]] == [("delivered", True), ("submitted", False)]
     assert [e.superseded for _, e in calls] == [False, True]
@@ -94,7 +94,7 @@ def test_status_only_moves_forward(vonage, work, engine, storage):
     for status in ("read", "submitted", "delivered"):
         vonage.status(dict(base, status=status))
     work()
-    assert storage.message(base["message_uuid"])["status"] == "read"
+    assert storage.reads.message(base["message_uuid"])["status"] == "read"
 
 
 def test_failure_is_terminal(vonage, work, engine, storage):
@@ -102,14 +102,14 @@ def test_failure_is_terminal(vonage, work, engine, storage):
     for status in ("submitted", "rejected", "delivered"):
         vonage.status(dict(base, status=status))
     work()
-    assert storage.message(base["message_uuid"])["status"] == "rejected"
+    assert storage.reads.message(base["message_uuid"])["status"] == "rejected"
 
 
 def test_status_for_an_unseen_message_creates_it(vonage, work, engine, storage):
     payload = samples.message_status("delivered", "viber_service")
     vonage.status(payload)
     work()
-    message = storage.message(payload["message_uuid"])
+    message = storage.reads.message(payload["message_uuid"])
     assert (message["direction"], message["channel"], message["status"]) == ("outbound", "viber_service", "delivered")
 
 
@@ -117,7 +117,7 @@ def test_inbound_message_keeps_its_text(vonage, work, engine, storage):
     payload = samples.inbound_message("whatsapp", "text", text="Book the 9am slot")
     vonage.inbound(payload)
     work()
-    message = storage.message(payload["message_uuid"])
+    message = storage.reads.message(payload["message_uuid"])
     assert (message["direction"], message["status"], message["text"]) == ("inbound", "received", "Book the 9am slot")
 
 
@@ -125,7 +125,7 @@ def test_inbound_media_is_kept(vonage, work, engine, storage):
     payload = samples.inbound_message("mms", "image")
     vonage.inbound(payload)
     work()
-    assert storage.message(payload["message_uuid"])["content"]["image"]["url"] == payload["image"]["url"]
+    assert storage.reads.message(payload["message_uuid"])["content"]["image"]["url"] == payload["image"]["url"]
 
 
 def test_raising_handler_is_retried_then_dead_then_replayed(make_app, monkeypatch):
@@ -142,14 +142,14 @@ def test_raising_handler_is_retried_then_dead_then_replayed(make_app, monkeypatc
     Vonage(app.test_client()).status(samples.message_status("delivered"))
     worker = Worker(storage, app.config, name="w")
     worker.run_until_idle()
-    (row,) = storage.events()
+    (row,) = storage.reads.events()
     assert (row["state"], row["attempts"], len(attempts)) == ("dead", 3, 3)
     assert "CRM is down" in row["last_error"]
 
     monkeypatch.setitem(handlers.STATUS_HANDLERS, "delivered", lambda e: attempts.append("ok"))
-    assert storage.replay(row["id"])
+    assert storage.inbox.replay([row["id"]]) == 1
     worker.run_until_idle()
-    (row,) = storage.events()
+    (row,) = storage.reads.events()
     assert row["state"] == "done" and attempts[-1] == "ok"
 
 
@@ -162,7 +162,7 @@ def test_retry_waits_with_exponential_backoff(make_app, monkeypatch):
     Vonage(app.test_client()).status(samples.message_status("read", "whatsapp"))
     before = time.time()
     assert Worker(storage, app.config, name="w").run_until_idle() == 1  # not retried at once
-    (row,) = storage.events()
+    (row,) = storage.reads.events()
     assert row["state"] == "failed"
     with engine.connect() as conn:
         available_at = conn.execute(select(events.c.available_at)).scalar()
@@ -182,27 +182,27 @@ def test_retry_delays_double_up_to_the_cap():
 def test_payload_that_does_not_fit_is_kept_as_invalid(vonage, work, calls, engine, body, storage):
     vonage.status(None, body=body)
     work()
-    (row,) = storage.events()
+    (row,) = storage.reads.events()
     assert row["state"] == "invalid" and row["last_error"]
     assert calls == []
 
 
 def test_killed_workers_claim_is_picked_up_after_its_lease(app, vonage, engine, calls, storage):
     vonage.status(samples.message_status("delivered"))
-    (dead,) = storage.claim("worker-that-dies", 30, 1)
+    (dead,) = storage.inbox.claim("worker-that-dies", 30, 1)
     assert Worker(storage, app.config, name="other").run_until_idle() == 0  # still leased
     with engine.begin() as conn:  # ...time passes: the lease runs out
         conn.execute(update(events).values(lease_until=time.time() - 1))
     assert Worker(storage, app.config, name="other").run_until_idle() == 1
     assert len(calls) == 1
     # The dead worker, had it come back, could no longer settle the event.
-    assert storage.finish("worker-that-dies", [Outcome(dead.id, "done")]) == 0
+    assert storage.inbox.finish("worker-that-dies", [Outcome(dead.id, "done")]) == 0
 
 
 def test_claims_take_each_event_once(app, vonage, engine, storage):
     for _ in range(5):
         vonage.status(samples.message_status("submitted"))
-    claimed = [storage.claim(f"w{i}", 60, 1) for i in range(6)]
+    claimed = [storage.inbox.claim(f"w{i}", 60, 1) for i in range(6)]
     assert sorted(r.id for (r,) in claimed[:5]) == [1, 2, 3, 4, 5]
     assert claimed[5] == []
 
@@ -217,7 +217,7 @@ def test_multipart_sms_is_joined_in_part_order(vonage, work, calls, engine, orde
     assert event.text == "Hello there, this message was split in three parts."
     assert (event.parts, event.incomplete) == (3, False)
     assert event.message_id == parts[0]["messageId"]
-    assert storage.message(event.message_id)["text"] == event.text
+    assert storage.reads.message(event.message_id)["text"] == event.text
 
 
 def test_multipart_sms_incomplete_after_timeout(make_app, calls):
@@ -270,7 +270,7 @@ def test_handler_raising_a_database_error_is_retried_like_any_other(vonage, work
     monkeypatch.setitem(handlers.STATUS_HANDLERS, "delivered", crm_down)
     vonage.status(samples.message_status("delivered"))
     work()
-    (row,) = storage.events()
+    (row,) = storage.reads.events()
     assert row["state"] == "dead" and "CRM database is down" in row["last_error"]
 
 
@@ -280,8 +280,8 @@ def test_one_batch_dispatches_in_order_and_settles_every_event(app, vonage, engi
     for payload in sent:
         vonage.status(payload)
     claims = []
-    real_claim = storage.claim
-    monkeypatch.setattr(storage, "claim", lambda *a, **k: claims.append(real_claim(*a, **k)) or claims[-1])
+    real_claim = storage.inbox.claim
+    monkeypatch.setattr(storage.inbox, "claim", lambda *a, **k: claims.append(real_claim(*a, **k)) or claims[-1])
     worker = Worker(storage, app.config, name="w")
     assert worker.run_until_idle() == 7
     assert [len(batch) for batch in claims] == [7, 0]  # one claim for all seven, one that finds nothing
@@ -318,7 +318,7 @@ def test_a_reconciling_bug_holds_back_only_its_own_event(app, vonage, engine, ca
     Worker(storage, app.config, name="w").run_once()
     assert states(engine) == ["done", "failed", "done"]
     assert len(calls) == 2
-    assert storage.message(bad["message_uuid"]) is None  # the failed batch was rolled back
+    assert storage.reads.message(bad["message_uuid"]) is None  # the failed batch was rolled back
 
 
 def test_stopping_mid_batch_gives_the_rest_back(app, vonage, engine, monkeypatch, storage):
@@ -334,7 +334,7 @@ def test_stopping_mid_batch_gives_the_rest_back(app, vonage, engine, monkeypatch
 
     monkeypatch.setitem(handlers.STATUS_HANDLERS, "submitted", stop_after_second)
     assert worker.run_once() == 2
-    rows = storage.events(limit=10)[::-1]
+    rows = storage.reads.events(limit=10)[::-1]
     assert [(r["state"], r["attempts"]) for r in rows[2:]] == [("pending", 0)] * 3
     assert Worker(storage, app.config, name="next").run_until_idle() == 3
     assert seen == [1, 2, 3, 4, 5] and states(engine) == ["done"] * 5

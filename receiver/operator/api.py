@@ -36,7 +36,7 @@ def _limit(default: int = 50) -> int:
 
 @bp.get("/events")
 def list_events():
-    found = get_storage(current_app).events(
+    found = get_storage(current_app).reads.events(
         kind=request.args.get("kind"),
         state=request.args.get("state"),
         message_id=request.args.get("message_id"),
@@ -51,7 +51,7 @@ EVENT_ID = "<int(max=9223372036854775807):event_id>"
 
 @bp.get(f"/events/{EVENT_ID}")
 def show_event(event_id: int):
-    found = get_storage(current_app).event(event_id)
+    found = get_storage(current_app).reads.event(event_id)
     if found is None:
         return error(404, "not_found", f"no event {event_id}")
     return jsonify(found)
@@ -60,11 +60,11 @@ def show_event(event_id: int):
 @bp.post(f"/events/{EVENT_ID}/replay")
 def replay_event(event_id: int):
     storage = get_storage(current_app)
-    if storage.event(event_id) is None:
+    if storage.reads.event(event_id) is None:
         return error(404, "not_found", f"no event {event_id}")
-    if not storage.replay(event_id):
+    if not storage.inbox.replay([event_id]):
         return error(409, "not_replayable", "only done, failed, dead or invalid events can be replayed")
-    return jsonify(storage.event(event_id))
+    return jsonify(storage.reads.event(event_id))
 
 
 @bp.get("/messages")
@@ -72,13 +72,13 @@ def list_messages():
     direction = request.args.get("direction")
     if direction not in (None, "inbound", "outbound"):
         return error(400, "bad_direction", "direction is inbound or outbound")
-    return jsonify(messages=get_storage(current_app).messages(direction=direction, limit=_limit()))
+    return jsonify(messages=get_storage(current_app).reads.messages(direction=direction, limit=_limit()))
 
 
 @bp.get("/messages/<path:message_id>")
 def show_message(message_id: str):
     storage = get_storage(current_app)
-    found, sent = storage.message(message_id), storage.sent_as(message_id)
+    found, sent = storage.reads.message(message_id), storage.outbox.sent_as(message_id)
     if found is None and sent is None:
         return error(404, "not_found", f"no message {message_id}")
     if sent is not None:  # one of ours: what we sent, with its status history
@@ -96,7 +96,7 @@ def queue_message():
         body = validate_message(request.get_json(silent=True))
     except InvalidMessage as exc:
         return error(400, "invalid_message", str(exc))
-    message_id = get_storage(current_app).queue_send(body)
+    message_id = get_storage(current_app).outbox.queue(body)
     supervisor.notify_sender(current_app)
     return jsonify(id=message_id, state="queued"), 202
 
@@ -106,12 +106,12 @@ def list_outbox():
     state = request.args.get("state")
     if state not in (None, *OUTBOX_STATES):
         return error(400, "bad_state", f"state is one of {', '.join(OUTBOX_STATES)}")
-    return jsonify(messages=get_storage(current_app).outbox_messages(state=state, limit=_limit()))
+    return jsonify(messages=get_storage(current_app).outbox.listed(state=state, limit=_limit()))
 
 
 @bp.get("/outbox/<int(max=9223372036854775807):message_id>")
 def show_outbox(message_id: int):
-    found = get_storage(current_app).outbox_message(message_id)
+    found = get_storage(current_app).outbox.get(message_id)
     if found is None:
         return error(404, "not_found", f"no outbox message {message_id}")
     return jsonify(found)
@@ -119,7 +119,7 @@ def show_outbox(message_id: int):
 
 @bp.get("/rejections")
 def list_rejections():
-    return jsonify(rejections=get_storage(current_app).rejections(limit=_limit(100)))
+    return jsonify(rejections=get_storage(current_app).reads.rejections(limit=_limit(100)))
 
 
 def init_app(app: Flask) -> None:

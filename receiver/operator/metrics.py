@@ -59,7 +59,7 @@ class QueueCollector:
         stalled = GaugeMetricFamily("vonage_backlog_stalled",
                                     f"1 when events have been due for {STALL_SECONDS:g} s and no worker finished one")
         try:
-            stats = self.storage.shared_stats()
+            stats = self.storage.stats.shared()
         except Exception:  # a scrape must not fail because the database is down; readyz reports that
             return
         for state, count in stats.by_state.items():

@@ -40,7 +40,7 @@ class Verdict:
 def application_verdict(storage, application_id: str, now: float | None = None) -> Verdict:
     """The verdict for one application, from the traffic this receiver counted (kept KEEP_DAYS)."""
     now = time.time() if now is None else now
-    last = [row["last_at"] for row in storage.senders(now - KEEP_DAYS * 86400)
+    last = [row["last_at"] for row in storage.reads.senders(now - KEEP_DAYS * 86400)
             if row["application_id"] == application_id]
     return Verdict(max(last) if last else None, now)
 

@@ -62,7 +62,7 @@ class Traffic:
             for key in [k for k in self._rows if k[0] < current - 1 and k not in keys]:
                 del self._rows[key]
         try:
-            self.storage.save_traffic(self.process, rows)
+            self.storage.stats.save_traffic(self.process, rows)
         except Exception as exc:  # the database is down: count these minutes again at the next flush
             with self._lock:
                 self._dirty.update(k for k in keys if k in self._rows)

@@ -1,4 +1,4 @@
-"""The two text formats this project writes everywhere: ISO-8601 UTC times and compact JSON.
+"""The text formats this project writes everywhere: ISO-8601 UTC times, compact JSON, and text any column takes.
 
 Pure functions, no imports from the rest of the project.
 """
@@ -30,3 +30,16 @@ def safe_text(text: str, limit: int = 20_000) -> str:
     """
     text = text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def storable(value, limit: int) -> str | None:
+    """`value` as a string that any database column takes (valid UTF-8, no NUL, at most `limit`
+    characters), or None when it is not one: such a value is never cut to fit."""
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    if len(text) > limit or "\x00" in text:
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, e.g. from a "\ud800" escape
+        return None
+    return text

@@ -76,11 +76,11 @@ class Sender:
 
     def run_once(self, stop: threading.Event | None = None) -> int:
         """Claim and send one batch of due messages; how many were tried."""
-        rows = self.storage.claim_sends(self.name, CLAIM_MAX, self.config["SEND_UNKNOWN_WAIT_SECONDS"])
+        rows = self.storage.outbox.claim(self.name, CLAIM_MAX, self.config["SEND_UNKNOWN_WAIT_SECONDS"])
         for i, row in enumerate(rows):
             if stop is not None and stop.is_set():
                 for rest in rows[i:]:  # unsent: queued again at once, the attempt uncounted
-                    self.storage.record_send(rest.id, self.name, state="queued", attempts=rest.attempts - 1,
+                    self.storage.outbox.record(rest.id, self.name, state="queued", attempts=rest.attempts - 1,
                                              available_at=time.time())
                 return i
             self._take_token()
@@ -94,7 +94,7 @@ class Sender:
         except SendError as exc:
             self._record_failure(row, exc)
             return
-        self.storage.record_send(row.id, self.name, state="sent", message_uuid=result.message_uuid,
+        self.storage.outbox.record(row.id, self.name, state="sent", message_uuid=result.message_uuid,
                                  sent_at=time.time(), last_error=None, problem=None)
         self.sent += 1
         log.info("outbox %s sent as %s (%s to %s)", row.id, result.message_uuid, row.channel, row.to_number)
@@ -111,7 +111,7 @@ class Sender:
             wait = exc.retry_after if exc.retry_after is not None else min(
                 RETRY_SECONDS[1], RETRY_SECONDS[0] * 2 ** (row.attempts - 1))
             state, at = "queued", now + wait
-        self.storage.record_send(row.id, self.name, state=state, available_at=at, last_error=str(exc), problem=problem)
+        self.storage.outbox.record(row.id, self.name, state=state, available_at=at, last_error=str(exc), problem=problem)
         log.warning("outbox %s (attempt %d): %s; now %s", row.id, row.attempts, exc, state)
 
     def _take_token(self) -> None:
@@ -120,7 +120,7 @@ class Sender:
         if now - self._rate_checked >= RATE_REFRESH_SECONDS:
             self._rate_checked = now
             try:
-                self._rate = float(self.config["SEND_RATE"]) / max(1, self.storage.live_workers())
+                self._rate = float(self.config["SEND_RATE"]) / max(1, self.storage.stats.live_workers())
             except Exception:
                 pass  # keep the last share
         self._tokens = min(1.0, self._tokens + (now - self._refilled) * self._rate)

@@ -9,21 +9,37 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.engine import Connection, Dialect, Engine
 
-from receiver.platform.formats import iso
+from receiver.platform.formats import iso, storable
 from receiver.storage.engines import insert_for, write_transaction
 from receiver.storage.schema import events, rejections, sms_groups, sms_parts
-from receiver.webhooks.payloads import Callback, storable
 
 # Only finished events are ever pruned: pending, processing, failed and dead ones are kept.
 PRUNABLE_STATES = ("done", "invalid")
 # States an operator can put back to pending.
 REPLAYABLE_STATES = ("done", "failed", "dead", "invalid")
+
+
+@dataclass(frozen=True)
+class Callback:
+    """One verified callback as the request path stores it: the bytes as received, and what it is."""
+
+    kind: str
+    body: bytes
+    query: str
+    content_type: str
+    dedup_key: str
+    message_id: str | None = None
+    status: str | None = None
+    channel: str | None = None
+    api_key: str | None = None  # whose signature secret verified it (claimed, when verification is off)
+    application_id: str | None = None
+    headers: dict = field(default_factory=dict)  # the few request headers and token claims worth keeping
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,10 @@ import time
 from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy.engine import Connection, Engine
 
-from receiver.platform.formats import iso
+from receiver.platform.formats import iso, storable
 from receiver.storage import multipart
 from receiver.storage.engines import execute_prepared, insert_for
 from receiver.storage.schema import message_history, messages, sms_parts
-from receiver.webhooks.payloads import storable
 from schemas import Event
 
 # Messages API statuses and SMS API DLR statuses on one scale. Anything not listed (a status

@@ -165,4 +165,4 @@ rejected = Tally(log, "rejected %(count)d request(s) from %(sources)s: %(what)s"
 def record_rejection(app: Flask, *, path: str, remote_addr: str | None, error: SignatureError) -> None:
     """Log and count one rejection (the newest REJECTIONS_KEPT rows are kept). No I/O; never raises."""
     rejected.note(f"{error.reason} on {path}", remote_addr)
-    get_storage(app).record_rejection(path=path, remote_addr=remote_addr, reason=error.reason, detail=str(error))
+    get_storage(app).inbox.record_rejection(path=path, remote_addr=remote_addr, reason=error.reason, detail=str(error))

@@ -8,28 +8,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
+
+from receiver.platform.formats import storable
+from receiver.storage.events import Callback
 
 # Vonage's payloads nest four levels deep; anything far deeper is not one of them.
 MAX_DEPTH = 32
-
-
-@dataclass(frozen=True)
-class Callback:
-    """One verified callback as the request path stores it: the bytes as received, and what it is."""
-
-    kind: str
-    body: bytes
-    query: str
-    content_type: str
-    dedup_key: str
-    message_id: str | None = None
-    status: str | None = None
-    channel: str | None = None
-    api_key: str | None = None  # whose signature secret verified it (claimed, when verification is off)
-    application_id: str | None = None
-    headers: dict = field(default_factory=dict)  # the few request headers and token claims worth keeping
 
 
 class DuplicateParameter(ValueError):
@@ -119,19 +104,6 @@ def sms_params(query: str, body: bytes, content_type: str) -> dict[str, str]:
     except UnicodeDecodeError:
         return {}
     return _single_valued(parse_qsl(text, keep_blank_values=True))
-
-
-def storable(value, limit: int) -> str | None:
-    """`value` as a string that any database column takes (valid UTF-8, no NUL, at most `limit`
-    characters), or None when it is not one: such a value is never cut to fit."""
-    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-    if len(text) > limit or "\x00" in text:
-        return None
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate, e.g. from a "\ud800" escape
-        return None
-    return text
 
 
 def natural_key(kind, fields: dict | None, body: bytes, query: str = "") -> tuple[str, str | None, str | None]:

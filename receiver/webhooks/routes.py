@@ -11,12 +11,11 @@ import time
 
 from flask import Blueprint, Flask, current_app, jsonify, request
 from flask.json.provider import DefaultJSONProvider
-from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from receiver.kinds import KINDS, Kind
 from receiver.operator import metrics
-from receiver.storage import get_storage
+from receiver.storage import StorageUnavailable, get_storage
 from receiver.webhooks.guard import get_guard, record_rejection
 from receiver.webhooks.payloads import UNVERIFIED, Callback, DuplicateParameter, callback
 from receiver.webhooks.signatures import SignatureError
@@ -55,7 +54,7 @@ def readyz():
     """Ready when the database answers, this process's worker thread runs (WORKER_IN_WEB), and the
     backlog moves: a receiver that acknowledges but processes nothing holds up the account's queue."""
     try:
-        stats = get_storage(current_app).shared_stats()
+        stats = get_storage(current_app).stats.shared()
     except Exception:
         return error(503, "database_unavailable", "the database does not answer")
     problem = supervisor.worker_problem(current_app)
@@ -73,16 +72,16 @@ def receive(kind: Kind):
     found: Callback | None = None
     try:
         found = verified(kind)
-        recorded = get_storage(current_app).record(found)
+        recorded = get_storage(current_app).inbox.record(found)
         outcome = "duplicate" if recorded.duplicate else "stored"
         answer = "", 200
         if not recorded.duplicate:
             supervisor.notify(current_app)
     except Refused as exc:
         outcome, answer = exc.outcome, ("", 200) if exc.code == 200 else error(exc.code, exc.reason, exc.message)
-    except SQLAlchemyError as exc:
+    except StorageUnavailable as exc:
         # Never 200 what we could not keep: a 5xx makes Vonage retry later.
-        log.error("could not store %s callback: %s", kind.name, f"{exc.__class__.__name__}: {exc}".splitlines()[0][:300])
+        log.error("could not store %s callback: %s", kind.name, exc)
         outcome, answer = "unavailable", error(503, "storage_unavailable", "the callback could not be stored; retry later")
     elapsed = time.perf_counter() - started
     metrics.observe_callback(kind.name, outcome, elapsed, api_key=found and found.api_key,

@@ -119,10 +119,10 @@ class Worker:
     def run_once(self, limit: int | None = None) -> int:
         """Claim a batch of due events and process it; how many were processed (0: none was due).
 
-        :raises sqlalchemy.exc.SQLAlchemyError: the database failed; what was claimed is given back.
+        :raises receiver.storage.StorageUnavailable: the database failed; what was claimed is given back.
         """
         size = self._batch_size if limit is None else min(self._batch_size, limit)
-        rows = self.storage.claim(self.name, self.config["LEASE_SECONDS"], size)
+        rows = self.storage.inbox.claim(self.name, self.config["LEASE_SECONDS"], size)
         if not rows:
             return 0
         self.held.update(row.id for row in rows)
@@ -153,7 +153,7 @@ class Worker:
             else:
                 parsed.append((row, event))
         ready = []
-        for applied in self.storage.apply(parsed, self.config["CONCAT_TIMEOUT_SECONDS"]):
+        for applied in self.storage.inbox.apply(parsed, self.config["CONCAT_TIMEOUT_SECONDS"]):
             row = applied.row
             if applied.invalid:
                 outcomes.append(self._invalid(row, applied.invalid))
@@ -207,7 +207,7 @@ class Worker:
     def _finish(self, outcomes: list[Outcome]) -> None:
         if not outcomes:
             return
-        self.storage.finish(self.name, outcomes)
+        self.storage.inbox.finish(self.name, outcomes)
         self.held.difference_update(o.event_id for o in outcomes)
         self.progress_at = time.time()
         if any(o.sends for o in outcomes):
@@ -242,7 +242,7 @@ class Worker:
         if not event_ids:
             return
         try:
-            self.storage.release(self.name, event_ids)
+            self.storage.inbox.release(self.name, event_ids)
         except Exception as exc:  # the database is down: their leases run out, and they are claimed again
             log.warning("worker %s could not give back %d events: %s", self.name, len(event_ids),
                         exc.__class__.__name__)
@@ -254,17 +254,17 @@ class Worker:
         now = time.time()
         if now - self._last_sweep >= min(30.0, self.config["CONCAT_TIMEOUT_SECONDS"] / 4):
             self._last_sweep = now
-            if self.storage.requeue_expired_parts(self.config["CONCAT_TIMEOUT_SECONDS"], now):
+            if self.storage.inbox.requeue_expired_parts(self.config["CONCAT_TIMEOUT_SECONDS"], now):
                 self._wake.set()
         if now - self._last_prune >= PRUNE_EVERY_SECONDS:
             self._last_prune = now
-            self.storage.prune_traffic(now - traffic.KEEP_DAYS * 86400)
+            self.storage.stats.prune_traffic(now - traffic.KEEP_DAYS * 86400)
             retention_days = self.config["RETENTION_DAYS"]
             if retention_days > 0:
-                deleted = self.storage.prune(retention_days * 86400, now)
+                deleted = self.storage.inbox.prune(retention_days * 86400, now)
                 log.info("pruned %d events older than %g days", deleted["events"], retention_days)
 
     def beat(self) -> None:
         """Say this worker is alive, and keep the leases of what it holds from running out."""
-        self.storage.heartbeat(self.name, self.processed, self.progress_at, held=sorted(self.held),
+        self.storage.inbox.heartbeat(self.name, self.processed, self.progress_at, held=sorted(self.held),
                                lease_seconds=self.config["LEASE_SECONDS"])

@@ -14,11 +14,10 @@ import signal
 import threading
 
 from flask import Flask
-from sqlalchemy.exc import SQLAlchemyError
 
 from receiver.operator import metrics
 from receiver.sending.delivery import Sender, client_settings
-from receiver.storage import get_storage
+from receiver.storage import StorageUnavailable, get_storage
 from receiver.storage.stats import HEARTBEAT_SECONDS
 from receiver.worker.loop import GATHER_SECONDS, Worker, this_machine
 
@@ -83,11 +82,10 @@ class Supervisor:
             try:
                 worked = worker.run_once()
                 worker.housekeeping()
-            except SQLAlchemyError as exc:
+            except StorageUnavailable as exc:
                 # The database is down or refuses us: what we claimed is given back or its lease
                 # runs out, so nothing is lost. Wait, then claim again.
-                log.warning("worker %s: database error, retrying: %s", worker.name,
-                            f"{exc.__class__.__name__}: {exc}".splitlines()[0][:300])
+                log.warning("worker %s: database error, retrying: %s", worker.name, exc)
                 worker._stop.wait(min(5.0, poll * 4))
                 continue
             if not worked:
@@ -113,9 +111,9 @@ class Supervisor:
         rather than when their lease runs out (a restart after kill -9, a crash, the OOM killer)."""
         host = this_machine()
         try:
-            dead = [name for name in self.worker.storage.claim_holders() if _dead_process_here(name, host)]
+            dead = [name for name in self.worker.storage.inbox.claim_holders() if _dead_process_here(name, host)]
             if dead:
-                taken = self.worker.storage.take_back(dead)
+                taken = self.worker.storage.inbox.take_back(dead)
                 log.info("worker %s took back %d events claimed by %s", self.worker.name, taken, ", ".join(dead))
         except Exception as exc:
             log.warning("worker %s: could not look for a predecessor's claims: %s", self.worker.name,

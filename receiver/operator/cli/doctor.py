@@ -49,9 +49,9 @@ def doctor_command(base_url, api_base, rest_base):
     if checks[-1].level == "FAIL":
         checks.append(Check("SKIP", "worker, events", "not checked: fix the database first"))
     else:
-        stats = storage.stats(now)
+        stats = storage.stats.collect(now)
         checks += [_check_worker(stats, app.config), *_check_events(stats),
-                   _check_rejections(storage.rejections_by_reason(now - 24 * 3600))]
+                   _check_rejections(storage.reads.rejections_by_reason(now - 24 * 3600))]
     checks += _check_vonage_side(app, base_url, api_base, rest_base)
 
     for check in checks:

@@ -23,7 +23,7 @@ from receiver.webhooks.payloads import DuplicateParameter
 @with_appcontext
 def list_command(kind, state, message_id, limit) -> None:
     """Newest stored callbacks first."""
-    found = get_storage(current_app).events(kind=kind, state=state, message_id=message_id, limit=limit)
+    found = get_storage(current_app).reads.events(kind=kind, state=state, message_id=message_id, limit=limit)
     click.echo(f"{'ID':>6}  {'KIND':16} {'STATE':10} {'STATUS':13} {'DLV':>3} {'ATT':>3}  MESSAGE ID")
     for e in found:
         click.echo(f"{e['id']:>6}  {e['kind']:16} {e['state']:10} {(e['status'] or '-'):13} {e['deliveries']:>3} "
@@ -35,7 +35,7 @@ def list_command(kind, state, message_id, limit) -> None:
 @with_appcontext
 def show_command(event_id: int) -> None:
     """Everything stored for one callback, as JSON."""
-    found = get_storage(current_app).event(event_id)
+    found = get_storage(current_app).reads.event(event_id)
     if found is None:
         raise click.ClickException(f"no event {event_id}")
     click.echo(json.dumps(found, indent=2))
@@ -46,7 +46,7 @@ def show_command(event_id: int) -> None:
 @with_appcontext
 def replay_command(event_id: int) -> None:
     """Put a done, failed, dead or invalid event back in the queue."""
-    if not get_storage(current_app).replay(event_id):
+    if not get_storage(current_app).inbox.replay([event_id]):
         raise click.ClickException(f"event {event_id} does not exist or is pending/processing")
     click.echo(f"event {event_id} is pending again")
 
@@ -60,7 +60,7 @@ def prune_command(older_than: str) -> None:
         seconds = parse_age(older_than)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--older-than") from None
-    deleted = get_storage(current_app).prune(seconds)
+    deleted = get_storage(current_app).inbox.prune(seconds)
     click.echo(f"deleted {deleted['events']} events and {deleted['rejections']} rejections older than {older_than}")
 
 
@@ -69,7 +69,7 @@ def prune_command(older_than: str) -> None:
 @with_appcontext
 def rejected_command(limit: int) -> None:
     """Recent requests refused by signature verification, newest first."""
-    rows = get_storage(current_app).rejections(limit=limit)
+    rows = get_storage(current_app).reads.rejections(limit=limit)
     if not rows:
         click.echo("no rejected requests")
     for r in rows:
@@ -97,7 +97,7 @@ def parse_age(text: str) -> float:
 @with_appcontext
 def resend_command(event_id: int, base_url: str) -> None:
     """Send a stored callback to another deployment, freshly signed, the way it first arrived."""
-    row = get_storage(current_app).stored(event_id)
+    row = get_storage(current_app).reads.stored(event_id)
     if row is None:
         raise click.ClickException(f"no event {event_id}")
     try:

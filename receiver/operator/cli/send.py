@@ -32,13 +32,13 @@ def send_command(to, from_, channel, text, message_type, url, client_ref, wait, 
     except InvalidMessage as exc:
         raise click.UsageError(str(exc)) from None
     storage = get_storage(current_app)
-    message_id = storage.queue_send(body)
+    message_id = storage.outbox.queue(body)
     click.echo(f"queued {message_id}")
     if not wait:
         return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = storage.outbox_message(message_id)
+        found = storage.outbox.get(message_id)
         if found["state"] == "sent":
             click.echo(f"sent {found['message_uuid']}")
             return

@@ -4,10 +4,9 @@ from __future__ import annotations
 import click
 from flask import current_app
 from flask.cli import with_appcontext
-from sqlalchemy.exc import InterfaceError, OperationalError, ProgrammingError
 
 from receiver.platform.config import ConfigError
-from receiver.storage import database_setting, get_storage, start_failure
+from receiver.storage import StorageUnavailable, database_setting, get_storage, start_failure
 from receiver.worker import supervisor
 
 
@@ -29,7 +28,7 @@ def init_db_command() -> None:
     storage = get_storage(current_app)
     try:
         storage.migrate()
-    except (OperationalError, InterfaceError, ProgrammingError) as exc:
+    except StorageUnavailable as exc:
         # The release step: a database that cannot be reached or used stops the deploy, in one line.
-        raise ConfigError(start_failure(storage, database_setting(current_app.config), exc)) from None
+        raise ConfigError(start_failure(storage, database_setting(current_app.config), exc.__cause__)) from None
     click.echo(f"database ready at revision {storage.revisions()[0]}")

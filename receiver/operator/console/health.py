@@ -1,5 +1,5 @@
 """Queue health: is this receiver keeping the account's callback queue moving? The figures of the bar on
-every page (cheap: storage.queue_figures) and of /ui/health (storage.stats, traffic by window, senders).
+every page (cheap: storage.stats.queue_figures) and of /ui/health (storage.stats.collect, traffic by window, senders).
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ class Bar:
 
 def bar(storage, now: float | None = None) -> Bar:
     now = time.time() if now is None else now
-    return Bar(storage.queue_figures(now), traffic.summary(storage.traffic_since(now - HOUR)))
+    return Bar(storage.stats.queue_figures(now), traffic.summary(storage.stats.traffic_since(now - HOUR)))
 
 
 @dataclass(frozen=True)
@@ -57,11 +57,11 @@ class Health:
 
 def health(storage, now: float | None = None) -> Health:
     now = time.time() if now is None else now
-    senders = storage.senders(now - traffic.KEEP_DAYS * DAY)
+    senders = storage.reads.senders(now - traffic.KEEP_DAYS * DAY)
     return Health(
-        stats=storage.stats(now),
-        windows=[("last hour", traffic.summary(storage.traffic_since(now - HOUR))),
-                 ("last 24 hours", traffic.summary(storage.traffic_since(now - DAY)))],
+        stats=storage.stats.collect(now),
+        windows=[("last hour", traffic.summary(storage.stats.traffic_since(now - HOUR))),
+                 ("last 24 hours", traffic.summary(storage.stats.traffic_since(now - DAY)))],
         api_keys=_by(senders, "api_key", now),
         applications=_by(senders, "application_id", now),
         unattributed=sum(s["count"] for s in senders if not s["api_key"]),

@@ -15,7 +15,7 @@ from receiver.sending import QUOTING_CHANNELS
 from receiver.sending.bodies import InvalidMessage, build_message
 from receiver.sending.delivery import NOT_CONFIGURED
 from receiver.storage import get_storage
-from receiver.storage.console import FEED_PAGE, SCAN_WINDOW, Filters
+from receiver.storage.console import FEED_PAGE, PROBLEM_STATES, SCAN_WINDOW, Filters
 from receiver.storage.stats import STATES
 from receiver.webhooks.guard import get_guard
 from receiver.worker import supervisor
@@ -45,7 +45,7 @@ def _filter_args() -> dict:
 @bp.get("/")
 def feed():
     filters, before = _filters(), request.args.get("before", type=int)
-    page = get_storage(current_app).feed(filters, before=before)
+    page = get_storage(current_app).reads.feed(filters, before=before)
     return render_template("console/feed.html", page=page, filters=filters, args=_filter_args(), before=before,
                            live=before is None, window=SCAN_WINDOW)
 
@@ -53,14 +53,14 @@ def feed():
 @bp.get("/feed/rows")
 def feed_rows():
     """The live feed's poll: the rows newer than `after`, as HTML table rows. One short read, never held open."""
-    page = get_storage(current_app).feed(_filters(), after=request.args.get("after", 0, type=int))
+    page = get_storage(current_app).reads.feed(_filters(), after=request.args.get("after", 0, type=int))
     return render_template("console/_rows.html", rows=page.rows, gap=page.more_newer, limit=FEED_PAGE,
                            args=_filter_args())
 
 
 @bp.get("/events/<int:event_id>")
 def event(event_id: int):
-    row = get_storage(current_app).stored(event_id)
+    row = get_storage(current_app).reads.stored(event_id)
     if row is None:
         return auth.refuse(404, "not_found", f"No event {event_id} is stored.")
     curl, curl_problem = present.resigned_curl(row, get_guard(current_app).keyring, current_app.config,
@@ -70,7 +70,7 @@ def event(event_id: int):
 
 @bp.post("/events/<int:event_id>/replay")
 def replay(event_id: int):
-    if get_storage(current_app).replay(event_id):
+    if get_storage(current_app).inbox.replay([event_id]):
         flash(f"Event {event_id} is pending again: the worker will process it.")
     else:
         flash(f"Event {event_id} was not replayed: only done, failed, dead or invalid events can be.")
@@ -82,20 +82,20 @@ def replay(event_id: int):
 @bp.get("/messages/<path:message_id>")
 def message(message_id: str):
     storage = get_storage(current_app)
-    found = storage.timeline(message_id)
+    found = storage.reads.timeline(message_id)
     if found is None:
         return auth.refuse(404, "not_found", "No message with that id has been processed.")
     can_reply = found.message.direction == "inbound" and current_app.extensions["sending_configured"]
     return render_template("console/message.html", timeline=found, steps=present.steps(found.history),
                            workflows=present.workflows(found.conversation_statuses),
-                           sent=storage.sent_as(message_id), can_reply=can_reply)
+                           sent=storage.outbox.sent_as(message_id), can_reply=can_reply)
 
 
 @bp.post("/messages/<path:message_id>/reply")
 def reply(message_id: str):
     """Answer an inbound message from the console: queued in the outbox like any send."""
     storage = get_storage(current_app)
-    found = storage.timeline(message_id)
+    found = storage.reads.timeline(message_id)
     if found is None or found.message.direction != "inbound":
         return auth.refuse(404, "not_found", "Only an inbound message can be answered.")
     if not current_app.extensions["sending_configured"]:
@@ -107,7 +107,7 @@ def reply(message_id: str):
     except InvalidMessage as exc:
         flash(f"Not sent: {exc}")
     else:
-        flash(f"Reply queued as outbox message {storage.queue_send(body)}: the worker sends it.")
+        flash(f"Reply queued as outbox message {storage.outbox.queue(body)}: the worker sends it.")
         supervisor.notify_sender(current_app)
     return redirect(url_for("console.message", message_id=message_id))
 
@@ -115,14 +115,14 @@ def reply(message_id: str):
 @bp.get("/problems")
 def problems_page():
     storage = get_storage(current_app)
-    rows = storage.problem_events(problems.SCAN)
+    rows = storage.reads.problem_events(problems.SCAN)
     return render_template("console/problems.html", groups=problems.group_events(rows), scanned=len(rows),
-                           scan=problems.SCAN, rejections=problems.group_rejections(storage.rejections(limit=1000)))
+                           scan=problems.SCAN, rejections=problems.group_rejections(storage.reads.rejections(limit=1000)))
 
 
 @bp.get("/problems/<key>/replay")
 def replay_preview(key: str):
-    group = problems.find_group(get_storage(current_app).problem_events(problems.SCAN), key)
+    group = problems.find_group(get_storage(current_app).reads.problem_events(problems.SCAN), key)
     if group is None:
         return auth.refuse(404, "not_found", "That group has no events left to replay.")
     return render_template("console/replay.html", group=group, ids=group.ids[:problems.MAX_REPLAY],
@@ -132,7 +132,7 @@ def replay_preview(key: str):
 @bp.post("/problems/<key>/replay")
 def replay_group(key: str):
     ids = [int(i) for i in request.form.get("ids", "").split(",") if i.strip().isdigit()][:problems.MAX_REPLAY]
-    moved = get_storage(current_app).replay_events(ids)
+    moved = get_storage(current_app).inbox.replay(ids, PROBLEM_STATES)  # a done event is not a problem
     flash(f"{moved} of {len(ids)} events are pending again: the worker will process them.")
     return redirect(url_for("console.problems_page"))
 

@@ -1,0 +1,110 @@
+"""Reconciling parsed events with what is stored: a message's state moves forward only, its history keeps
+every status, multipart SMS parts wait for each other, and a status about a message we sent joins it.
+
+APPLY_CHUNK events share a transaction. Whatever one event holds (values over a column, a value the
+database refuses, a bug met on its way) holds back that event alone; only the database being down
+leaves here, and then nothing is lost (the worker's claims are given back or run out).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+import traceback
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DataError, IntegrityError
+
+from receiver.platform.formats import safe_text
+from receiver.storage import multipart, outbox, state
+from receiver.storage.engines import run_again_if_it_loses_a_race, unavailable, write_transaction
+from schemas import Event
+
+APPLY_CHUNK = 10  # events whose message state is written in one transaction
+
+
+@dataclass(frozen=True)
+class Applied:
+    """One parsed event after its message state was written: what to dispatch, or why nothing yet."""
+
+    row: object  # the claimed row
+    event: Event | None  # the event to dispatch (a multipart SMS: the joined message); None with note or error
+    note: str | None = None  # nothing to dispatch yet, e.g. a multipart part waiting for the rest
+    error: str | None = None  # the traceback of a bug that kept it from being applied
+    invalid: dict | None = None  # field -> reasons its values cannot be stored (never cut to fit)
+
+
+def apply(engine: Engine, parsed: list[tuple[object, Event]], concat_timeout: float) -> list[Applied]:
+    """Write the message state of each (row, event), APPLY_CHUNK events per transaction; one Applied
+    each, in the order given.
+
+    :raises sqlalchemy.exc.SQLAlchemyError: when the database itself fails.
+    """
+    applied: dict[int, Applied] = {}
+    fit = []
+    for row, event in parsed:
+        problems = state.unfit(event)
+        if problems:
+            applied[row.id] = Applied(row, None, invalid=problems)
+        else:
+            fit.append((row, event))
+    # Rows locked in one order by every worker (a multipart part locks its group first, any
+    # other event its message): two batches on PostgreSQL do not deadlock.
+    fit.sort(key=lambda pair: (_lock_order(pair[1]), pair[0].id))
+    # A Messages API status can only be about a message of ours if the outbox held it before Vonage
+    # reported on it: with an empty outbox now, no status of this batch is, and none needs looking up.
+    about_sends = any(e.kind == "status" and e.source != "sms-api" for _, e in fit)
+    ours = outbox.used(engine) if about_sends else False
+    for start in range(0, len(fit), APPLY_CHUNK):
+        chunk = fit[start:start + APPLY_CHUNK]
+        try:
+            applied.update(run_again_if_it_loses_a_race(lambda: _apply_chunk(engine, chunk, concat_timeout, ours)))
+        except Exception as exc:
+            if unavailable(exc):
+                raise
+            # One transaction each, so the others of the chunk still go through.
+            for row, event in chunk:
+                applied[row.id] = _apply_alone(engine, row, event, concat_timeout, ours)
+    return [applied[row.id] for row, _ in parsed]
+
+
+def _lock_order(event: Event) -> str:
+    """What applying this event locks first: its multipart group's row, or its message's."""
+    info = multipart.part_info(event) if event.source == "sms-api" else None
+    return "g:" + info[0] if info else "m:" + (event.message_id or "")
+
+
+def _apply_chunk(engine: Engine, chunk: list, concat_timeout: float, ours: bool) -> dict[int, Applied]:
+    with write_transaction(engine) as conn:
+        return {row.id: _apply_one(conn, row, event, concat_timeout, ours) for row, event in chunk}
+
+
+def _apply_alone(engine: Engine, row, event: Event, concat_timeout: float, ours: bool) -> Applied:
+    try:
+        with write_transaction(engine) as conn:
+            return _apply_one(conn, row, event, concat_timeout, ours)
+    except Exception as exc:
+        if unavailable(exc):
+            raise
+        if isinstance(exc, (DataError, IntegrityError)):  # the database refuses these values
+            reason = f"{exc.__class__.__name__}: {getattr(exc, 'orig', exc)}".splitlines()[0]
+            return Applied(row, None, invalid={"_database": [safe_text(reason, 500)]})
+        return Applied(row, None, error=safe_text(traceback.format_exc(limit=20)))
+
+
+def _apply_one(conn, row, event: Event, concat_timeout: float, ours: bool) -> Applied:
+    if event.kind == "status":
+        status = state.record_status(conn, event)  # the message's, ranked
+        # The outbox sends through the Messages API: an SMS API receipt is never about one of its messages.
+        sent = outbox.attach_status(conn, event.message_id, event.client_ref, status or event.status,
+                                    time.time()) if ours and event.source != "sms-api" else None
+        return Applied(row, dataclasses.replace(event, superseded=status != event.status, outbox_id=sent))
+    info = multipart.part_info(event) if event.source == "sms-api" else None
+    if info:
+        joined = multipart.collect(conn, event, concat_timeout)
+        if joined is None:
+            _, part, total = info
+            return Applied(row, None, note=f"part {part}/{total} of a multipart SMS stored; waiting for the rest")
+        event = joined
+    state.record_inbound(conn, event)
+    return Applied(row, event)

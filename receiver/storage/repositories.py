@@ -1,0 +1,267 @@
+"""The storage's verbs, in four repositories: the inbox (callbacks in, the worker's claims and outcomes),
+the outbox (messages to send), the reads (what the API, the CLI and the console show) and the stats.
+
+Each verb runs its own short transaction (or shares the request path's group commit) and answers with
+plain values or frozen records. Every database failure leaves here as StorageUnavailable, whatever the
+driver said: callers never see SQLAlchemy.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from receiver.storage import claims, console, events, multipart, outbox, reconcile, rejections, state, stats, traffic
+from receiver.storage.claims import Outcome
+from receiver.storage.engines import run_again_if_it_loses_a_race, unavailable, write_transaction
+from receiver.storage.events import Callback, Recorded
+from receiver.storage.groupcommit import GroupCommitter
+from receiver.storage.reconcile import Applied
+from receiver.storage.stats import Stats
+from schemas import Event
+
+log = logging.getLogger("receiver.storage")
+
+
+class StorageUnavailable(Exception):
+    """The database did not take a read or a write (down, locked, timed out, or it refused the statement)."""
+
+
+def _doors(cls):
+    """Every public method of `cls` answers StorageUnavailable for any database error."""
+    for name, method in list(vars(cls).items()):
+        if callable(method) and not name.startswith("_"):
+            setattr(cls, name, _door(method))
+    return cls
+
+
+def _door(method):
+    @functools.wraps(method)
+    def guarded(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except SQLAlchemyError as exc:
+            raise StorageUnavailable(f"{exc.__class__.__name__}: {exc}".splitlines()[0][:300]) from exc
+    return guarded
+
+
+@_doors
+class Inbox:
+    """Callbacks in: stored on the request path; claimed, reconciled and settled by the worker."""
+
+    def __init__(self, engine: Engine, bookkeeping: Engine, timeout: float, rejections_kept: int):
+        self.engine, self.bookkeeping = engine, bookkeeping
+        self._committer = GroupCommitter(engine, timeout)
+        self._rejections = rejections.RejectionLog(bookkeeping, rejections_kept)
+
+    def record(self, callback: Callback) -> Recorded:
+        """Store one callback durably (sharing the commit with concurrent requests); returns once on disk."""
+        return self._committer.record(callback)
+
+    def record_rejection(self, *, path: str, remote_addr: str | None, reason: str, detail: str) -> None:
+        """Count one signature rejection, written with the others of its second (see storage.rejections)."""
+        self._rejections.note(path=path, remote_addr=remote_addr, reason=reason, detail=detail)
+
+    def flush_rejections(self) -> None:
+        self._rejections.flush()
+
+    def claim(self, worker: str, lease_seconds: float, limit: int) -> list:
+        """Claim up to `limit` of the oldest due events for this worker alone, oldest first."""
+        return claims.claim_batch(self.bookkeeping, worker, lease_seconds, limit)
+
+    def apply(self, parsed: list[tuple[object, Event]], concat_timeout: float) -> list[Applied]:
+        """Reconcile each claimed (row, event) with the stored message state (storage.reconcile)."""
+        return reconcile.apply(self.bookkeeping, parsed, concat_timeout)
+
+    def finish(self, worker: str, outcomes: list[Outcome]) -> int:
+        """Record how each claimed event ended, in one transaction; how many were settled.
+
+        An outcome the database refuses is written alone, and failing that as `invalid` with why:
+        one event's outcome never keeps the others from being recorded.
+        """
+        if not outcomes:
+            return 0
+        try:
+            # A deadlock with another writer (a repeat delivery being counted) rolls the settle back:
+            # these events are still this worker's claims, and giving them back instead would
+            # dispatch them a second time.
+            return run_again_if_it_loses_a_race(lambda: claims.settle(self.bookkeeping, worker, outcomes))
+        except Exception as exc:
+            if unavailable(exc):
+                raise
+        return sum(self._finish_alone(worker, outcome) for outcome in outcomes)
+
+    def _finish_alone(self, worker: str, outcome: Outcome) -> int:
+        try:
+            return claims.settle(self.bookkeeping, worker, [outcome])
+        except Exception as exc:
+            if unavailable(exc):
+                raise
+            log.error("the outcome of event %s could not be stored (%s); keeping it as invalid",
+                      outcome.event_id, exc.__class__.__name__)
+            plain = Outcome(outcome.event_id, "invalid", error=f"its outcome could not be stored: {exc.__class__.__name__}")
+            return claims.settle(self.bookkeeping, worker, [plain])
+
+    def release(self, worker: str, event_ids: list[int]) -> int:
+        """Give back claimed events this worker will not process: due again at once, attempt uncounted."""
+        return claims.release(self.bookkeeping, worker, event_ids)
+
+    def heartbeat(self, worker: str, processed: int, progress_at: float | None = None, *, held=(),
+                  lease_seconds: float = 0.0, now: float | None = None) -> None:
+        """Record that this worker is alive, and renew the leases of the events it holds."""
+        now = time.time() if now is None else now
+        with write_transaction(self.bookkeeping) as conn:
+            stats.beat(conn, worker, now, processed, progress_at)
+            claims.renew(conn, worker, list(held), now + lease_seconds)
+
+    def claim_holders(self) -> list[str]:
+        """The names of the workers that hold claims now."""
+        return claims.claim_holders(self.bookkeeping)
+
+    def take_back(self, worker_names: list[str]) -> int:
+        """Make what these dead workers had claimed due again now."""
+        return claims.take_back(self.bookkeeping, worker_names)
+
+    def requeue_expired_parts(self, timeout: float, now: float | None = None) -> int:
+        """Put one part of each timed-out multipart SMS back in the queue, to dispatch what arrived."""
+        return multipart.requeue_expired(self.bookkeeping, timeout, now)
+
+    def prune(self, older_than_seconds: float, now: float | None = None) -> dict[str, int]:
+        """Delete finished (done, invalid) events older than the cutoff, with old rejections and joined parts."""
+        return events.prune(self.engine, older_than_seconds, now)
+
+    def replay(self, event_ids: list[int], states: tuple[str, ...] = events.REPLAYABLE_STATES) -> int:
+        """Put those of these events that are in `states` back to pending with a fresh attempt count."""
+        return events.replay(self.engine, event_ids, states)
+
+    def stop(self) -> None:
+        self._rejections.stop()
+
+
+@_doors
+class Outbox:
+    """Messages to send: queued durably before anything goes on the wire, claimed and recorded by the sender."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def queue(self, body: dict) -> int:
+        """Queue one validated Messages API body (the API and the CLI), durably; its outbox id."""
+        return outbox.queue_one(self.engine, body)
+
+    def claim(self, sender: str, limit: int, wait_unknown: float) -> list:
+        """Claim due messages to send (durably, before any leaves); stalled sends become unknown."""
+        return outbox.claim(self.engine, sender, limit, wait_unknown)
+
+    def record(self, message_id: int, sender: str, **values) -> bool:
+        """Write how one send went (state, message_uuid, last_error, problem ...), durably."""
+        return outbox.record(self.engine, message_id, sender, **values)
+
+    def get(self, message_id: int) -> dict | None:
+        return outbox.get(self.engine, message_id)
+
+    def listed(self, *, state: str | None = None, limit: int = 50) -> list[dict]:
+        return outbox.listed(self.engine, state=state, limit=limit)
+
+    def sent_as(self, message_uuid: str) -> dict | None:
+        """The outbox message Vonage knows by this message_uuid, if it is one of ours."""
+        return outbox.find(self.engine, message_uuid)
+
+
+@_doors
+class Reads:
+    """What the API, the CLI and the console show. Reads on their own connection: never the SQLite writer's turn."""
+
+    def __init__(self, engine: Engine, inbox: Inbox):
+        self.engine, self._inbox = engine, inbox
+
+    def event(self, event_id: int) -> dict | None:
+        return events.get_event(self.engine, event_id)
+
+    def stored(self, event_id: int):
+        """The stored row of one event, the request as received (body bytes, query, headers); None if unknown."""
+        return events.stored_row(self.engine, event_id)
+
+    def events(self, *, kind=None, state=None, message_id=None, limit: int = 50) -> list[dict]:
+        return events.list_events(self.engine, kind=kind, state=state, message_id=message_id, limit=limit)
+
+    def message(self, message_id: str) -> dict | None:
+        return state.get_message(self.engine, message_id)
+
+    def messages(self, *, direction: str | None = None, limit: int = 50) -> list[dict]:
+        return state.list_messages(self.engine, direction=direction, limit=limit)
+
+    def rejections(self, limit: int = 100) -> list[dict]:
+        """The newest rejection rows (each counts the requests of one second, reason, address and path);
+        this process's are written first."""
+        self._inbox.flush_rejections()
+        return rejections.recent(self.engine, limit)
+
+    def rejections_by_reason(self, since: float) -> dict[str, int]:
+        self._inbox.flush_rejections()
+        return rejections.by_reason(self.engine, since)
+
+    def feed(self, filters: console.Filters, *, before: int | None = None, after: int | None = None,
+             limit: int = console.FEED_PAGE) -> console.FeedPage:
+        """A keyset page of events, newest first, below `before` or (live updates) above `after`."""
+        return console.feed(self.engine, filters, before=before, after=after, limit=limit)
+
+    def timeline(self, message_id: str) -> console.Timeline | None:
+        """One message: its state, status history, events and conversation; None when unknown."""
+        return console.timeline(self.engine, message_id)
+
+    def problem_events(self, limit: int) -> list:
+        """The newest failed, dead and invalid events with their errors."""
+        return console.problem_events(self.engine, limit)
+
+    def senders(self, since: float) -> list[dict]:
+        """Per api_key and application_id: callbacks answered since `since` and when the last arrived."""
+        return console.senders(self.engine, int(since // 60))
+
+
+@_doors
+class Statistics:
+    """The queue's figures, the workers alive, and the per-minute traffic counts."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._lock = threading.Lock()
+        self._last: tuple[float, Stats | None] = (0.0, None)
+
+    def collect(self, now: float | None = None) -> Stats:
+        """Counts by state, due backlog, oldest due, stuck claims, live workers."""
+        return stats.collect(self.engine, now)
+
+    def shared(self) -> Stats:
+        """`collect()`, one query at a time: callers that come while one runs share its answer. Probes
+        and scrapes can come in floods (anyone may ask /readyz); this keeps them to one query in flight."""
+        asked_at = time.monotonic()
+        with self._lock:
+            finished_at, figures = self._last
+            if figures is not None and finished_at >= asked_at:  # answered while this call waited
+                return figures
+            figures = stats.collect(self.engine)
+            self._last = (time.monotonic(), figures)
+            return figures
+
+    def queue_figures(self, now: float | None = None) -> Stats:
+        """`collect()` for every console page: the same figures without counting done events."""
+        return stats.collect(self.engine, now, console.FEW_STATES)
+
+    def live_workers(self) -> int:
+        return stats.live(self.engine)
+
+    def save_traffic(self, process: str, rows: list[dict]) -> None:
+        """Overwrite this process's per-minute answer counts (see receiver.operator.traffic)."""
+        traffic.save(self.engine, process, rows)
+
+    def traffic_since(self, since: float) -> list[dict]:
+        """Every process's per-minute answer counts since `since` (epoch seconds)."""
+        return traffic.since(self.engine, int(since // 60))
+
+    def prune_traffic(self, before: float) -> int:
+        return traffic.prune(self.engine, int(before // 60))
