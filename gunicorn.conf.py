@@ -35,6 +35,9 @@ threads = _whole_number("WEB_THREADS", os.environ.get("WEB_THREADS"), 8)
 timeout = _whole_number("GUNICORN_TIMEOUT", os.environ.get("GUNICORN_TIMEOUT"), 10, low=0)
 graceful_timeout = 30  # the in-process worker finishes its current event inside this
 keepalive = 5
+# No SCRIPT_NAME or PATH_INFO from a proxy: the path a request names is the one the serving loop reads
+# (it serves webhooks first by their path), and this app is served at the root.
+forwarder_headers = ""
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None  # "-" for stdout
 # The default format's %(r)s is the request line, query string included: an SMS API callback sent
 # by GET carries the message text there. %(U)s is the path alone.

@@ -9,6 +9,8 @@ prints the figures.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -26,7 +28,7 @@ from sqlalchemy import create_engine, text
 from receiver.platform.framing import MAX_CHUNKS, MAX_HEADER_BYTES, IncompleteRequest
 from receiver.platform.lanes import parse, read_exactly
 from tests import load
-from tests.servers import ROOT, gunicorn
+from tests.servers import ROOT, children_of, gunicorn
 from tests.test_faults import receiver_env, sqlite_url  # noqa: F401  (fixture)
 
 MAX_BODY = 4096
@@ -181,23 +183,27 @@ def test_a_request_line_that_looks_like_an_expect_header_stays():
 # -- against the Procfile's web command ---------------------------------------------------------------------
 
 class Honest:
-    """Signed callbacks at a steady pace on fresh connections, each one's latency and answer kept."""
+    """Signed callbacks at a steady pace, each on a fresh connection (or, `reuse`, on one kept alive as a
+    pooling sender would), each one's latency and answer kept."""
 
-    def __init__(self, url: str, seconds: float, interval: float):
+    def __init__(self, url: str, seconds: float, interval: float, reuse: bool = False):
         self.url, self.seconds, self.interval = url, seconds, interval
+        self.session = requests.Session() if reuse else None
         self.latencies: list[float] = []
         self.failures: list[str] = []
 
     def run(self) -> "Honest":
         callbacks = load.build(int(self.seconds / self.interval) + 1)
         end = time.monotonic() + self.seconds
+        send = self.session.request if self.session else requests.request
         for callback in callbacks:
             if time.monotonic() >= end:
                 break
             started = time.perf_counter()
             try:
-                answer = requests.request(callback.method, self.url + callback.path, data=callback.body,
-                                          headers=dict(callback.headers, Connection="close"), timeout=10)
+                headers = callback.headers if self.session else dict(callback.headers, Connection="close")
+                answer = send(callback.method, self.url + callback.path, data=callback.body, headers=headers,
+                              timeout=10)
                 if answer.status_code != 200:
                     self.failures.append(f"{answer.status_code} {answer.text[:100]}")
             except requests.RequestException as exc:
@@ -326,11 +332,20 @@ def test_peers_that_end_a_request_and_linger_stall_nothing(ending, sqlite_url, t
         server.stop()
 
 
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("limit", ["worker-connections", "file-descriptors"])
-def test_peers_past_the_connection_limit_do_not_turn_callbacks_away(limit, sqlite_url, tmp_path):
-    """More slowloris connections than a process may hold (its worker_connections, or its file descriptors):
-    the oldest of them are refused to make room, never the callback just accepted."""
+@pytest.mark.parametrize("limit, peers, reuse", [
+    ("worker-connections", "slowloris", False),
+    ("worker-connections", "silent", True),
+    ("file-descriptors", "slowloris", False),
+])
+def test_peers_past_the_connection_limit_do_not_turn_callbacks_away(limit, peers, reuse, sqlite_url, tmp_path):
+    """More connections than a process may hold (its worker_connections, or its file descriptors), which
+    send one header line or nothing, and keep coming: the quietest of them are given up to make room, never
+    the callback just accepted nor a sender's kept-alive connection; no process holds more than its limit."""
     env = dict(receiver_env(sqlite_url, tmp_path), PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"))
     server = gunicorn(env, log_path=tmp_path / "gunicorn.log")
     if limit == "worker-connections":
@@ -340,23 +355,146 @@ def test_peers_past_the_connection_limit_do_not_turn_callbacks_away(limit, sqlit
     server.start(timeout=30)
     held = []
     try:
+        stop, most_fds = threading.Event(), []
+
+        def keep_coming():  # 200 more a second, each replacing the oldest held
+            while not stop.wait(0.005):
+                peer = socket.socket()
+                peer.setblocking(False)
+                peer.connect_ex(("127.0.0.1", server.port))
+                held.append(peer)
+                if peer is not None and peers == "slowloris":
+                    time.sleep(0.001)
+                    try:
+                        peer.send(b"POST /webhooks/message-status HTTP/1.1\r\nHost: x\r\n")  # and nothing more
+                    except OSError:
+                        pass
+                if len(held) > 1200:
+                    held.pop(0).close()
+                most_fds.append(max(open_fds(pid) for pid in children_of(server.proc.pid)))
+
         for _ in range(1000 if limit == "file-descriptors" else 300):
             peer = socket.socket()
             peer.setblocking(False)
             peer.connect_ex(("127.0.0.1", server.port))
             held.append(peer)
         time.sleep(0.5)
-        for peer in held:
+        for peer in held if peers == "slowloris" else ():
             try:
                 peer.send(b"POST /webhooks/message-status HTTP/1.1\r\nHost: x\r\n")  # and nothing more
             except OSError:
                 pass
-        honest = Honest(server.url, seconds=6, interval=0.05).run()
+        coming = threading.Thread(target=keep_coming, daemon=True)
+        coming.start()
+        try:
+            honest = Honest(server.url, seconds=6, interval=0.05, reuse=reuse).run()
+        finally:
+            stop.set()
+            coming.join(timeout=5)
         figures = honest.figures()
-        print(f"\n[past the {limit} limit] {figures}")
+        print(f"\n[{peers} past the {limit} limit, {'kept alive' if reuse else 'fresh'}] {figures}; "
+              f"most descriptors in a process: {max(most_fds)}")
         assert not honest.failures, honest.failures[:5]
         assert figures["max_ms"] < 1000, figures
+        assert max(most_fds) <= (100 if limit == "worker-connections" else 384) + 128, "a limit drifted up"
     finally:
         for peer in held:
             peer.close()
         server.stop()
+
+
+@pytest.mark.slow
+def test_requests_that_arrived_before_a_stop_are_answered(sqlite_url, tmp_path):
+    """SIGTERM to the workers while signed callbacks are in flight on fresh connections: each is answered
+    200 (the stopping workers finish theirs, a connection whose request is in the kernel's buffer
+    included; gunicorn's new workers take the rest), none is reset."""
+    server = started_web(sqlite_url, tmp_path)
+    callbacks = load.build(40)
+    answers: dict[int, object] = {}
+
+    def one(n, callback):
+        try:
+            answers[n] = requests.request(callback.method, server.url + callback.path, data=callback.body,
+                                          headers=dict(callback.headers, Connection="close"), timeout=15).status_code
+        except requests.RequestException as exc:
+            answers[n] = f"{type(exc).__name__}: {exc}"[:120]
+
+    try:
+        senders = [threading.Thread(target=one, args=(n, c)) for n, c in enumerate(callbacks)]
+        for n, sender in enumerate(senders):
+            sender.start()
+            if n == len(senders) // 2:
+                for pid in children_of(server.proc.pid):  # the workers, as gunicorn's master does on a reload
+                    os.kill(pid, signal.SIGTERM)
+        for sender in senders:
+            sender.join(timeout=30)
+    finally:
+        server.stop()
+    print(f"\n[stop] {sum(a == 200 for a in answers.values())} of {len(callbacks)} answered 200")
+    assert [n for n in range(len(callbacks)) if answers.get(n) != 200] == [], answers
+
+
+# -- the lanes: webhooks first, other requests on few threads, neither piles up ------------------------------
+
+def test_webhooks_are_run_before_other_requests_and_others_take_few_threads():
+    from receiver.platform.lanes import Lanes
+
+    lanes = Lanes(4)
+    gate, order, running, most = threading.Event(), [], [], []
+    lock = threading.Lock()
+
+    def job(name):
+        def run():
+            with lock:
+                running.append(name)
+                most.append(sum(1 for n in running if n.startswith("other")))
+            gate.wait(5)
+            with lock:
+                running.remove(name)
+                order.append(name)
+        return run
+
+    done = threading.Semaphore(0)
+    for n in range(6):
+        lanes.submit(False, job(f"other-{n}"), lambda *_: done.release())
+    time.sleep(0.2)  # two others run; the rest wait for them
+    for n in range(3):
+        lanes.submit(True, job(f"webhook-{n}"), lambda *_: done.release())
+    time.sleep(0.2)
+    assert sorted(running) == ["other-0", "other-1", "webhook-0", "webhook-1"]  # others never take a third thread
+    gate.set()
+    for _ in range(9):
+        assert done.acquire(timeout=5)
+    lanes.stop()
+    assert max(most) == 2
+    assert order.index("webhook-2") < order.index("other-3")  # a waiting webhook goes before waiting others
+
+
+def test_a_lane_says_it_is_full_before_a_flood_piles_up():
+    from receiver.platform.lanes import OTHERS_QUEUED, URGENT_QUEUED, Lanes
+
+    lanes = Lanes(2)
+    gate = threading.Event()
+    for _ in range(2 + lanes.max_others * OTHERS_QUEUED):
+        lanes.submit(False, lambda: gate.wait(5), lambda *_: None)
+    time.sleep(0.1)
+    assert lanes.full(False) and not lanes.full(True)
+    for _ in range(2 * URGENT_QUEUED + 2):
+        lanes.submit(True, lambda: gate.wait(5), lambda *_: None)
+    assert lanes.full(True)
+    gate.set()
+    lanes.stop()
+
+
+def test_a_forged_sms_callback_too_large_to_be_one_is_refused_before_it_is_read(client):
+    """Reading an SMS API callback comes before its signature can be checked: one far larger than Vonage
+    sends (a megabyte of parameters costs a thread a quarter of a second) is refused unread."""
+    many = "&".join(f"p{n}=v" for n in range(150))
+    assert client.post("/webhooks/inbound-sms", data=many,
+                       content_type="application/x-www-form-urlencoded").status_code == 413
+    assert client.get(f"/webhooks/inbound-sms?{many}").status_code == 413
+    large = b"text=" + b"a" * 20_000
+    assert client.post("/webhooks/inbound-sms", data=large,
+                       content_type="application/x-www-form-urlencoded").status_code == 413
+    members = json.dumps({f"p{n}": "v" for n in range(150)})
+    assert client.post("/webhooks/inbound-sms", data=members, content_type="application/json").status_code == 413

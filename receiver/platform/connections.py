@@ -17,6 +17,7 @@ sweep looks only at the front of each.
 from __future__ import annotations
 
 import errno
+import itertools
 import resource
 import selectors
 import socket
@@ -38,8 +39,8 @@ BUFFER_BUDGET = 64 * 1024 * 1024  # what all requests of a process may hold past
 class Connection:
     """One client socket and where it is in its phases."""
 
-    __slots__ = ("sock", "client", "server", "phase", "deadline", "incoming", "held", "out", "keep", "continued",
-                 "drained", "events")
+    __slots__ = ("sock", "client", "server", "phase", "deadline", "incoming", "held", "out", "keep", "linger",
+                 "continued", "drained", "events", "heard_at")
 
     def __init__(self, sock: socket.socket, client, server):
         self.sock, self.client, self.server = sock, client, server
@@ -49,7 +50,9 @@ class Connection:
         self.held = 0  # bytes of `incoming` counted against the buffer budget
         self.out = memoryview(b"")
         self.keep = False
+        self.linger = True  # after the last answer, wait for the peer's FIN (False: a connection given up)
         self.continued = False
+        self.heard_at = time.monotonic()  # when it last sent anything (or was accepted, or kept alive)
         self.drained = 0
         self.events = 0  # what the loop's selector watches for on this socket
 
@@ -69,11 +72,16 @@ class Phases:
         self.writing: dict[Connection, None] = {}
         self.lingering: dict[Connection, None] = {}
         self.running: set[Connection] = set()
+        # Every connection waiting for (the rest of) a request, the one that has been quiet longest first.
+        self.quiet: dict[Connection, None] = {}
         self.buffered = 0  # request bytes held in memory past each connection's first FREE_BYTES
 
-    def hold(self, conn: Connection) -> None:
-        """Count what `conn`'s request holds in memory now (call after each change to conn.incoming)."""
-        held = max(0, len(conn.incoming.data) - FREE_BYTES) if conn.incoming is not None else 0
+    def hold(self, conn: Connection, size: int | None = None) -> None:
+        """Count what `conn` holds in memory now: `size` bytes (a request a thread runs, with what was
+        pipelined behind it), else what conn.incoming holds (call after each change to it)."""
+        if size is None:
+            size = len(conn.incoming.data) if conn.incoming is not None else 0
+        held = max(0, size - FREE_BYTES)
         self.buffered += held - conn.held
         conn.held = held
 
@@ -101,11 +109,21 @@ class Phases:
         for held in self.timed():
             held.pop(conn, None)
         self.running.discard(conn)
+        if phase is self.fresh or phase is self.kept or (phase is self.arriving and conn not in self.quiet):
+            self.heard(conn)
+        elif phase is not self.arriving:
+            self.quiet.pop(conn, None)
         if phase is self.running:
             self.running.add(conn)
         elif phase is not None:
             conn.deadline = time.monotonic() + seconds
             phase[conn] = None
+
+    def heard(self, conn: Connection) -> None:
+        """`conn` sent something (or starts waiting): it is the last of the quiet ones now."""
+        self.quiet.pop(conn, None)
+        self.quiet[conn] = None
+        conn.heard_at = time.monotonic()
 
     def expired(self, now: float):
         """(phase, connection) for each deadline that has passed, front first; the caller moves each on."""
@@ -144,6 +162,8 @@ class Phases:
             data = b""
         if not data:
             self.close(conn)
+        else:
+            self.heard(conn)
         return data
 
     def say_continue(self, conn: Connection) -> bool:
@@ -178,7 +198,11 @@ class Phases:
         self.hold(conn)
 
     def linger(self, conn: Connection) -> None:
-        """After a last answer: our FIN, then read and drop what the peer still sends, for a while."""
+        """After a last answer: our FIN, then read and drop what the peer still sends, for a while (a
+        connection given up to make room is closed at once)."""
+        if not conn.linger:
+            self.close(conn)
+            return
         try:
             conn.sock.shutdown(socket.SHUT_WR)  # the FIN follows the answer; this does not wait
         except OSError:
@@ -212,14 +236,29 @@ class Phases:
         except OSError:
             pass
 
-    def cheapest(self, spare: Connection | None) -> tuple[dict | None, Connection | None]:
-        """The connection that costs least to lose, with its phase: one lingering, one kept alive, the
-        request that has taken longest to arrive, else the oldest that has sent nothing; never `spare`."""
-        for phase in (self.lingering, self.kept, self.arriving, self.fresh):
-            conn = next((c for c in phase if c is not spare), None) if phase else None
-            if conn is not None:
-                return phase, conn
-        return None, None
+    def cheapest(self, spare: Connection | None) -> Connection | None:
+        """The connection that costs least to lose: one lingering (answered already), else the one that has
+        been quiet longest among those waiting for a request, whatever it sent before; never `spare`, and
+        not a kept-alive one whose next request is already in the kernel's buffer. No fixed order of
+        phases: a peer can game any (silent sockets, or one byte each), not being quieter than the rest."""
+        if self.lingering:
+            return next(iter(self.lingering))
+        for conn in list(itertools.islice(self.quiet, 64)):
+            if conn is spare:
+                continue
+            if conn in self.kept and self.waiting(conn):
+                self.heard(conn)  # it has spoken: read it, don't drop it
+                continue
+            return conn
+        return None
+
+    @staticmethod
+    def waiting(conn: Connection) -> bool:
+        """Bytes from the peer are in the kernel's buffer, not read yet (closing now would reset them)."""
+        try:
+            return bool(conn.sock.recv(1, socket.MSG_PEEK))
+        except OSError:
+            return False
 
 
 class OutOfFiles(Exception):

@@ -131,15 +131,16 @@ class IncompleteRequest:
             return bytes(self.data[:self.end])
         head, body = bytes(self.data[:self.body_start]), bytes(self.data[self.body_start:self.end])
         line, *fields = head.split(b"\r\n")
-        return b"\r\n".join([line, *(f for f in fields if not f.lower().startswith(b"expect:"))]) + body
+        answered = [f for f in fields if f.lower().startswith(b"expect:") and f[7:].strip(b" \t").lower() == b"100-continue"]
+        return b"\r\n".join([line, *(f for f in fields if f not in answered)]) + body
 
     def rest(self) -> bytes:
         """What arrived after this request: the start of the next one."""
         return bytes(self.data[self.end:])
 
     def urgent(self) -> bool:
-        """A webhook's request (its line, as it arrived): served before any other."""
-        return self.data.startswith((b"POST /webhooks/", b"GET /webhooks/"))
+        """A webhook's request, or the liveness probe (its line, as it arrived): served before any other."""
+        return self.data.startswith((b"POST /webhooks/", b"GET /webhooks/", b"GET /healthz "))
 
 
 def _header(lowered_head: bytes, name: bytes) -> bytes:
@@ -149,7 +150,7 @@ def _header(lowered_head: bytes, name: bytes) -> bytes:
         return b""
     start = at + len(name) + 3
     end = lowered_head.find(b"\r\n", start)
-    return lowered_head[start:end if end >= 0 else len(lowered_head)].strip()
+    return lowered_head[start:end if end >= 0 else len(lowered_head)].strip(b" \t")
 
 
 _STATUS = (

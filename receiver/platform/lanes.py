@@ -20,6 +20,7 @@ from receiver.platform.framing import json_answer
 
 OTHERS_AT_ONCE = 2  # threads other requests may take at once
 OTHERS_QUEUED = 4  # other requests waiting per such thread; past that the loop answers 503 at once
+URGENT_QUEUED = 32  # webhook requests waiting per thread; past that too (a flood of forgeries is bounded)
 PARSE_PIECE = 8 * 1024  # what gunicorn's parser is handed at a time (it copies what is left per chunk)
 UNAVAILABLE = "the request could not be handled; retry later"
 
@@ -29,6 +30,7 @@ class Lanes:
 
     def __init__(self, threads: int):
         self.max_others = max(1, min(OTHERS_AT_ONCE, threads - 1))
+        self.max_urgent_waiting = threads * URGENT_QUEUED
         self._ready = threading.Condition()
         self._urgent: deque = deque()
         self._others: deque = deque()
@@ -37,8 +39,10 @@ class Lanes:
         for n in range(threads):
             threading.Thread(target=self._run, name=f"request-{n}", daemon=True).start()
 
-    def full(self) -> bool:
-        """Enough other requests are waiting already (a flood of them must not pile up)."""
+    def full(self, urgent: bool) -> bool:
+        """Enough requests of this lane are waiting already (a flood of them must not pile up)."""
+        if urgent:
+            return len(self._urgent) >= self.max_urgent_waiting
         return len(self._others) >= self.max_others * OTHERS_QUEUED
 
     def submit(self, urgent: bool, job, done) -> None:

@@ -162,8 +162,9 @@ class NonBlockingWorker(base.Worker):
 
     def _begin_stopping(self):
         self._set_accepting(False)
-        for conn in [*self.conns.fresh, *self.conns.kept]:  # nothing asked of these: close them now
-            self.conns.close(conn)
+        for conn in [*self.conns.fresh, *self.conns.kept]:  # nothing asked of these: close them now,
+            if not self.conns.waiting(conn):  # unless a request is in the kernel's buffer: it is served
+                self.conns.close(conn)
 
     def _set_accepting(self, enabled: bool) -> None:
         enabled = enabled and self.alive and not self.out_of_files
@@ -201,10 +202,11 @@ class NonBlockingWorker(base.Worker):
 
     def _make_room(self, out_of_files: bool = False, spare: Connection | None = None) -> None:
         """Close the connection that costs least to lose (Phases.cheapest), never `spare`, just accepted;
-        a request still arriving is answered 503. Without any, stop accepting until one closes."""
-        phase, conn = self.conns.cheapest(spare)
+        a request begun is answered 503 first. Without any, stop accepting until one closes."""
+        conn = self.conns.cheapest(spare)
         if conn is not None:
-            if phase is self.conns.arriving:
+            if conn in self.conns.arriving:
+                conn.linger = False  # given up: its slot is needed now, not after a linger
                 self._refuse(conn, 503, "busy", "too many connections; retry later")
             else:
                 self.conns.close(conn)
@@ -253,12 +255,12 @@ class NonBlockingWorker(base.Worker):
                     return
             self.conns.watch(conn, selectors.EVENT_READ)
             return
-        if done is True and not incoming.urgent() and self.lanes.full():
+        if done is True and self.lanes.full(incoming.urgent()):
             done = 503, "busy", "too many requests at once; retry later"
         if done is True:
             request, rest, urgent = incoming.request_bytes(), incoming.rest(), incoming.urgent()
-            self.conns.forget_request(conn)
             conn.incoming = IncompleteRequest(self.max_body, self.max_fields, rest) if rest else None
+            self.conns.hold(conn, len(request) + len(rest))  # counted until the answer is ready
             conn.phase = RUNNING
             self.conns.enter(conn, self.conns.running)
             self.conns.watch(conn, 0)  # nothing is read while the app runs: a pipelining peer waits its turn
@@ -288,6 +290,7 @@ class NonBlockingWorker(base.Worker):
             log.error("error handling a request", exc_info=error)
             result = json_answer(503, "unavailable", UNAVAILABLE), False
         data, keep = result
+        self.conns.hold(conn)  # what is left in memory: a pipelined request, if any
         self._guarded(conn, self._send, conn, data, keep=keep and self.alive)
 
     # -- writing, lingering, closing ---------------------------------------------------------------------

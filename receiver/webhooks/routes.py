@@ -25,6 +25,10 @@ log = logging.getLogger("receiver.webhooks")
 
 bp = Blueprint("webhooks", __name__)
 
+# An SMS API callback is a few hundred bytes of a dozen parameters; reading one is checked before its
+# signature, so a forged one far past these would cost a thread more than it costs its sender.
+SMS_MAX_BYTES = 16 * 1024
+SMS_MAX_PARAMETERS = 100
 # Request headers worth keeping with a callback (never Authorization: the token is not needed later).
 KEPT_HEADERS = ("Content-Type", "User-Agent", "X-Forwarded-For", "X-Request-Id")
 
@@ -125,10 +129,16 @@ def _by_sig(kind: Kind, body: bytes, query: str, content_type: str, headers: dic
     """An SMS API callback: its `sig` over the parameters of exactly one source."""
     if not query and not body.strip():  # Vonage saves a URL only after it answered this with 200
         raise Refused(200, "probe", "", "probe")
+    if len(body) > SMS_MAX_BYTES or max(query.count("&"), body.count(b"&")) >= SMS_MAX_PARAMETERS:
+        raise Refused(413, "request_entity_too_large", f"an SMS API callback has at most {SMS_MAX_PARAMETERS} "
+                      f"parameters in {SMS_MAX_BYTES} bytes", "bad_request")
     try:
         fields = kind.transport.read(query, body, content_type)
     except DuplicateParameter as exc:
         raise SignatureError("duplicate_param", f"parameter {str(exc)[:40]!r} appears more than once") from None
+    if len(fields) > SMS_MAX_PARAMETERS:
+        raise Refused(413, "request_entity_too_large", f"an SMS API callback has at most {SMS_MAX_PARAMETERS} "
+                      "parameters", "bad_request")
     if not guard.check_sms(fields):
         headers[UNVERIFIED] = f"SIGNATURE_VERIFICATION={guard.mode}"
     headers.update({k: fields[k] for k in kind.transport.claims if k in fields})
