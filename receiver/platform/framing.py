@@ -131,8 +131,9 @@ class IncompleteRequest:
             return bytes(self.data[:self.end])
         head, body = bytes(self.data[:self.body_start]), bytes(self.data[self.body_start:self.end])
         line, *fields = head.split(b"\r\n")
-        answered = [f for f in fields if f.lower().startswith(b"expect:") and f[7:].strip(b" \t").lower() == b"100-continue"]
-        return b"\r\n".join([line, *(f for f in fields if f not in answered)]) + body
+        kept = [f for f in fields if not (f.lower().startswith(b"expect:")
+                                          and f[7:].strip(b" \t").lower() == b"100-continue")]
+        return b"\r\n".join([line, *kept]) + body
 
     def rest(self) -> bytes:
         """What arrived after this request: the start of the next one."""

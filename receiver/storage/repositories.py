@@ -103,7 +103,8 @@ class Inbox:
                 raise
             log.error("the outcome of event %s could not be stored (%s); keeping it as invalid",
                       outcome.event_id, exc.__class__.__name__)
-            plain = Outcome(outcome.event_id, "invalid", error=f"its outcome could not be stored: {exc.__class__.__name__}")
+            plain = Outcome(outcome.event_id, "invalid",
+                            error=f"its outcome could not be stored: {exc.__class__.__name__}")
             return claims.settle(self.bookkeeping, worker, [plain])
 
     def release(self, worker: str, event_ids: list[int]) -> int:

@@ -117,7 +117,8 @@ def natural_key(kind, fields: dict | None, body: bytes, query: str = "") -> tupl
     texts = [None if p is None else storable(p, 400) for p in parts]
     message_id = texts[0] if texts[0] is not None and len(texts[0]) <= 255 else None
     status = texts[1] if kind.event == "status" and texts[1] is not None and len(texts[1]) <= 64 else None
-    if any(not texts[i] for i in range(kind.required)) or any(t is None and p is not None for t, p in zip(texts, parts)):
+    missing = any(not texts[i] for i in range(kind.required))
+    if missing or any(t is None and p is not None for t, p in zip(texts, parts)):
         digest = hashlib.sha256(body + b"?" + query.encode("utf-8", "surrogatepass")).hexdigest()
         return "sha256:" + digest, message_id, status
     key = "|".join(t or "" for t in texts)
