@@ -25,7 +25,7 @@ from report import table
 
 SPAN_SECONDS = 180 * 86400
 DEAD_EVERY = 1000
-CLAIM_BATCH = 100  # the worker's largest batch (MAX_BATCH in receiver/worker/loop.py)
+CLAIM_BATCH = 100  # the worker's largest batch (Policy.max_batch in receiver/worker/policy.py)
 ADMIN_TOKEN = "bench-admin-token-5d2b9c0e"
 BODY = ("'{\"message_uuid\":\"' || mid || '\",\"to\":\"447700900123\",\"from\":\"447700900456\","
         "\"timestamp\":\"2025-03-14T10:07:20Z\",\"status\":\"delivered\",\"channel\":\"whatsapp\","

@@ -47,9 +47,9 @@ REMOVALS = {
 }
 # Worker constants: (module, name, value without the mechanism).
 WORKER_CONSTANTS = {
-    "outcomes written ten at a time": ("receiver.worker.loop", "SETTLE_EVERY", 1),
+    "outcomes written ten at a time": ("receiver.worker.policy", "settle_every", 1),
     "message state ten events per transaction": ("receiver.storage.reconcile", "APPLY_CHUNK", 1),
-    "claims of up to 100 events": ("receiver.worker.loop", "MAX_BATCH", 10),
+    "claims of up to 100 events": ("receiver.worker.policy", "max_batch", 10),
 }
 
 
@@ -117,18 +117,29 @@ def compare_http(name: str, databases, edit, rounds: int, seconds: float, work: 
 
 
 def compare_worker(name: str, module: str, constant: str, value, work: Path) -> list[str]:
+    """A module constant changed, or (module receiver.worker.policy) one field of the worker's Policy."""
+    import dataclasses
     import importlib
 
     mod = importlib.import_module(module)
     rates = {"with": [], "without": []}
-    original = getattr(mod, constant)
+    in_policy = module == "receiver.worker.policy"
+    policy = mod.POLICY if in_policy else None
+    original = getattr(policy, constant) if in_policy else getattr(mod, constant)
     for r in range(3):
         for label in (("with", "without") if r % 2 == 0 else ("without", "with")):
-            setattr(mod, constant, original if label == "with" else value)
+            chosen = original if label == "with" else value
+            if in_policy:
+                mod.POLICY = dataclasses.replace(policy, **{constant: chosen})
+            else:
+                setattr(mod, constant, chosen)
             try:
                 rates[label].append(micro.worker_rate(f"sqlite:///{work}/w{r}{label}.sqlite3"))
             finally:
-                setattr(mod, constant, original)
+                if in_policy:
+                    mod.POLICY = policy
+                else:
+                    setattr(mod, constant, original)
     a, b = statistics.median(rates["with"]), statistics.median(rates["without"])
     row = f"| {name} ({constant} {original} vs {value}) | worker events/s, sqlite | {a:,.0f} | {b:,.0f} | {a / b:.2f} |"
     print(row, flush=True)

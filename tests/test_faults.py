@@ -32,7 +32,7 @@ from devkit import samples
 from receiver.storage import get_storage, metadata
 from receiver.storage.engines import make_engine
 from receiver.storage.schema import events
-from receiver.worker.loop import SETTLE_EVERY
+from receiver.worker.policy import POLICY
 from tests import load
 from tests.conftest import ADMIN_TOKEN, SECRET, SMS_METHOD, base_config, count_states
 from tests.recording_app import create_test_tables, dispatch_log, effects
@@ -321,9 +321,9 @@ def test_killed_processes_lose_nothing_and_repeat_only_what_a_killed_worker_had(
           f"dispatches for {len(found)} events: {extra} re-dispatches {sorted(redispatched.items())}")
     assert web_kills >= 2 and killed_workers
     assert len(children_of(server.proc.pid)) == 2, "gunicorn should have replaced the killed web processes"
-    # A worker marks events done in groups of SETTLE_EVERY: killed before writing a group, it
+    # A worker marks events done in groups of POLICY.settle_every: killed before writing a group, it
     # leaves at most that many dispatched events to be dispatched again.
-    assert extra <= len(killed_workers) * SETTLE_EVERY
+    assert extra <= len(killed_workers) * POLICY.settle_every
     for event_id, pids in redispatched.items():
         # Only a worker killed between dispatching and marking done leaves an event to dispatch again.
         assert set(pids[:-1]) <= set(killed_workers), f"event {event_id} re-dispatched by {pids}"

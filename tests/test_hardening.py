@@ -297,9 +297,9 @@ def test_worker_until_idle_beats_and_renews_its_lease_while_a_handler_runs(make_
 
 
 def test_a_failing_loop_is_restarted_with_its_traceback_logged(app, vonage, storage, calls, monkeypatch, caplog):
-    import receiver.worker.supervisor as supervisor_module
+    from receiver.platform import background
 
-    monkeypatch.setattr(supervisor_module, "RESTART_SECONDS", (0.05, 0.1))
+    monkeypatch.setattr(background, "RESTART_SECONDS", (0.05, 0.1))
     worker = Worker(storage, app.config, name="w")
     real, failures = worker.run_once, []
 

@@ -341,15 +341,14 @@ def test_stopping_mid_batch_gives_the_rest_back(app, vonage, engine, monkeypatch
 
 
 def test_a_slow_handler_shrinks_the_batch_to_one(app, vonage, engine, monkeypatch, storage):
-    import receiver.worker.loop as worker_module
+    from receiver.worker.policy import Policy
 
     for _ in range(3):
         vonage.status(samples.message_status("delivered"))
-    monkeypatch.setattr(worker_module, "BATCH_SECONDS", 0.05)
     monkeypatch.setitem(handlers.STATUS_HANDLERS, "delivered", lambda event: time.sleep(0.06))
-    worker = Worker(storage, app.config, name="w")
+    worker = Worker(storage, app.config, name="w", policy=Policy(batch_seconds=0.05))
     assert worker.run_once(limit=1) == 1
-    assert worker._batch_size == 1
+    assert worker.batch_size == 1
     assert worker.run_once() == 1  # one claim, one event: the others stay free for other workers
     assert states(engine) == ["done", "done", "pending"]
 
@@ -364,9 +363,10 @@ def test_parts_of_one_multipart_sms_in_one_batch_are_joined(vonage, work, calls)
 
 
 def test_done_marks_are_written_in_small_groups_during_a_batch(app, vonage, engine, monkeypatch, storage):
-    from receiver.worker.loop import SETTLE_EVERY
+    from receiver.worker.policy import POLICY
 
-    total = SETTLE_EVERY * 2 + 3
+    settle_every = POLICY.settle_every
+    total = settle_every * 2 + 3
     for _ in range(total):
         vonage.status(samples.message_status("delivered"))
 
@@ -384,5 +384,5 @@ def test_done_marks_are_written_in_small_groups_during_a_batch(app, vonage, engi
     with pytest.raises(Killed):
         Worker(storage, app.config, name="w").run_once()
     found = states(engine)
-    assert found.count("done") == SETTLE_EVERY * 2  # what a new worker would not dispatch again
+    assert found.count("done") == settle_every * 2  # what a new worker would not dispatch again
     assert len(found) - found.count("done") == 3  # left to be dispatched again

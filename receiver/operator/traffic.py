@@ -14,6 +14,8 @@ import socket
 import threading
 import time
 
+from receiver.platform import background
+
 log = logging.getLogger("receiver.operator")
 
 FLUSH_SECONDS = 10.0
@@ -76,12 +78,12 @@ class Traffic:
             self._pid = os.getpid()
             self.process = f"{socket.gethostname()}:{os.getpid()}"
             self._rows, self._dirty = {}, set()
-        threading.Thread(target=self._flush_forever, name="receiver-traffic", daemon=True).start()
+        background.start("receiver-traffic", self._flush_and_wait, self._stopped, log)
         atexit.register(self.flush)
 
-    def _flush_forever(self) -> None:
-        while not self._stopped.wait(FLUSH_SECONDS):
-            self.flush()
+    def _flush_and_wait(self) -> float:
+        self.flush()
+        return FLUSH_SECONDS
 
     def stop(self) -> None:
         """End this process's flushing, the one at exit included (an app that is discarded: tests)."""

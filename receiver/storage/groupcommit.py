@@ -15,6 +15,7 @@ import threading
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from receiver.platform import background
 from receiver.storage import events
 from receiver.storage.engines import run_again_if_it_loses_a_race, unavailable, writer_turn
 
@@ -74,30 +75,30 @@ class GroupCommitter:
             if self._pid != os.getpid():
                 self._queue = queue.SimpleQueue()
                 self._conn = None  # a connection opened before a fork belongs to the parent
-                threading.Thread(target=self._run, name="receiver-groupcommit", daemon=True).start()
+                background.start("receiver-groupcommit", self._commit_a_batch, threading.Event(), log)
                 self._pid = os.getpid()
 
-    def _run(self) -> None:
-        while True:
-            batch = [self._queue.get()]
-            # On SQLite, wait for this process's turn to write before taking the rest of the
-            # batch: what arrives while another process commits joins this commit instead of
-            # waiting a whole turn more.
-            with writer_turn(self.engine):
-                while len(batch) < MAX_BATCH:
-                    try:
-                        batch.append(self._queue.get_nowait())
-                    except queue.Empty:
-                        break
+    def _commit_a_batch(self) -> None:
+        """Wait for a callback, then commit it with every one queued meanwhile (the committer's step)."""
+        batch = [self._queue.get()]
+        # On SQLite, wait for this process's turn to write before taking the rest of the
+        # batch: what arrives while another process commits joins this commit instead of
+        # waiting a whole turn more.
+        with writer_turn(self.engine):
+            while len(batch) < MAX_BATCH:
                 try:
-                    self._commit(batch)
-                except BaseException as exc:  # never leave a request waiting on a dead thread
-                    for pending in batch:
-                        if not pending.done.is_set():
-                            pending.error = exc
-                            pending.done.set()
-                    if not isinstance(exc, Exception):
-                        raise
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._commit(batch)
+            except BaseException as exc:  # never leave a request waiting on a dead thread
+                for pending in batch:
+                    if not pending.done.is_set():
+                        pending.error = exc
+                        pending.done.set()
+                if not isinstance(exc, Exception):
+                    raise
 
     def _commit(self, batch: list[_Pending]) -> None:
         try:

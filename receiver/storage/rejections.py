@@ -17,6 +17,7 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from receiver.platform import background
 from receiver.platform.formats import iso
 from receiver.storage.engines import write_transaction
 from receiver.storage.schema import rejections
@@ -77,12 +78,12 @@ class RejectionLog:
                 return
             self._pid = os.getpid()
             self._pending = {}
-        threading.Thread(target=self._flush_forever, name="receiver-rejections", daemon=True).start()
+        background.start("receiver-rejections", self._flush_and_wait, self._stopped, log)
         atexit.register(self.flush)
 
-    def _flush_forever(self) -> None:
-        while not self._stopped.wait(FLUSH_SECONDS):
-            self.flush()
+    def _flush_and_wait(self) -> float:
+        self.flush()
+        return FLUSH_SECONDS
 
     def stop(self) -> None:
         """End this process's flushing (an app that is discarded: tests); what is pending is written now."""

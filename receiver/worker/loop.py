@@ -23,15 +23,12 @@ from receiver.platform.formats import safe_text
 from receiver.storage import Outcome, Storage
 from receiver.webhooks.payloads import MAX_DEPTH, UNVERIFIED, DuplicateParameter, depth
 from receiver.worker import dispatch
+from receiver.worker import policy as policy_module
+from receiver.worker.policy import Policy
 from schemas import Event, InvalidPayload, load_event
 
 log = logging.getLogger("receiver.worker")
 
-MAX_BATCH = 100  # events claimed at once
-BATCH_SECONDS = 0.5  # a batch is sized to take about this long
-GATHER_SECONDS = 0.05  # after a short batch, how long to let the next one gather
-SETTLE_EVERY = 10  # outcomes written together (what a killed worker may have dispatched but not marked)
-PRUNE_EVERY_SECONDS = 3600.0
 
 
 def parse_stored(row) -> Event:
@@ -72,7 +69,8 @@ def this_machine() -> str:
 class Worker:
     """One worker: `run_once()` claims and processes a batch; receiver.worker.supervisor loops it."""
 
-    def __init__(self, storage: Storage, config: dict, name: str | None = None, *, beside_requests: bool = False):
+    def __init__(self, storage: Storage, config: dict, name: str | None = None, *, beside_requests: bool = False,
+                 policy: Policy | None = None):
         self.storage = storage
         self.config = config
         self.name = name or f"{this_machine()}:{os.getpid()}:{threading.get_ident()}"
@@ -82,19 +80,20 @@ class Worker:
         self.held: set[int] = set()  # claimed and not settled yet: the heartbeat renews their leases
         self.hard_stop = False  # a second signal: stop now, even inside a handler
         self.wake_sender = lambda: None  # set by the supervisor: a handler queued messages
-        self._stop = threading.Event()
+        self.policy = policy or policy_module.POLICY
+        self.stopped = threading.Event()  # set by stop(): every thread of this worker ends when it is
         self._wake = threading.Event()
-        self._batch_size = MAX_BATCH
+        self.batch_size = self.policy.max_batch  # the size of the next claim
         self._last_sweep = self._last_prune = 0.0
 
     # -- control -------------------------------------------------------------------------------
     def stop(self) -> None:
-        self._stop.set()
+        self.stopped.set()
         self._wake.set()
 
     @property
     def stopping(self) -> bool:
-        return self._stop.is_set()
+        return self.stopped.is_set()
 
     def notify(self) -> None:
         """A new callback was stored: look for work now instead of at the next poll."""
@@ -116,12 +115,26 @@ class Worker:
             count += done
         return count
 
+    def step(self) -> float:
+        """One turn of the loop: a batch and the housekeeping; how long to wait before the next turn (while
+        nothing was due, the wait for a notify or the poll is done here).
+
+        :raises receiver.storage.StorageUnavailable: the database failed; what was claimed is given back.
+        """
+        worked = self.run_once()
+        self.housekeeping()
+        if not worked:
+            self.wait(self.config["WORKER_POLL_SECONDS"])
+            return 0.0
+        # Callbacks are trickling in: let a few gather rather than claim each one alone.
+        return self.policy.gather_seconds if worked < self.batch_size else 0.0
+
     def run_once(self, limit: int | None = None) -> int:
         """Claim a batch of due events and process it; how many were processed (0: none was due).
 
         :raises receiver.storage.StorageUnavailable: the database failed; what was claimed is given back.
         """
-        size = self._batch_size if limit is None else min(self._batch_size, limit)
+        size = self.batch_size if limit is None else min(self.batch_size, limit)
         rows = self.storage.inbox.claim(self.name, self.config["LEASE_SECONDS"], size)
         if not rows:
             return 0
@@ -130,18 +143,15 @@ class Worker:
         try:
             done = self.process_batch(rows)
         finally:
-            self._give_back([row.id for row in rows if row.id in self.held])
+            self.give_back([row.id for row in rows if row.id in self.held])
         self.processed += done
-        # Size the next batch to take about BATCH_SECONDS: large while handlers are quick, one
-        # event at a time when a handler is slow (its claims would otherwise wait on it).
-        per_event = (time.monotonic() - started) / max(1, done)
-        self._batch_size = max(1, min(MAX_BATCH, int(BATCH_SECONDS / max(per_event, 1e-6))))
+        self.batch_size = self.policy.next_batch((time.monotonic() - started) / max(1, done))
         return done
 
     def process_batch(self, rows: list) -> int:
         """Parse, reconcile, dispatch and finish claimed events, oldest first; how many were processed.
 
-        Outcomes are written SETTLE_EVERY at a time. Events left when the worker is told to stop
+        Outcomes are written a few at a time (Policy.settle_now). Events left when the worker is told to stop
         (or the batch runs long) are given back.
         """
         outcomes: list[Outcome] = []
@@ -171,9 +181,9 @@ class Worker:
             now = time.monotonic()
             if i and (self.stopping or now - started > self.config["LEASE_SECONDS"] / 4):
                 break  # the rest is given back (run_once)
-            if len(outcomes) >= SETTLE_EVERY or (outcomes and now - last_finish >= BATCH_SECONDS):
+            if self.policy.settle_now(len(outcomes), now - last_finish):
                 # Outcomes go out in small groups, not at the end of the batch: a worker killed
-                # mid-batch leaves at most SETTLE_EVERY dispatched events to be dispatched again.
+                # mid-batch leaves at most settle_every dispatched events to be dispatched again.
                 self._finish(outcomes)
                 outcomes, last_finish = [], now
             self._let_requests_run()
@@ -238,7 +248,9 @@ class Worker:
         if self.beside_requests:
             time.sleep(0)
 
-    def _give_back(self, event_ids: list[int]) -> None:
+    def give_back(self, event_ids: list[int] | None = None) -> None:
+        """Make these claimed events (by default all this worker holds) due again now, attempt uncounted."""
+        event_ids = sorted(self.held) if event_ids is None else event_ids
         if not event_ids:
             return
         try:
@@ -256,7 +268,7 @@ class Worker:
             self._last_sweep = now
             if self.storage.inbox.requeue_expired_parts(self.config["CONCAT_TIMEOUT_SECONDS"], now):
                 self._wake.set()
-        if now - self._last_prune >= PRUNE_EVERY_SECONDS:
+        if now - self._last_prune >= self.policy.prune_every_seconds:
             self._last_prune = now
             self.storage.stats.prune_traffic(now - traffic.KEEP_DAYS * 86400)
             retention_days = self.config["RETENTION_DAYS"]

@@ -1,7 +1,7 @@
 """Running the worker: as a thread of each web process (the default) or as `flask worker`, supervised.
 
-The loop is restarted when it fails (one JSON log line with the traceback each time), a separate
-heartbeat thread says the worker is alive and renews the leases of the events it holds (a slow
+The loop is restarted when it fails (one JSON log line with the traceback each time, receiver.platform
+.background), a separate heartbeat thread says the worker is alive and renews the leases of the events it holds (a slow
 handler is never run twice at once), and at start a worker takes back what a dead predecessor on
 this machine had claimed. Never started at import, nor in a CLI command's process.
 """
@@ -16,14 +16,13 @@ import threading
 from flask import Flask
 
 from receiver.operator import metrics
+from receiver.platform import background
 from receiver.sending.delivery import Sender, client_settings
 from receiver.storage import StorageUnavailable, get_storage
 from receiver.storage.stats import HEARTBEAT_SECONDS
-from receiver.worker.loop import GATHER_SECONDS, Worker, this_machine
+from receiver.worker.loop import Worker, this_machine
 
 log = logging.getLogger("receiver.worker")
-
-RESTART_SECONDS = (1.0, 30.0)  # the first and the longest wait before a failed loop starts again
 
 
 class Supervisor:
@@ -45,30 +44,24 @@ class Supervisor:
         return self.running and (self.thread is None or self.thread.is_alive())
 
     def run(self) -> None:
+        """Run the loop in this thread, with the heartbeat and the sender beside it, until the worker stops."""
         worker = self.worker
         self.running = True
         log.info("worker %s started", worker.name)
         beats = _heartbeat(worker)
         sends = None
         if self.sender is not None:
-            sends = threading.Thread(target=self._send_until_stopped, name="receiver-sender", daemon=True)
-            sends.start()
+            poll = worker.config["WORKER_POLL_SECONDS"]
+            sends = background.start("receiver-sender", self._send_once, worker.stopped, log,
+                                     expected=(StorageUnavailable,), expected_wait=poll)
         self._take_back_from_dead_predecessors()
-        delay = RESTART_SECONDS[0]
         try:
-            while not worker.stopping:
-                self.running = True
-                try:
-                    self._loop()
-                except Exception:
-                    self.running = False
-                    log.exception("worker %s: the loop failed; it starts again in %.0f s", worker.name, delay)
-                    metrics.WORKER_RESTARTS.inc()
-                    worker._give_back(sorted(worker.held))
-                    worker._stop.wait(delay)
-                    delay = min(RESTART_SECONDS[1], delay * 2)
-                else:
-                    delay = RESTART_SECONDS[0]
+            # The database down or refusing us is expected: what was claimed is given back or its lease
+            # runs out, so nothing is lost. Anything else is a bug in the loop: logged, and it starts again.
+            background.forever(f"worker {worker.name}: the loop", self._step, worker.stopped, log,
+                               expected=(StorageUnavailable,),
+                               expected_wait=min(5.0, worker.config["WORKER_POLL_SECONDS"] * 4),
+                               on_failure=self._failed)
         finally:
             self.running = False
             beats.join(timeout=HEARTBEAT_SECONDS + 1)
@@ -76,35 +69,19 @@ class Supervisor:
                 sends.join(timeout=15)  # a send in flight is bounded by the client's timeouts
         log.info("worker %s stopped after %d events", worker.name, worker.processed)
 
-    def _loop(self) -> None:
-        worker, poll = self.worker, self.worker.config["WORKER_POLL_SECONDS"]
-        while not worker.stopping:
-            try:
-                worked = worker.run_once()
-                worker.housekeeping()
-            except StorageUnavailable as exc:
-                # The database is down or refuses us: what we claimed is given back or its lease
-                # runs out, so nothing is lost. Wait, then claim again.
-                log.warning("worker %s: database error, retrying: %s", worker.name, exc)
-                worker._stop.wait(min(5.0, poll * 4))
-                continue
-            if not worked:
-                worker.wait(poll)
-            elif worked < worker._batch_size:
-                # Callbacks are trickling in: let a few gather rather than claim each one alone.
-                worker._stop.wait(GATHER_SECONDS)
+    def _step(self) -> float | None:
+        wait = self.worker.step()
+        self.running = True
+        return wait
 
-    def _send_until_stopped(self) -> None:
-        worker, delay = self.worker, RESTART_SECONDS[0]
-        while not worker.stopping:
-            try:
-                if not self.sender.run_once(worker._stop):
-                    self.sender.wait(worker.config["WORKER_POLL_SECONDS"])
-                delay = RESTART_SECONDS[0]
-            except Exception:  # the database is down, or a bug: what was claimed becomes unknown, never lost
-                log.exception("worker %s: the sender failed; it starts again in %.0f s", worker.name, delay)
-                worker._stop.wait(delay)
-                delay = min(RESTART_SECONDS[1], delay * 2)
+    def _failed(self) -> None:
+        self.running = False
+        metrics.WORKER_RESTARTS.inc()
+        self.worker.give_back()
+
+    def _send_once(self) -> None:
+        if not self.sender.run_once(self.worker.stopped):
+            self.sender.wait(self.worker.config["WORKER_POLL_SECONDS"])
 
     def _take_back_from_dead_predecessors(self) -> None:
         """Claims held by a worker of this machine whose process is gone are due again now,
@@ -120,24 +97,17 @@ class Supervisor:
                         exc.__class__.__name__)
 
 
-def _beat_until_stopped(worker: Worker) -> None:
-    """The heartbeat thread: beat until the worker stops."""
-    # Often enough that a lease shorter than the heartbeat is still renewed before it runs out.
-    every = min(HEARTBEAT_SECONDS, worker.config["LEASE_SECONDS"] / 3)
-    while True:
-        try:
-            worker.beat()
-        except Exception as exc:  # the database is down: the next beat tries again
-            log.warning("worker %s: heartbeat failed: %s", worker.name, exc.__class__.__name__)
-        if worker._stop.wait(every):
-            return
-
-
 def _heartbeat(worker: Worker) -> threading.Thread:
     """Start the worker's heartbeat thread (it stops with the worker)."""
-    beats = threading.Thread(target=_beat_until_stopped, args=(worker,), name="receiver-heartbeat", daemon=True)
-    beats.start()
-    return beats
+    # Often enough that a lease shorter than the heartbeat is still renewed before it runs out.
+    every = min(HEARTBEAT_SECONDS, worker.config["LEASE_SECONDS"] / 3)
+
+    def beat() -> float:
+        worker.beat()
+        return every
+
+    return background.start("receiver-heartbeat", beat, worker.stopped, log, expected=(StorageUnavailable,),
+                            expected_wait=every)
 
 
 def _dead_process_here(name: str, host: str) -> bool:
