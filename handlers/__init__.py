@@ -3,7 +3,8 @@
 Every handler receives one `schemas.Event` and returns nothing. Raising means "try again later":
 the worker retries with backoff, then keeps the event as dead. To answer or send a message, call
 `receiver.sending.reply(event, text=...)` or `send(...)`: it is queued only if the handler returns,
-and sent once however often the handler runs.
+and sent once however often the handler runs. To read a setting (AUTO_REPLY_TEXT, or one of your own
+from the environment), call `receiver.settings.setting(name, default)`.
 
 Delivery is at least once: a handler may run again for the same callback (after a raise, a replay,
 a crash). Key your side effects on `event.event_id`, e.g. INSERT ... ON CONFLICT DO NOTHING.

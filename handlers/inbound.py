@@ -4,9 +4,9 @@ The shipped ones log one structured line each. Replace the body with your busine
 keep it idempotent (see handlers/__init__.py). Media URLs expire (about 48 h): fetch promptly.
 """
 import logging
-import os
 
 from receiver.sending import reply
+from receiver.settings import setting
 from schemas import Event
 
 log = logging.getLogger("handlers.inbound")
@@ -14,7 +14,7 @@ log = logging.getLogger("handlers.inbound")
 
 def on_inbound_text(event: Event) -> None:
     """A text message (SMS parts already joined). With AUTO_REPLY_TEXT set, answers it: an example to copy."""
-    if text := os.environ.get("AUTO_REPLY_TEXT"):
+    if text := setting("AUTO_REPLY_TEXT"):
         reply(event, text=text)  # queued only if this handler returns; sent once
     log.info(
         "inbound text message_id=%s channel=%s from=%s chars=%d parts=%d incomplete=%s",

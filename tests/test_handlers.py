@@ -65,3 +65,19 @@ def test_without_auto_reply_text_the_text_handler_sends_nothing(monkeypatch):
     with collecting() as sent:
         handlers.on_inbound_text(inbound("whatsapp"))
     assert sent == []
+
+
+def test_a_handler_reads_the_apps_settings_through_setting(monkeypatch):
+    """Inside the worker's dispatch, `setting` is the app's value; outside, the environment's."""
+    from receiver.settings import setting
+    from receiver.worker.dispatch import dispatch
+
+    seen = []
+    monkeypatch.setitem(handlers.STATUS_HANDLERS, "delivered", lambda event: seen.append(
+        (setting("AUTO_REPLY_TEXT"), setting("CRM_URL", "none"), setting("MAX_ATTEMPTS"))))
+    monkeypatch.setenv("CRM_URL", "https://crm.example")
+    monkeypatch.setenv("AUTO_REPLY_TEXT", "from the environment")
+    event = load_event("message-status", samples.message_status("delivered"))
+    dispatch(event, {"AUTO_REPLY_TEXT": "from create_app", "MAX_ATTEMPTS": 3})
+    assert seen == [("from create_app", "https://crm.example", 3)]
+    assert setting("AUTO_REPLY_TEXT") == "from the environment" and setting("MAX_ATTEMPTS") == 8

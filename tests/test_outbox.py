@@ -289,12 +289,18 @@ def test_a_status_handler_is_told_which_of_our_messages_it_is_about(live, monkey
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_the_shipped_handler_replies_with_auto_reply_text_when_it_is_set(live, monkeypatch):
-    monkeypatch.setenv("AUTO_REPLY_TEXT", "Thanks! We will answer within the hour.")
-    live.vonage.reply(text="hi", from_=CUSTOMER, to=OURS, channel="sms")
-    live.process()
-    live.send()
-    assert [m.body["text"] for m in live.vonage.sent] == ["Thanks! We will answer within the hour."]
+def test_the_shipped_handler_replies_with_auto_reply_text_given_to_create_app(make_app, database_url, private_pem):
+    """AUTO_REPLY_TEXT set through create_app (not the environment) is the one the handler reads."""
+    running = _live(make_app, database_url, {"VONAGE_PRIVATE_KEY": private_pem,
+                                             "AUTO_REPLY_TEXT": "Thanks! We will answer within the hour."})
+    live = next(running)
+    try:
+        live.vonage.reply(text="hi", from_=CUSTOMER, to=OURS, channel="sms")
+        live.process()
+        live.send()
+        assert [m.body["text"] for m in live.vonage.sent] == ["Thanks! We will answer within the hour."]
+    finally:
+        running.close()
 
 
 def test_sending_outside_a_handler_says_where_to_send_from():

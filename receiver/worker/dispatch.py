@@ -10,7 +10,7 @@ import difflib
 import inspect
 
 import handlers
-from receiver import sending
+from receiver import sending, settings
 from receiver.platform.config import ConfigError
 from schemas import Event
 from schemas.vocabulary import CHANNELS, DLR_STATUSES, INBOUND_TYPES, MESSAGE_TYPES, SMS_API_TYPES, STATUSES
@@ -28,10 +28,10 @@ def handler_for(event: Event):
     )
 
 
-def dispatch(event: Event) -> list[dict]:
-    """Run the event's handler; the messages it sent (receiver.sending), to queue if it returned.
-    Whatever it raises is the caller's to record."""
-    with sending.collecting() as sends:
+def dispatch(event: Event, config: dict | None = None) -> list[dict]:
+    """Run the event's handler (reading `config` through receiver.settings); the messages it sent
+    (receiver.sending), to queue if it returned. Whatever it raises is the caller's to record."""
+    with sending.collecting() as sends, settings.using(config):
         handler_for(event)(event)
     return sends
 

@@ -205,7 +205,7 @@ class Worker:
             return Outcome(row.id, "done", note="doctor's signed test callback: stored, not dispatched",
                            message_id=event.message_id, status=event.status)
         try:
-            sends = dispatch.dispatch(event)
+            sends = dispatch.dispatch(event, self.config)
         except BaseException as exc:  # a handler's sys.exit() is its own failure too
             if isinstance(exc, KeyboardInterrupt) or (isinstance(exc, SystemExit) and self.hard_stop):
                 raise
