@@ -193,7 +193,7 @@ def _type_object(message_type: str, channel: str) -> dict[str, Any] | None:
 
 
 def _to_v01(payload: dict[str, Any]) -> dict[str, Any]:
-    """The same callback in the legacy v0.1 shape (spec 3.1)."""
+    """The same callback in the legacy v0.1 shape (Messages webhooks before v1: `to` and `from` are objects)."""
     channel = payload.pop("channel")
     ours = "from" if "status" in payload else "to"
 

@@ -37,7 +37,7 @@ class InvalidPayload(ValueError):
 
 
 def messages_version(payload: dict[str, Any]) -> str:
-    """The Messages shape: "v0.1" if `to`/`from` or a top-level `message` are objects, else "v1" (spec 3.1)."""
+    """The Messages shape: "v0.1" if `to`/`from` or a top-level `message` are objects, else "v1" (v0.1 nests them)."""
     legacy = any(isinstance(payload.get(key), dict) for key in ("to", "from", "message"))
     return "v0.1" if legacy else "v1"
 

@@ -5,11 +5,11 @@ A value Vonage adds later still loads and reaches a default handler: this is wha
 """
 CHANNELS = ("sms", "mms", "whatsapp", "messenger", "viber_service", "rcs")
 
-# Messages API statuses (spec 2.7), and the SMS API's delivery-receipt statuses (spec 5.3).
+# Messages API statuses, and the SMS API's delivery-receipt statuses, as Vonage documents them.
 STATUSES = ("submitted", "delivered", "read", "rejected", "undeliverable")
 DLR_STATUSES = ("accepted", "buffered", "delivered", "expired", "failed", "rejected", "unknown")
 
-# Inbound message types per channel in Messages v1 (spec 2.3).
+# Inbound message types per channel in Messages v1, as Vonage documents them.
 INBOUND_TYPES: dict[str, tuple[str, ...]] = {
     "sms": ("text",),
     "mms": ("text", "image", "vcard", "audio", "video", "file"),
@@ -19,7 +19,7 @@ INBOUND_TYPES: dict[str, tuple[str, ...]] = {
     "viber_service": ("text", "image", "video", "file"),
     "rcs": ("text", "image", "video", "file", "location", "reply", "button", "audio", "vcard"),
 }
-# SMS API inbound `type` values (spec 5.2).
+# SMS API inbound `type` values.
 SMS_API_TYPES = ("text", "unicode", "binary")
 
 MESSAGE_TYPES = tuple(sorted({t for types in INBOUND_TYPES.values() for t in types} | set(SMS_API_TYPES)))

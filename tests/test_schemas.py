@@ -9,7 +9,7 @@ from devkit import samples
 from schemas import Event, InvalidPayload, load_event
 
 UTC = timezone.utc
-V01_TYPES = ("text", "image", "audio", "video", "file", "location", "unsupported")  # spec 3.1
+V01_TYPES = ("text", "image", "audio", "video", "file", "location", "unsupported")  # the v0.1 message types
 NO_OBJECT_TYPES = ("text", "unsupported")
 
 

@@ -34,7 +34,7 @@ class ConfigurationAPI:
         }
         self.api_key = api_key
         self.api_secret = api_secret
-        self.probe = probe  # GET each new SMS URL before saving it, as Vonage does (spec 5.1)
+        self.probe = probe  # GET each new SMS URL before saving it, as Vonage does before it saves an SMS callback URL
         # Vonage's published spec says 400 for an invalid application body; the default here is 422.
         # A client must read both the same way, so tests can pick either.
         self.validation_status = validation_status

@@ -18,7 +18,7 @@ import requests
 from devkit import samples
 from receiver.webhooks.signatures import sign_jwt
 
-# Channels that report `read` (spec 2.7); SMS and MMS stop at `delivered`.
+# Channels that report `read` (Vonage lists it for WhatsApp, Messenger, Viber and RCS); SMS and MMS stop at `delivered`.
 READ_RECEIPT_CHANNELS = ("whatsapp", "messenger", "viber_service", "rcs")
 FAILED_STATUSES = ("rejected", "undeliverable")
 
@@ -30,7 +30,7 @@ def plan_statuses(channel: str, rng: random.Random, *, reject_share: float, out_
         return ["rejected"] if rng.random() < 0.5 else ["submitted", "undeliverable"]
     statuses = ["submitted", "delivered"] + (["read"] if channel in READ_RECEIPT_CHANNELS else [])
     if rng.random() < out_of_order_share:
-        # Vonage queues each event on its own, so a later status can overtake an earlier one (spec 6).
+        # Vonage queues each event on its own, so a later status can overtake an earlier one.
         first = rng.randrange(len(statuses) - 1)
         statuses[first], statuses[first + 1] = statuses[first + 1], statuses[first]
     return statuses

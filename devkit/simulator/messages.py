@@ -15,7 +15,7 @@ from devkit.simulator.wire import Answer, problem
 
 MESSAGES_PATH = "/v1/messages"
 
-# Codes and titles from Vonage's Messages API error list (sending spec 4). Where the docs do not say which
+# Codes and titles from Vonage's Messages API error list (its error code reference). Where the docs do not say which
 # HTTP status carries a code (all but 1000 and 1030), the status here is our guess; the client reads every
 # 4xx but 429 the same way.
 ERRORS = {

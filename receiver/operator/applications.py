@@ -142,7 +142,7 @@ class VonageClient:
         if status in (400, 422) and app_id is not None:
             return f"Vonage refused the application update ({status}): {problem}"
         if status in (400, 422):
-            # The account API saves a URL only after that URL answered 200 to a plain GET (spec 5.1).
+            # The account API saves a URL only after that URL answered 200 to a plain GET.
             return (
                 f"Vonage refused the account settings ({status}): {problem}. Vonage saves an SMS "
                 "webhook URL only if it answers 200 OK to a GET: check the receiver is deployed "

@@ -24,7 +24,7 @@ from receiver.webhooks.signatures import sign_jwt, sign_sms
 
 # How SMS API callbacks arrive, per the dashboard's "Webhook format": GET, POST (form), POST-JSON.
 VIAS = ("get", "form", "json")
-# Vonage waits 3 s for a connection and 15 s for an answer before it retries (spec 6).
+# Vonage waits 3 s for a connection and 15 s for an answer before it retries.
 VONAGE_TIMEOUT = (3.0, 15.0)
 
 

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from schemas.vocabulary import CHANNELS
 
-# What each channel can send (sending spec 3); inbound types are a different list (schemas.vocabulary).
+# What each channel can send (the Messages API's request bodies); inbound types are a different list (schemas.vocabulary).
 MESSAGE_TYPES = {
     "sms": ("text",),
     "mms": ("image", "vcard", "audio", "video"),

@@ -32,7 +32,7 @@ SANDBOX_BASE = "https://messages-sandbox.nexmo.com"
 DEFAULT_SEND_RATE = 30
 _ERRNO = re.compile(r"^\[Errno -?[0-9]+\] ")  # "[Errno 111] Connection refused" reads better without it
 
-# What to do about the error codes Vonage puts at the end of a problem's `type` (sending spec 4).
+# What to do about the error codes Vonage puts at the end of a problem's `type` (its error code reference).
 ERROR_HINTS = {
     "1000": "Vonage is throttling this account: send more slowly.",
     "1010": "Fix the parameters listed.",

@@ -51,7 +51,7 @@ def verify_jwt(
 
     `iat_leeway` tolerates clock skew for `iat` and `exp`; `max_age` (seconds, None = off) rejects old tokens.
     """
-    # HS256 is checked here (spec 4.2 step 5) rather than by PyJWT, which reads its own clock and warns on
+    # HS256 is checked here rather than by PyJWT, which reads its own clock and warns on
     # every secret shorter than 32 bytes, a length Vonage accepts for signature secrets.
     token = _bearer_token(authorization)
     if len(token) > _MAX_TOKEN_CHARS or token.count(".") != 2:
@@ -107,7 +107,7 @@ def sign_jwt(
 
 
 def sms_params_signature(params: Mapping[str, str], secret: str, method: str) -> str:
-    """Return the lowercase hex `sig` Vonage computes over SMS API webhook parameters, `sig` excluded (spec 5.5).
+    """Return the lowercase hex `sig` Vonage computes over SMS API webhook parameters, `sig` excluded.
 
     :raises ValueError: `method` is not one of SMS_SIGNATURE_METHODS.
     """
