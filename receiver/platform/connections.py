@@ -10,12 +10,11 @@ how one ends (the linger after our answer, the close). Every socket call here is
 
 Then a kept-alive connection is reading again (a pipelined request already read is served from memory
 first), and any other is closed at once.
-
-Each timed phase has one timeout, so its connections' deadlines are in insertion order and the loop's
-sweep looks only at the front of each.
+Each timed phase has one timeout, so its deadlines are in insertion order: a sweep reads only the front.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import resource
@@ -231,10 +230,8 @@ class Phases:
         self.watch(conn, 0)
         self.forget_request(conn)
         self.enter(conn, None)
-        try:
+        with contextlib.suppress(OSError):
             conn.sock.close()  # no SO_LINGER: returns at once, whatever the peer does
-        except OSError:
-            pass
 
     def cheapest(self, spare: Connection | None) -> Connection | None:
         """The connection that costs least to lose: one lingering (answered already), else the one that has
@@ -296,7 +293,7 @@ def connections_the_files_allow(wanted: int) -> int:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
             soft = target
         except (ValueError, OSError):
-            pass
+            pass  # a limit we may not raise: the connection limit fits the one we have
     if soft == resource.RLIM_INFINITY:
         return wanted
     return max(1, min(wanted, soft - FILES_KEPT))

@@ -1,15 +1,13 @@
 """The web server's worker: one non-blocking loop does every socket operation; threads only run the app.
 
 Vonage queues callbacks per account, so nothing a peer does may hold up the answer to a signed
-callback. gunicorn's threaded worker (gthread) lets peers hold it up: a thread blocks reading a
-request that has not arrived, or writing an answer nobody reads, and its main loop blocks in the
-graceful close of every connection that is not kept alive (`util.close_graceful` waits up to 2 s in
-`recv` for the peer's FIN), so twenty peers that send `Connection: close` and linger stop every
-acknowledgement. Here the loop reads each request whole into memory without blocking, a thread of
-`Lanes` runs the app on it and writes the answer to memory, and the loop sends it as the peer's window
-allows: every phase has its deadline (receiver.platform.connections), and a close never waits for the
-peer. Webhook requests go to the threads first; other requests (pages, /metrics, 404s) take two
-threads at most, with a short queue (then the loop answers 503): a flood of them waits behind callbacks.
+callback. gunicorn's gthread lets peers hold it up: a thread blocks reading a request not yet sent,
+or writing an answer nobody reads, and its main loop blocks in the graceful close of each connection
+not kept alive (`util.close_graceful` waits up to 2 s for the peer's FIN): twenty peers that send
+`Connection: close` and linger stop every acknowledgement. Here the loop reads each request whole
+into memory, `Lanes` threads run the app into memory (webhooks first; other requests on two threads
+with a short queue), and the loop sends each answer as the peer's window allows; every phase has its
+deadline (receiver.platform.connections), and a close never waits for the peer.
 
 What this class takes from gunicorn, and where it runs. It subclasses `base.Worker`, not gthread:
 nothing of gthread's connection handling (`accept`, `handle`, `finish_request`, keep-alive,
@@ -31,6 +29,7 @@ router). `gunicorn.conf.py` selects this class.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import selectors
@@ -90,7 +89,6 @@ class NonBlockingWorker(base.Worker):
                   "(nginx, the platform's router) and remove certfile/keyfile", file=sys.stderr, flush=True)
             raise SystemExit(2)
 
-    # -- the loop -----------------------------------------------------------------------------------
     def init_process(self):
         self.max_connections = connections_the_files_allow(self.max_connections)
         self.lanes = Lanes(self.cfg.threads)
@@ -154,11 +152,9 @@ class NonBlockingWorker(base.Worker):
         super().handle_quit(sig, frame)
 
     def _drain_wakeups(self, fileobj, mask):
-        try:
+        with contextlib.suppress(OSError):
             while os.read(self.PIPE[0], 4096):
                 pass
-        except OSError:
-            pass
 
     def _begin_stopping(self):
         self._set_accepting(False)
@@ -190,7 +186,6 @@ class NonBlockingWorker(base.Worker):
             else:  # idle, an answer not taken in time, or a linger that is over
                 self.conns.close(conn)
 
-    # -- accepting ----------------------------------------------------------------------------------
     def _accept(self, listener, mask):
         try:
             for conn in accepted(listener, ACCEPT_AT_ONCE):
@@ -215,7 +210,6 @@ class NonBlockingWorker(base.Worker):
             self.out_of_files = True
             self._set_accepting(False)
 
-    # -- reading ------------------------------------------------------------------------------------
     def _await_request(self, conn: Connection, idle_seconds: float, data: bytes = b"", *, kept=False) -> None:
         conn.phase, conn.continued = READING, False
         conn.incoming = IncompleteRequest(self.max_body, self.max_fields, data)
@@ -293,7 +287,6 @@ class NonBlockingWorker(base.Worker):
         self.conns.hold(conn)  # what is left in memory: a pipelined request, if any
         self._guarded(conn, self._send, conn, data, keep=keep and self.alive)
 
-    # -- writing, lingering, closing ---------------------------------------------------------------------
     def _send(self, conn: Connection, data: bytes, *, keep: bool) -> None:
         conn.out, conn.keep, conn.phase = memoryview(data), keep, WRITING
         self.conns.enter(conn, self.conns.writing, WRITE_SECONDS)
