@@ -24,7 +24,6 @@ import time
 
 from receiver.platform.framing import IncompleteRequest
 
-READING, RUNNING, WRITING, LINGERING = "reading", "running", "writing", "lingering"
 FILES_KEPT = 128  # file descriptors left for the database, logs and pipes when sizing the connection limit
 LINGER_SECONDS = 2.0  # after our FIN, for the peer's (what gunicorn's graceful close waits, off the loop)
 MAX_LINGERING = 128  # closing connections kept lingering at once; past it the oldest is closed now
@@ -38,12 +37,14 @@ BUFFER_BUDGET = 64 * 1024 * 1024  # what all requests of a process may hold past
 class Connection:
     """One client socket and where it is in its phases."""
 
+    READING, RUNNING, WRITING, LINGERING = "reading", "running", "writing", "lingering"
+
     __slots__ = ("sock", "client", "server", "phase", "deadline", "incoming", "held", "out", "keep", "linger",
                  "continued", "drained", "events", "heard_at")
 
     def __init__(self, sock: socket.socket, client, server):
         self.sock, self.client, self.server = sock, client, server
-        self.phase = READING
+        self.phase = Connection.READING
         self.deadline = 0.0
         self.incoming: IncompleteRequest | None = None
         self.held = 0  # bytes of `incoming` counted against the buffer budget
@@ -99,9 +100,10 @@ class Phases:
     def __len__(self) -> int:
         return sum(len(phase) for phase in self.timed()) + len(self.running)
 
-    def busy(self) -> bool:
-        """Something is asked of this process: a request arriving, running, or its answer going out."""
-        return bool(self.arriving or self.running or self.writing)
+    def busy(self, stopping: bool = False) -> bool:
+        """Something is asked of this process: a request arriving, running, or its answer going out (and,
+        `stopping`, a connection accepted whose request may be on its way)."""
+        return bool(self.arriving or self.running or self.writing or (stopping and (self.fresh or self.kept)))
 
     def enter(self, conn: Connection, phase: dict | set | None, seconds: float = 0.0) -> None:
         """Move `conn` to `phase` (None: forget it), its deadline `seconds` from now."""
@@ -207,7 +209,7 @@ class Phases:
         except OSError:
             self.close(conn)
             return
-        conn.phase, conn.drained = LINGERING, 0
+        conn.phase, conn.drained = Connection.LINGERING, 0
         self.forget_request(conn)
         self.enter(conn, self.lingering, LINGER_SECONDS)
         self.watch(conn, selectors.EVENT_READ)

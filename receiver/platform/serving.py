@@ -40,17 +40,7 @@ from gunicorn.workers import base
 from gunicorn.workers.gthread import PollableMethodQueue
 
 from receiver.platform import config
-from receiver.platform.connections import (
-    LINGERING,
-    READING,
-    RUNNING,
-    WRITING,
-    Connection,
-    OutOfFiles,
-    Phases,
-    accepted,
-    connections_the_files_allow,
-)
+from receiver.platform.connections import Connection, OutOfFiles, Phases, accepted, connections_the_files_allow
 from receiver.platform.framing import IncompleteRequest, json_answer, status_of
 from receiver.platform.lanes import UNAVAILABLE, Lanes, serve
 from receiver.platform.logs import Tally
@@ -63,6 +53,7 @@ REQUEST_SECONDS = 10.0  # from a request's first byte to its last (Vonage sends 
 WRITE_SECONDS = 10.0  # from an answer being ready to its last byte taken by the kernel
 SWEEP_SECONDS = 0.1  # how often deadlines are looked at
 NOTIFY_SECONDS = 1.0
+STOP_LINGER_SECONDS = 1.0  # a stopping worker waits this long for the request of a connection it accepted
 ACCEPT_AT_ONCE = 64
 
 
@@ -112,7 +103,7 @@ class NonBlockingWorker(base.Worker):
             if not self.alive and stopping_until is None:
                 stopping_until = now + self.cfg.graceful_timeout
                 self._begin_stopping()
-            if stopping_until is not None and (not self.conns.busy() or now > stopping_until):
+            if stopping_until is not None and (not self.conns.busy(stopping=True) or now > stopping_until):
                 break
             for key, mask in self.poller.select(SWEEP_SECONDS):
                 if isinstance(key.data, Connection):
@@ -158,9 +149,8 @@ class NonBlockingWorker(base.Worker):
 
     def _begin_stopping(self):
         self._set_accepting(False)
-        for conn in [*self.conns.fresh, *self.conns.kept]:  # nothing asked of these: close them now,
-            if not self.conns.waiting(conn):  # unless a request is in the kernel's buffer: it is served
-                self.conns.close(conn)
+        for conn in [*self.conns.fresh, *self.conns.kept]:  # nothing asked of these yet: a request on its
+            self.conns.enter(conn, self.conns.fresh, STOP_LINGER_SECONDS)  # way is served, with Connection: close
 
     def _set_accepting(self, enabled: bool) -> None:
         enabled = enabled and self.alive and not self.out_of_files
@@ -211,7 +201,7 @@ class NonBlockingWorker(base.Worker):
             self._set_accepting(False)
 
     def _await_request(self, conn: Connection, idle_seconds: float, data: bytes = b"", *, kept=False) -> None:
-        conn.phase, conn.continued = READING, False
+        conn.phase, conn.continued = Connection.READING, False
         conn.incoming = IncompleteRequest(self.max_body, self.max_fields, data)
         self.conns.hold(conn)
         if data:
@@ -222,11 +212,11 @@ class NonBlockingWorker(base.Worker):
             self.conns.watch(conn, selectors.EVENT_READ)
 
     def _ready(self, conn: Connection) -> None:
-        if conn.phase == READING:
+        if conn.phase == Connection.READING:
             self._read(conn)
-        elif conn.phase == WRITING:
+        elif conn.phase == Connection.WRITING:
             self._write(conn)
-        elif conn.phase == LINGERING:
+        elif conn.phase == Connection.LINGERING:
             self.conns.drain(conn)
 
     def _read(self, conn: Connection) -> None:
@@ -255,7 +245,7 @@ class NonBlockingWorker(base.Worker):
             request, rest, urgent = incoming.request_bytes(), incoming.rest(), incoming.urgent()
             conn.incoming = IncompleteRequest(self.max_body, self.max_fields, rest) if rest else None
             self.conns.hold(conn, len(request) + len(rest))  # counted until the answer is ready
-            conn.phase = RUNNING
+            conn.phase = Connection.RUNNING
             self.conns.enter(conn, self.conns.running)
             self.conns.watch(conn, 0)  # nothing is read while the app runs: a pipelining peer waits its turn
             self.lanes.submit(urgent, lambda: serve(self, conn.client, conn.server, request),
@@ -288,7 +278,7 @@ class NonBlockingWorker(base.Worker):
         self._guarded(conn, self._send, conn, data, keep=keep and self.alive)
 
     def _send(self, conn: Connection, data: bytes, *, keep: bool) -> None:
-        conn.out, conn.keep, conn.phase = memoryview(data), keep, WRITING
+        conn.out, conn.keep, conn.phase = memoryview(data), keep, Connection.WRITING
         self.conns.enter(conn, self.conns.writing, WRITE_SECONDS)
         self._write(conn)
 
