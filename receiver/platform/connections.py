@@ -101,8 +101,7 @@ class Phases:
         return sum(len(phase) for phase in self.timed()) + len(self.running)
 
     def busy(self, stopping: bool = False) -> bool:
-        """Something is asked of this process: a request arriving, running, or its answer going out (and,
-        `stopping`, a connection accepted whose request may be on its way)."""
+        """A request is arriving, running or being answered (or, `stopping`, may be on its way)."""
         return bool(self.arriving or self.running or self.writing or (stopping and (self.fresh or self.kept)))
 
     def enter(self, conn: Connection, phase: dict | set | None, seconds: float = 0.0) -> None:
