@@ -33,7 +33,7 @@ SECRET = "test-signature-secret-Yq9vD3kE7pL2sX8w"
 APP_ID = "5c1f8e2a-93d4-4b7e-a0c6-2f9d8e1b7a43"
 CUSTOMER = "447700900123"
 OUR_NUMBER = "447700900456"
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

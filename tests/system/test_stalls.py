@@ -21,7 +21,7 @@ from receiver.webhooks.signatures import sign_jwt
 from tests import load
 from tests.conftest import ADMIN_TOKEN, API_KEY, PATHS, SECRET, count_states
 from tests.servers import Server, children_of, free_port, gunicorn
-from tests.test_faults import (  # noqa: F401  (fixtures)
+from tests.system.test_faults import (  # noqa: F401  (fixtures)
     RECORDING_APP,
     Stack,
     assert_every_callback_kept_and_dispatched,
@@ -34,7 +34,7 @@ from tests.test_faults import (  # noqa: F401  (fixtures)
     stack,
     wait_until_settled,
 )
-from tests.test_hardening import MESSAGES_POISON, SMS_POISON
+from tests.worker.test_supervisor import MESSAGES_POISON, SMS_POISON
 
 pytestmark = pytest.mark.slow
 

@@ -29,7 +29,7 @@ from receiver.platform.framing import MAX_CHUNKS, MAX_HEADER_BYTES, IncompleteRe
 from receiver.platform.lanes import parse, read_exactly
 from tests import load
 from tests.servers import ROOT, children_of, gunicorn
-from tests.test_faults import receiver_env, sqlite_url  # noqa: F401  (fixture)
+from tests.system.test_faults import receiver_env, sqlite_url  # noqa: F401  (fixture)
 
 MAX_BODY = 4096
 
