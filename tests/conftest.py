@@ -64,6 +64,12 @@ def make_app(tmp_path):
 
 
 @pytest.fixture
+def sqlite_url(tmp_path):
+    """A SQLite file of this test's own (not yet created)."""
+    return f"sqlite:///{tmp_path / 'receiver.sqlite3'}"
+
+
+@pytest.fixture
 def app(make_app):
     return make_app()
 

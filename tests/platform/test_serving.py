@@ -3,7 +3,7 @@
 Unit tests check the loop's framing of requests against gunicorn's own parser, for generated
 requests cut at generated places. The slow ones run the Procfile's web command against hostile
 peers (tests/peers.py, a seeded mix of every misbehaviour per connection phase, in a process of
-their own) while an honest client sends signed callbacks; `pytest -s -m slow tests/test_serving.py`
+their own) while an honest client sends signed callbacks; `pytest -s -m slow tests/platform/test_serving.py`
 prints the figures.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ from receiver.platform.framing import MAX_CHUNKS, MAX_HEADER_BYTES, IncompleteRe
 from receiver.platform.lanes import parse, read_exactly
 from tests import load
 from tests.servers import ROOT, children_of, gunicorn
-from tests.system.test_faults import receiver_env, sqlite_url  # noqa: F401  (fixture)
+from tests.stack import receiver_env
 
 MAX_BODY = 4096
 

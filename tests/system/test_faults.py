@@ -5,7 +5,7 @@ repeats and reordering.
 Real gunicorn and `flask worker` processes on loopback serve tests/recording_app.py, whose handlers
 write every dispatch to test_dispatch_log and the idempotent effect to test_effects; tests/load.py
 sends signed callbacks and retries, as Vonage does, whatever got no answer or a 5xx.
-`pytest -s -m slow tests/test_faults.py` prints the figures of each run.
+`pytest -s -m slow tests/system/test_faults.py` prints the figures of each run.
 """
 from __future__ import annotations
 
@@ -25,121 +25,26 @@ from pathlib import Path
 
 import pytest
 import requests
-from sqlalchemy import select, text
+from sqlalchemy import text
 
-from app import create_app
 from devkit import samples
-from receiver.storage import get_storage, metadata
-from receiver.storage.engines import make_engine
-from receiver.storage.schema import events
 from receiver.worker.policy import POLICY
 from tests import load
-from tests.conftest import ADMIN_TOKEN, SECRET, SMS_METHOD, base_config, count_states
-from tests.recording_app import create_test_tables, dispatch_log, effects
-from tests.servers import Server, app_env, children_of, flask_worker, free_port, gunicorn
+from tests.conftest import ADMIN_TOKEN
+from tests.servers import children_of, free_port
+from tests.stack import assert_every_callback_kept_and_dispatched, deliveries_by_key, identity, receiver_env
 
 pytestmark = pytest.mark.slow
 
-RECORDING_APP = "tests.recording_app"
 # Sized so this file runs in about a minute on a busy 2-core machine. The scale-out run has the
 # issue's full 10,000 deliveries: since the worker claims and settles in batches it takes about
 # 17 s, and the workers finish the backlog within a second of the last delivery.
 CRASH_CALLBACKS = 5000
 OUTAGE_CALLBACKS = 800
 SCALE_OUT_DELIVERIES, SCALE_OUT_REPEATS = 10_000, 0.2
-LEASE_SECONDS = 3  # events claimed by a killed worker come back this fast
 # Where nothing is killed, a lease that ran out on a starved machine would be a legitimate second
 # dispatch; a long lease keeps "exactly one dispatch" a fair expectation there.
 LONG_LEASE_SECONDS = 60
-SETTLE_SECONDS = 150  # bound on waiting for the workers to finish the backlog
-
-
-# -- processes ---------------------------------------------------------------------------------
-class Stack:
-    """The processes one test starts: gunicorn servers and `flask worker`s, all stopped when it ends."""
-
-    def __init__(self, tmp_path: Path):
-        self.tmp_path = tmp_path
-        self.started: list = []
-
-    def gunicorn(self, env: dict, workers: int = 2, port: int | None = None) -> Server:
-        n = len(self.started)
-        # Each server counts its metrics in its own folder: gunicorn empties it when it starts.
-        env = dict(env, PROMETHEUS_MULTIPROC_DIR=str(self.tmp_path / f"metrics-{n}"))
-        server = gunicorn(env, workers=workers, port=port, app=f"{RECORDING_APP}:create_app()",
-                          log_path=self.tmp_path / f"gunicorn-{n}.log")
-        self.started.append(server)
-        return server.start(timeout=30)
-
-    def worker(self, env: dict):
-        n = len(self.started)
-        child = flask_worker(env, app=RECORDING_APP, log_path=self.tmp_path / f"worker-{n}.log")
-        self.started.append(child)
-        return child.start()
-
-    def stop_all(self) -> None:
-        for process in reversed(self.started):
-            process.stop()
-
-
-@pytest.fixture
-def stack(tmp_path):
-    started = Stack(tmp_path)
-    yield started
-    started.stop_all()
-
-
-def receiver_env(database_url: str, tmp_path: Path, **extra: str) -> dict:
-    settings = {
-        "VONAGE_SIGNATURE_SECRET": SECRET,
-        "VONAGE_SIGNATURE_METHOD": SMS_METHOD,
-        "ADMIN_TOKEN": ADMIN_TOKEN,
-        "INSTANCE_PATH": str(tmp_path / "instance"),
-        "LEASE_SECONDS": str(LEASE_SECONDS),
-        "WORKER_POLL_SECONDS": "0.2",
-        "LOG_LEVEL": "WARNING",  # a JSON line per callback costs a 2-core machine a good share of its CPU
-    }
-    return app_env(database_url, **{**settings, **extra})
-
-
-@pytest.fixture
-def sqlite_url(tmp_path):
-    return f"sqlite:///{tmp_path / 'receiver.sqlite3'}"
-
-
-@pytest.fixture
-def pg_url(pg_database, tmp_path):
-    """The session's throwaway PostgreSQL database, with every table present and empty."""
-    config = dict(base_config(pg_database, tmp_path / "instance"), LOG_LEVEL="WARNING")
-    app = create_app(config)  # building the app makes its tables
-    engine = get_storage(app).engine
-    create_test_tables(engine)
-    names = ", ".join([t.name for t in metadata.sorted_tables] + [dispatch_log.name, effects.name])
-    with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY"))
-    engine.dispose()
-    get_storage(app).dispose()
-    return pg_database
-
-
-@pytest.fixture
-def database(request):
-    """The database URL for a test parametrized indirectly with "sqlite" or "postgres"."""
-    return request.getfixturevalue({"sqlite": "sqlite_url", "postgres": "pg_url"}[request.param])
-
-
-@pytest.fixture
-def engine_for():
-    """An engine the test reads the database with (same settings as the app's), disposed at the end."""
-    made = []
-
-    def make(url: str):
-        made.append(make_engine(url))
-        return made[-1]
-
-    yield make
-    for engine in made:
-        engine.dispose()
 
 
 class PrivatePostgres:
@@ -202,64 +107,6 @@ def private_postgres():
     if cluster.running():
         cluster.stop("immediate")
     shutil.rmtree(folder, ignore_errors=True)
-
-
-# -- what the database says ------------------------------------------------------------------------
-def wait_until_settled(engine, distinct: int, timeout: float = SETTLE_SECONDS) -> dict[str, int]:
-    """Wait until every one of `distinct` events is past pending/processing/failed; the final state counts."""
-    deadline = time.monotonic() + timeout
-    while True:
-        states = count_states(engine)
-        busy = sum(states.get(s, 0) for s in ("pending", "processing", "failed"))
-        if (busy == 0 and sum(states.values()) >= distinct) or time.monotonic() > deadline:
-            return states
-        time.sleep(0.25)
-
-
-def stored_keys(engine) -> set[tuple]:
-    with engine.connect() as conn:
-        return set(conn.execute(select(events.c.kind, events.c.message_id, events.c.status)).all())
-
-
-def deliveries_by_key(engine) -> dict[tuple, int]:
-    with engine.connect() as conn:
-        rows = conn.execute(select(events.c.kind, events.c.message_id, events.c.status, events.c.deliveries)).all()
-    return {(r.kind, r.message_id, r.status): r.deliveries for r in rows}
-
-
-def effect_keys(engine) -> list[str]:
-    with engine.connect() as conn:
-        return list(conn.execute(select(effects.c.key)).scalars())
-
-
-def dispatches(engine) -> dict[int, list[int]]:
-    """event id -> the pids that dispatched it, in order."""
-    with engine.connect() as conn:
-        rows = conn.execute(select(dispatch_log.c.event_id, dispatch_log.c.pid).order_by(dispatch_log.c.at)).all()
-    found: dict[int, list[int]] = {}
-    for event_id, pid in rows:
-        found.setdefault(event_id, []).append(pid)
-    return found
-
-
-def identity(callback: load.Callback) -> tuple:
-    return (callback.kind, callback.message_id, callback.status)
-
-
-def assert_every_callback_kept_and_dispatched(engine, report: load.Report, deliveries: list, label: str) -> dict:
-    """The guarantees shared by every scenario; returns the dispatches for scenario-specific checks."""
-    distinct = list({id(c): c for c in deliveries}.values())
-    states = wait_until_settled(engine, len(distinct))
-    acknowledged = {identity(deliveries[i]) for i in report.acknowledged}
-    missing = acknowledged - stored_keys(engine)
-    assert not missing, f"{label}: {len(missing)} acknowledged callbacks are not stored, e.g. {sorted(missing)[:3]}"
-    assert len(acknowledged) == len(distinct), f"{label}: not every callback was acknowledged: {report.summary()}"
-    assert states == {"done": len(distinct)}, f"{label}: events not all done: {states}"
-    keys = effect_keys(engine)
-    assert len(keys) == len(distinct) and set(keys) == {c.key for c in distinct}, f"{label}: effects do not match"
-    found = dispatches(engine)
-    assert len(found) == len(distinct), f"{label}: {len(distinct) - len(found)} events were never dispatched"
-    return found
 
 
 def deadlocks(engine) -> int:

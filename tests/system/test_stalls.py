@@ -2,7 +2,7 @@
 
 Poison callbacks among normal ones through the Procfile's web command; idle and slowloris sockets
 beside signed callbacks; kill -9 of every process, then a restart; a handler slower than its lease;
-gunicorn's own error answers. `pytest -s -m slow tests/test_stalls.py` prints the figures.
+gunicorn's own error answers. `pytest -s -m slow tests/system/test_stalls.py` prints the figures.
 """
 from __future__ import annotations
 
@@ -21,20 +21,8 @@ from receiver.webhooks.signatures import sign_jwt
 from tests import load
 from tests.conftest import ADMIN_TOKEN, API_KEY, PATHS, SECRET, count_states
 from tests.servers import Server, children_of, free_port, gunicorn
-from tests.system.test_faults import (  # noqa: F401  (fixtures)
-    RECORDING_APP,
-    Stack,
-    assert_every_callback_kept_and_dispatched,
-    database,
-    dispatches,
-    engine_for,
-    pg_url,
-    receiver_env,
-    sqlite_url,
-    stack,
-    wait_until_settled,
-)
-from tests.worker.test_supervisor import MESSAGES_POISON, SMS_POISON
+from tests.poison import MESSAGES_POISON, SMS_POISON
+from tests.stack import Stack, assert_every_callback_kept_and_dispatched, dispatches, receiver_env, wait_until_settled
 
 pytestmark = pytest.mark.slow
 
