@@ -1,7 +1,10 @@
 """The operator API under /api: guarded by ADMIN_TOKEN, JSON in the shapes the README documents."""
+import json
+
 import pytest
 
 from devkit import samples
+from receiver.storage.schema import messages
 from tests.conftest import ADMIN_TOKEN
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -100,3 +103,21 @@ def test_replay_puts_the_event_back(vonage, work, client, api):
     pending = api("/api/events", query_string={"state": "pending"}).get_json()["events"][0]
     assert client.post(f"/api/events/{pending['id']}/replay", headers=AUTH).status_code == 409
     assert client.post("/api/events/999/replay", headers=AUTH).status_code == 404
+
+
+def test_api_answers_valid_json_even_for_stored_nan(client, storage):
+    with storage.engine.begin() as conn:  # a message row written before strict parsing existed
+        conn.execute(messages.insert().values(
+            message_id="m1", direction="inbound", status="received", status_rank=1, incomplete=False,
+            content='{"location": {"lat": NaN, "long": Infinity}}', created_at=1.0, updated_at=1.0))
+    response = client.get("/api/messages/m1", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert response.status_code == 200
+    decoded = json.loads(response.data, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
+    assert decoded["content"] == {"location": {"lat": None, "long": None}}
+
+
+@pytest.mark.parametrize("path", ["/api/events/9223372036854775808", "/api/events/99999999999999999999999/replay"])
+def test_an_event_id_past_64_bits_is_404(client, path):
+    method = client.post if path.endswith("replay") else client.get
+    response = method(path, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert response.status_code == 404 and response.get_json()["error"] == "not_found"

@@ -5,9 +5,10 @@ import time
 import pytest
 from sqlalchemy import update
 
+from devkit import samples
 from receiver.storage import events as stored_events
 from receiver.storage import get_storage
-from receiver.storage.schema import events
+from receiver.storage.schema import events, workers
 from receiver.storage.stats import ALIVE_SECONDS
 from receiver.webhooks.guard import record_rejection
 from receiver.webhooks.payloads import Callback
@@ -142,3 +143,14 @@ def test_doctor_fails_when_nothing_answers_at_the_public_url(app):
     result, levels = doctor(app, "--base-url", f"http://127.0.0.1:{free_port()}")
     assert result.exit_code == 1 and levels["public message-status"] == "FAIL"
     assert "ConnectionError" in result.output
+
+
+def test_doctor_warns_of_claims_held_by_a_dead_worker(app, runner, vonage, storage):
+    vonage.status(samples.message_status("delivered"))
+    storage.inbox.claim("gone:1:1", lease_seconds=300, limit=1)
+    with storage.engine.begin() as conn:
+        conn.execute(update(workers).values(seen_at=time.time() - 60))
+    storage.inbox.heartbeat("alive", 0, time.time())
+    result = runner.invoke(args=["vonage", "doctor"])
+    line = next(line for line in result.output.splitlines() if "backlog" in line)
+    assert line.startswith("WARN") and "held by a worker that is gone" in line

@@ -1,4 +1,5 @@
 """/metrics: Prometheus text that parses, with callback counters and queue gauges."""
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from devkit import samples
@@ -45,3 +46,12 @@ def test_metrics_can_require_a_token(make_app):
 
 def test_metrics_can_be_turned_off(make_app):
     assert make_app(METRICS_ENABLED=False).test_client().get("/metrics").status_code == 404
+
+
+@pytest.mark.parametrize("header, code", [("bearer s3cret", 200), ("BEARER s3cret", 200), ("s3cret", 401),
+                                          ("Bearer wrong", 401), ("Basic s3cret", 401)])
+def test_metrics_and_api_read_the_token_the_same_way(make_app, header, code):
+    app = make_app(METRICS_TOKEN="s3cret", ADMIN_TOKEN="s3cret")
+    client = app.test_client()
+    assert client.get("/metrics", headers={"Authorization": header}).status_code == code
+    assert client.get("/api/events", headers={"Authorization": header}).status_code == code

@@ -2,6 +2,7 @@
 import threading
 
 import sqlalchemy
+from sqlalchemy import select
 
 from receiver.storage import events as stored
 from receiver.storage import get_storage, migrate
@@ -98,3 +99,30 @@ def test_one_statement_stores_a_batch_with_repeats_in_it_and_before_it(database_
         assert rows == {"a": 2, "b": 3, "c": 1}
     finally:
         engine.dispose()
+
+
+def test_a_refused_callback_does_not_fail_the_others_of_its_commit(storage):
+    """Values the database cannot take (here: lone surrogates the request path would never let
+    through) in one group commit: the others are stored, and so is the poison, by its hash."""
+    results, barrier = {}, threading.Barrier(30)
+
+    def send(i):
+        bad = i == 13
+        found = Callback(kind="message-status", body=b'{"n":%d}' % i, query="", content_type="application/json",
+                         dedup_key=f"k{i}\ud800" if bad else f"k{i}", message_id="m\ud800" if bad else f"m{i}")
+        barrier.wait()
+        try:
+            results[i] = storage.inbox.record(found)
+        except Exception as exc:  # pragma: no cover - the assertion below shows it
+            results[i] = exc
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(30)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert all(not isinstance(r, Exception) for r in results.values()), results
+    with storage.engine.connect() as conn:
+        poison = conn.execute(select(events).where(events.c.body == b'{"n":13}')).one()
+    assert poison.dedup_key.startswith("sha256:") and poison.message_id is None
+    assert count_states(storage.engine) == {"pending": 30}

@@ -20,8 +20,8 @@ from devkit import samples
 from receiver.webhooks.signatures import sign_jwt
 from tests import load
 from tests.conftest import ADMIN_TOKEN, API_KEY, PATHS, SECRET, count_states
-from tests.servers import Server, children_of, free_port, gunicorn
 from tests.poison import MESSAGES_POISON, SMS_POISON
+from tests.servers import Server, children_of, free_port, gunicorn
 from tests.stack import Stack, assert_every_callback_kept_and_dispatched, dispatches, receiver_env, wait_until_settled
 
 pytestmark = pytest.mark.slow

@@ -305,3 +305,14 @@ def test_a_development_file_is_made_once_private_and_shared_by_processes_startin
     (tmp_path / "dev-empty").write_text("")
     with pytest.raises(ConfigError, match="dev-empty is empty: delete it"):
         made_once(str(tmp_path), "dev-empty", lambda: "never")
+
+
+def test_sms_json_with_a_repeated_key_is_refused_like_a_repeated_parameter(client, storage):
+    from receiver.webhooks.signatures import sign_sms
+    from tests.conftest import SECRET, SMS_METHOD
+
+    params = sign_sms(dict(samples.delivery_receipt("delivered"), **{"api-key": "a1b2c3d4"}), SECRET, SMS_METHOD)
+    body = compact(params)[:-1] + b',"status":"failed"}'  # status twice: which one did the sig cover?
+    response = client.post("/webhooks/delivery-receipt", data=body, content_type="application/json")
+    assert response.status_code == 401 and response.get_json()["error"] == "duplicate_param"
+    assert storage.reads.events() == []

@@ -1,11 +1,13 @@
 """The request path: every kind and shape is verified, stored once and acknowledged; bad input gets a clear 4xx."""
 import sqlite3
+import time
 
 import pytest
 import sqlalchemy
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from devkit import samples
+from receiver.storage import get_storage
 from receiver.storage.schema import events
 from tests.conftest import PATHS, compact
 
@@ -142,3 +144,45 @@ def test_readyz_is_503_when_the_database_is_unreachable(app, tmp_path):
     response = app.test_client().get("/readyz")
     assert response.status_code == 503
     assert response.get_json()["error"] == "database_unavailable"
+
+
+def test_a_surrogate_in_any_id_is_answered_200_over_http(vonage, storage):
+    body = compact(samples.message_status("delivered")).replace(b'"message_uuid":"', b'"message_uuid":"\\ud800', 1)
+    assert vonage.status(None, body=body).status_code == 200
+    assert vonage.status(None, body=body).status_code == 200  # a repeat is still a repeat
+    (stored,) = storage.reads.events()
+    assert stored["deliveries"] == 2 and stored["message_id"] is None
+
+
+def test_a_chunked_body_over_the_limit_is_413_not_a_forgery(make_app):
+    import io
+
+    app = make_app(MAX_CONTENT_LENGTH=1000)
+    body = compact(samples.inbound_message("whatsapp", "text", text="x" * 2000))
+    response = app.test_client().post("/webhooks/inbound-message", input_stream=io.BytesIO(body),
+                                      headers={"Transfer-Encoding": "chunked", "Content-Type": "application/json"},
+                                      environ_overrides={"wsgi.input_terminated": True})
+    assert response.status_code == 413
+    assert get_storage(app).reads.rejections() == []
+
+
+def test_readyz_says_when_this_processes_worker_thread_is_not_running(make_app):
+    app = make_app(WORKER_IN_WEB=True)
+    client = app.test_client()
+    assert client.get("/readyz").status_code == 200  # the first request starts the thread
+    supervisor = app.extensions["supervisor"]
+    supervisor.worker.stop()
+    supervisor.thread.join(timeout=10)
+    app.before_request_funcs[None].clear()  # keep the next request from starting a new thread
+    response = client.get("/readyz")
+    assert response.status_code == 503 and response.get_json()["error"] == "worker_not_running"
+
+
+def test_readyz_says_when_the_backlog_has_stalled(app, client, vonage, storage):
+    vonage.status(samples.message_status("delivered"))
+    with storage.engine.begin() as conn:  # due for two minutes, and no worker has finished anything
+        conn.execute(update(events).values(available_at=time.time() - 120))
+    response = client.get("/readyz")
+    assert response.status_code == 503 and response.get_json()["error"] == "backlog_stalled"
+    storage.inbox.heartbeat("w", 1, time.time())  # a worker that just finished an event: moving again
+    assert client.get("/readyz").status_code == 200
