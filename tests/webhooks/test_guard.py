@@ -1,5 +1,5 @@
-"""Signature verification on the request path: forged callbacks get 401 (missing token 503) and are
-never stored; configuration fails closed; rejections are visible."""
+"""receiver.webhooks.guard: signature verification on the request path. Forged callbacks get 401 (missing
+token 503) and are never stored; configuration fails closed; rejections are visible."""
 import base64
 import json
 import threading
@@ -157,6 +157,17 @@ def test_sms_duplicated_parameter_is_401(app, client):
     assert stored_count(app) == 0
 
 
+def test_sms_json_with_a_repeated_key_is_refused_like_a_repeated_parameter(client, storage):
+    from receiver.webhooks.signatures import sign_sms
+    from tests.conftest import SECRET, SMS_METHOD
+
+    params = sign_sms(dict(samples.delivery_receipt("delivered"), **{"api-key": "a1b2c3d4"}), SECRET, SMS_METHOD)
+    body = compact(params)[:-1] + b',"status":"failed"}'  # status twice: which one did the sig cover?
+    response = client.post("/webhooks/delivery-receipt", data=body, content_type="application/json")
+    assert response.status_code == 401 and response.get_json()["error"] == "duplicate_param"
+    assert storage.reads.events() == []
+
+
 def test_sms_parameter_order_does_not_matter(app, client):
     params = signed(samples.inbound_sms())
     reordered = dict(reversed(list(params.items())))
@@ -287,32 +298,3 @@ def test_proxy_hops_decide_which_client_address_is_trusted(make_app, hops, expec
     client.get(PATHS["inbound-sms"] + "?messageId=x", headers={"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"})
     (rejection,) = client.get("/api/rejections", headers=AUTH).get_json()["rejections"]
     assert rejection["remote_addr"] == expected
-
-
-def test_a_development_file_is_made_once_private_and_shared_by_processes_starting_together(tmp_path):
-    import stat
-    from concurrent.futures import ThreadPoolExecutor
-
-    from receiver.platform.config import ConfigError
-    from receiver.platform.devfiles import made_once
-
-    made = iter(range(1000))
-    with ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(lambda _: made_once(str(tmp_path), "dev-x", lambda: f"value-{next(made)}"), range(8)))
-    assert len({text for text, _ in results}) == 1 and sum(made_here for _, made_here in results) == 1
-    assert stat.S_IMODE((tmp_path / "dev-x").stat().st_mode) == 0o600
-    assert made_once(str(tmp_path), "dev-x", lambda: "other") == (results[0][0], False)
-    (tmp_path / "dev-empty").write_text("")
-    with pytest.raises(ConfigError, match="dev-empty is empty: delete it"):
-        made_once(str(tmp_path), "dev-empty", lambda: "never")
-
-
-def test_sms_json_with_a_repeated_key_is_refused_like_a_repeated_parameter(client, storage):
-    from receiver.webhooks.signatures import sign_sms
-    from tests.conftest import SECRET, SMS_METHOD
-
-    params = sign_sms(dict(samples.delivery_receipt("delivered"), **{"api-key": "a1b2c3d4"}), SECRET, SMS_METHOD)
-    body = compact(params)[:-1] + b',"status":"failed"}'  # status twice: which one did the sig cover?
-    response = client.post("/webhooks/delivery-receipt", data=body, content_type="application/json")
-    assert response.status_code == 401 and response.get_json()["error"] == "duplicate_param"
-    assert storage.reads.events() == []

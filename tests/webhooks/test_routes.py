@@ -93,6 +93,14 @@ def test_authentic_but_unreadable_body_is_still_stored(vonage, engine, body):
     assert row.body == body and row.dedup_key.startswith("sha256:")
 
 
+def test_a_surrogate_in_any_id_is_answered_200_over_http(vonage, storage):
+    body = compact(samples.message_status("delivered")).replace(b'"message_uuid":"', b'"message_uuid":"\\ud800', 1)
+    assert vonage.status(None, body=body).status_code == 200
+    assert vonage.status(None, body=body).status_code == 200  # a repeat is still a repeat
+    (stored,) = storage.reads.events()
+    assert stored["deliveries"] == 2 and stored["message_id"] is None
+
+
 def test_empty_messages_body_is_a_clear_400(vonage, engine):
     response = vonage.status(None, body=b"")
     assert response.status_code == 400
@@ -116,6 +124,18 @@ def test_body_over_the_limit_is_413(make_app):
     response = app.test_client().post(PATHS["message-status"], data=b"x" * 2000, content_type="application/json")
     assert response.status_code == 413
     assert response.get_json()["error"] == "request_entity_too_large"
+
+
+def test_a_chunked_body_over_the_limit_is_413_not_a_forgery(make_app):
+    import io
+
+    app = make_app(MAX_CONTENT_LENGTH=1000)
+    body = compact(samples.inbound_message("whatsapp", "text", text="x" * 2000))
+    response = app.test_client().post("/webhooks/inbound-message", input_stream=io.BytesIO(body),
+                                      headers={"Transfer-Encoding": "chunked", "Content-Type": "application/json"},
+                                      environ_overrides={"wsgi.input_terminated": True})
+    assert response.status_code == 413
+    assert get_storage(app).reads.rejections() == []
 
 
 def test_database_refusing_writes_answers_503_never_200(app, vonage, engine, tmp_path):
@@ -144,26 +164,6 @@ def test_readyz_is_503_when_the_database_is_unreachable(app, tmp_path):
     response = app.test_client().get("/readyz")
     assert response.status_code == 503
     assert response.get_json()["error"] == "database_unavailable"
-
-
-def test_a_surrogate_in_any_id_is_answered_200_over_http(vonage, storage):
-    body = compact(samples.message_status("delivered")).replace(b'"message_uuid":"', b'"message_uuid":"\\ud800', 1)
-    assert vonage.status(None, body=body).status_code == 200
-    assert vonage.status(None, body=body).status_code == 200  # a repeat is still a repeat
-    (stored,) = storage.reads.events()
-    assert stored["deliveries"] == 2 and stored["message_id"] is None
-
-
-def test_a_chunked_body_over_the_limit_is_413_not_a_forgery(make_app):
-    import io
-
-    app = make_app(MAX_CONTENT_LENGTH=1000)
-    body = compact(samples.inbound_message("whatsapp", "text", text="x" * 2000))
-    response = app.test_client().post("/webhooks/inbound-message", input_stream=io.BytesIO(body),
-                                      headers={"Transfer-Encoding": "chunked", "Content-Type": "application/json"},
-                                      environ_overrides={"wsgi.input_terminated": True})
-    assert response.status_code == 413
-    assert get_storage(app).reads.rejections() == []
 
 
 def test_readyz_says_when_this_processes_worker_thread_is_not_running(make_app):
