@@ -1,4 +1,5 @@
 """The request path: every kind and shape is verified, stored once and acknowledged; bad input gets a clear 4xx."""
+import json
 import sqlite3
 import time
 
@@ -136,6 +137,20 @@ def test_a_chunked_body_over_the_limit_is_413_not_a_forgery(make_app):
                                       environ_overrides={"wsgi.input_terminated": True})
     assert response.status_code == 413
     assert get_storage(app).reads.rejections() == []
+
+
+def test_a_forged_sms_callback_too_large_to_be_one_is_refused_before_it_is_read(client):
+    """Reading an SMS API callback comes before its signature can be checked: one far larger than Vonage
+    sends (a megabyte of parameters costs a thread a quarter of a second) is refused unread."""
+    many = "&".join(f"p{n}=v" for n in range(150))
+    assert client.post("/webhooks/inbound-sms", data=many,
+                       content_type="application/x-www-form-urlencoded").status_code == 413
+    assert client.get(f"/webhooks/inbound-sms?{many}").status_code == 413
+    large = b"text=" + b"a" * 20_000
+    assert client.post("/webhooks/inbound-sms", data=large,
+                       content_type="application/x-www-form-urlencoded").status_code == 413
+    members = json.dumps({f"p{n}": "v" for n in range(150)})
+    assert client.post("/webhooks/inbound-sms", data=members, content_type="application/json").status_code == 413
 
 
 def test_database_refusing_writes_answers_503_never_200(app, vonage, engine, tmp_path):
