@@ -560,6 +560,7 @@ def test_the_command_stops_at_a_bad_setting_with_one_line(make_app, config, mess
     assert "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_the_command_serves_until_interrupted(receiver):
     code = "from devkit.simulator.cli import simulator_command; simulator_command()"
     args = [sys.executable, "-u", "-c", code, "--port", "0", "--receiver-url", receiver.url, "--delay-ms", "0",

@@ -12,7 +12,9 @@ from tests.browser import LiveServer, chromium, log_in, missing_browser, request
 
 REASON = missing_browser()
 # CI sets REQUIRE_BROWSER: there a missing browser fails these tests instead of skipping them.
-pytestmark = pytest.mark.skipif(REASON is not None and not os.environ.get("REQUIRE_BROWSER"), reason=REASON or "")
+# Every test here drives a browser process: all slow.
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(REASON is not None and not os.environ.get("REQUIRE_BROWSER"), reason=REASON or "")]
 
 HOSTILE = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=1">'
 

@@ -85,6 +85,7 @@ def test_replay_and_dead_letter(pg_app, sender, engine, monkeypatch, storage):
     assert storage.reads.events()[0]["state"] == "pending"
 
 
+@pytest.mark.slow
 def test_two_workers_never_dispatch_the_same_event(pg_app, sender, engine, monkeypatch, storage):
     """1,000 events, two workers claiming concurrently (SKIP LOCKED): each dispatched exactly once."""
     dispatched = Counter()
@@ -238,6 +239,7 @@ def test_the_multipart_sweep_skips_a_group_being_joined_and_puts_back_an_open_on
     assert count_states(engine) == {"pending": 2}
 
 
+@pytest.mark.slow
 def test_workers_joining_parts_of_the_same_groups_both_apply_them(patient_app, monkeypatch):
     """Each of two workers holds one part of each of two multipart SMS, whose message ids sort the
     groups in opposite orders: applied in message-id order they locked the groups crosswise, and

@@ -141,6 +141,7 @@ def nginx_conf(tmp_path, site: str, *, foreground: bool = False):
     return [nginx, "-c", str(tmp_path / "nginx.conf"), "-p", f"{tmp_path}/", "-e", str(tmp_path / "error.log")]
 
 
+@pytest.mark.slow
 def test_nginx_accepts_the_site(tmp_path, certificate):
     site = SITE.read_text().replace(CERT_DIR, str(certificate))
     result = subprocess.run([*nginx_conf(tmp_path, site), "-t"], capture_output=True, text=True, timeout=30)
@@ -217,6 +218,7 @@ def test_nginx_forwards_webhooks_and_keeps_operator_paths_local(tmp_path, certif
 
 
 # -- systemd -------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_systemd_units_verify(tmp_path):
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze is not installed")

@@ -70,6 +70,7 @@ def test_a_setting_that_does_not_parse_is_named_with_what_it_expects(name, value
     assert raised.value.exit_code == 2
 
 
+@pytest.mark.slow
 def test_the_flask_cli_prints_a_start_error_as_one_line_without_traceback(tmp_path):
     result = run([str(BIN / "flask"), "--app", "app", "init-db"],
                  clean_env(MAX_ATTEMPTS="five", INSTANCE_PATH=str(tmp_path), VONAGE_SIGNATURE_SECRET=SECRET))
@@ -107,6 +108,7 @@ def test_start_errors_are_one_line_from_flask_and_gunicorn(tmp_path, case):
     assert "Booting worker" not in served.stdout + served.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, value, says", [
     ("WEB_THREADS", "x", "WEB_THREADS='x': expected a whole number of 1 or more"),
     ("PORT", "abc", "PORT='abc': expected a whole number from 1 to 65535"),
@@ -377,6 +379,7 @@ def test_trigger_posts_to_port_by_default(app):
     assert "http://127.0.0.1:3000/webhooks/message-status" in default.output
 
 
+@pytest.mark.slow  # runs pip --version in two interpreters
 def test_a_venv_left_without_pip_is_rebuilt(tmp_path, monkeypatch):
     broken = tmp_path / ".venv"
     venv.create(broken, with_pip=False)  # as an interrupted first run leaves it
