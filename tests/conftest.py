@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import time
 import uuid
+from contextlib import contextmanager
 from urllib.parse import urlencode
 
 import pytest
@@ -12,7 +15,7 @@ import sqlalchemy
 
 import handlers
 from app import create_app
-from receiver.storage import get_storage, metadata, unreachable_reason
+from receiver.storage import engines, get_storage, migrate, unreachable_reason
 from receiver.storage.schema import events
 from receiver.webhooks.signatures import sign_jwt, sign_sms
 from receiver.worker.loop import Worker
@@ -188,53 +191,137 @@ def postgres_reachable(url: str = PG_URL) -> str | None:
     return None if reason is None else f"PostgreSQL not reachable at {url}: {reason}"
 
 
+# -- PostgreSQL -------------------------------------------------------------------------------------
+# Every database this suite makes is named receiver_<kind>_<pid>_<unix time>_<random>: nothing is ever
+# created in the server's own database (PG_URL's, `test` by default), and a later session can tell
+# what a session killed before its teardown left behind (its pid gone, an hour old) from a live one's.
+DATABASE_NAME = re.compile(r"^receiver_(?:template|test)_(\d+)_(\d+)_[0-9a-f]{8}$")
+LEFTOVER_SECONDS = 3600
+
+
+def database_name(kind: str) -> str:
+    return f"receiver_{kind}_{os.getpid()}_{int(time.time())}_{uuid.uuid4().hex[:8]}"
+
+
+def database_url_of(name: str) -> str:
+    return PG_URL.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_database(admin, name: str) -> None:
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def drop_leftovers(admin) -> list[str]:
+    """Drop the databases of earlier sessions of this machine that were killed before their teardown."""
+    if sqlalchemy.engine.make_url(PG_URL).host not in ("127.0.0.1", "localhost", "::1", None):
+        return []  # another machine's pids mean nothing here
+    with admin.connect() as conn:
+        names = conn.execute(sqlalchemy.text("SELECT datname FROM pg_database WHERE datname LIKE 'receiver%'")).scalars()
+        names = list(names)
+    dropped = []
+    for name in names:
+        found = DATABASE_NAME.match(name)
+        if found and not _running(int(found[1])) and time.time() - int(found[2]) > LEFTOVER_SECONDS:
+            drop_database(admin, name)
+            dropped.append(name)
+    return dropped
+
+
 @pytest.fixture(scope="session")
-def pg_database():
-    """A throwaway database on the PostgreSQL server, dropped at the end of the session."""
+def pg_server():
+    """The PostgreSQL server at TEST_POSTGRES_URL, as an AUTOCOMMIT engine on its own database, which
+    nothing here writes to. Skipped with the reason when it does not answer (failed under REQUIRE_POSTGRES)."""
     reason = postgres_reachable()
     if reason:
         if os.environ.get("REQUIRE_POSTGRES"):
             pytest.fail(reason + " (REQUIRE_POSTGRES is set)")
         pytest.skip(reason)
-    name = f"receiver_test_{uuid.uuid4().hex[:10]}"
     admin = sqlalchemy.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
+    try:
+        drop_leftovers(admin)
+        yield admin
+    finally:
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_server):
+    """A database migrated to head once per session, then closed to connections: each test that needs a
+    database of its own gets a copy of it (CREATE DATABASE ... TEMPLATE), instead of migrating one."""
+    name = database_name("template")
+    with pg_server.connect() as conn:
         conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    url = PG_URL.rsplit("/", 1)[0] + "/" + name
-    yield url
+    try:
+        engine = engines.make_engine(database_url_of(name))
+        try:
+            migrate.upgrade(engine)
+        finally:
+            engine.dispose()
+        with pg_server.connect() as conn:  # a template being copied must have no session open on it
+            conn.execute(sqlalchemy.text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false'))
+        yield name
+    finally:
+        drop_database(pg_server, name)
+
+
+@contextmanager
+def pg_database_of_its_own(admin, template: str | None = None):
+    """A new database (a copy of `template`, else empty), dropped when the block ends however it ends."""
+    name = database_name("test")
+    copy = f' TEMPLATE "{template}"' if template else ""
     with admin.connect() as conn:
-        conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"{copy}'))
+    try:
+        yield database_url_of(name)
+    finally:
+        drop_database(admin, name)
 
 
 @pytest.fixture
-def fresh_pg_url(pg_database):
-    """An empty PostgreSQL database of this test's own (pg_database is shared by the whole session)."""
-    name = f"receiver_fresh_{uuid.uuid4().hex[:10]}"
-    admin = sqlalchemy.create_engine(pg_database, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    yield pg_database.rsplit("/", 1)[0] + "/" + name
-    with admin.connect() as conn:
-        conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+def empty_pg_url(pg_server):
+    """An empty PostgreSQL database of this test's own: no schema (for the migrations' tests)."""
+    with pg_database_of_its_own(pg_server) as url:
+        yield url
+
+
+@pytest.fixture
+def migrated_pg_url(pg_server, pg_template):
+    """A PostgreSQL database of this test's own, a copy of the session's template: schema at head, tables empty."""
+    with pg_database_of_its_own(pg_server, pg_template) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def database_url(request, tmp_path):
-    """An empty database: a SQLite file, and (second run) a fresh PostgreSQL database."""
+    """A database of this test's own to build apps on: a SQLite file, then a PostgreSQL copy of the template."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'receiver.sqlite3'}"
-    return request.getfixturevalue("fresh_pg_url")
+    return request.getfixturevalue("migrated_pg_url")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def empty_database_url(request, tmp_path):
+    """An empty database of this test's own, with no schema: a SQLite file, then an empty PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'receiver.sqlite3'}"
+    return request.getfixturevalue("empty_pg_url")
 
 
 @pytest.fixture
-def pg_app(pg_database, tmp_path):
-    """An app on PostgreSQL with empty tables."""
-    app = create_app(base_config(pg_database, tmp_path / "instance"))
-    with get_storage(app).engine.begin() as conn:
-        names = ", ".join(t.name for t in metadata.sorted_tables)
-        conn.execute(sqlalchemy.text(f"TRUNCATE {names} RESTART IDENTITY"))
+def pg_app(migrated_pg_url, tmp_path):
+    """An app on a PostgreSQL database of this test's own, its tables empty."""
+    app = create_app(base_config(migrated_pg_url, tmp_path / "instance"))
     yield app
     app.extensions["traffic"].stop()
     get_storage(app).dispose()

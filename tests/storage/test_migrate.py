@@ -14,8 +14,8 @@ from tests.servers import ROOT
 
 
 @pytest.fixture
-def database(database_url):
-    engine = engines.make_engine(database_url)
+def database(empty_database_url):
+    engine = engines.make_engine(empty_database_url)
     yield engine
     engine.dispose()
 
@@ -61,7 +61,7 @@ def test_second_upgrade_changes_nothing(database):
 
 
 @pytest.mark.slow
-def test_processes_starting_together_all_succeed(database_url):
+def test_processes_starting_together_all_succeed(empty_database_url):
     # Each process waits for the same moment, then upgrades: they contend for the lock, not for CPU at import.
     # A generous busy timeout: on a loaded machine the first process's WAL switch and migration can
     # outlast the default 5 s (the app itself logs that and starts anyway; this test wants all four to migrate).
@@ -71,7 +71,7 @@ def test_processes_starting_together_all_succeed(database_url):
     )
     start = str(time.time() + 2.0)
     procs = [
-        subprocess.Popen([sys.executable, "-c", code, database_url, start], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen([sys.executable, "-c", code, empty_database_url, start], cwd=ROOT, stderr=subprocess.PIPE, text=True)
         for _ in range(4)
     ]
     results = [(p.wait(timeout=60), p.stderr.read()) for p in procs]
@@ -79,7 +79,7 @@ def test_processes_starting_together_all_succeed(database_url):
         p.stderr.close()
 
     assert results == [(0, "")] * 4
-    engine = engines.make_engine(database_url)
+    engine = engines.make_engine(empty_database_url)
     try:
         assert migrate.current_revision(engine) == migrate.head_revision()
         assert schema_differences(engine) == []

@@ -187,9 +187,9 @@ def test_a_heartbeat_skips_a_claim_another_transaction_holds_instead_of_waiting(
 
 
 @pytest.fixture
-def patient_app(pg_app, pg_database, tmp_path):
+def patient_app(pg_app, migrated_pg_url, tmp_path):
     """pg_app's database, with a statement timeout longer than PostgreSQL's deadlock_timeout (1 s)."""
-    app = create_app(dict(base_config(pg_database, tmp_path / "patient"), DATABASE_TIMEOUT_SECONDS=10.0))
+    app = create_app(dict(base_config(migrated_pg_url, tmp_path / "patient"), DATABASE_TIMEOUT_SECONDS=10.0))
     yield app
     app.extensions["traffic"].stop()
     get_storage(app).dispose()

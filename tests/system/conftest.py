@@ -1,14 +1,10 @@
-"""Fixtures of the whole-system tests: the processes a test starts, and the databases they share."""
+"""Fixtures of the whole-system tests: the processes a test starts, their databases, and engines to read them."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import text
 
-from app import create_app
-from receiver.storage import get_storage, metadata
 from receiver.storage.engines import make_engine
-from tests.conftest import base_config
-from tests.recording_app import create_test_tables, dispatch_log, effects
+from tests.recording_app import create_test_tables
 from tests.stack import Stack
 
 
@@ -20,18 +16,15 @@ def stack(tmp_path):
 
 
 @pytest.fixture
-def pg_url(pg_database, tmp_path):
-    """The session's throwaway PostgreSQL database, with every table present and empty."""
-    config = dict(base_config(pg_database, tmp_path / "instance"), LOG_LEVEL="WARNING")
-    app = create_app(config)  # building the app makes its tables
-    engine = get_storage(app).engine
-    create_test_tables(engine)
-    names = ", ".join([t.name for t in metadata.sorted_tables] + [dispatch_log.name, effects.name])
-    with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY"))
-    engine.dispose()
-    get_storage(app).dispose()
-    return pg_database
+def pg_url(migrated_pg_url):
+    """A PostgreSQL database of this test's own: the app's tables (a copy of the session's template) and the
+    recording app's, all empty."""
+    engine = make_engine(migrated_pg_url)
+    try:
+        create_test_tables(engine)
+    finally:
+        engine.dispose()
+    return migrated_pg_url
 
 
 @pytest.fixture

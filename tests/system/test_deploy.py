@@ -271,15 +271,15 @@ def test_systemd_commands_migrate_then_run_web_without_worker_thread_and_worker_
 
 # -- Procfile ------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_procfile_release_then_web_as_written(database_url, tmp_path):
+def test_procfile_release_then_web_as_written(empty_database_url, tmp_path):
     commands = procfile()
-    env = process_env(database_url)
+    env = process_env(empty_database_url)
 
     release = subprocess.run(
         shlex.split(commands["release"]), cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
     )
     assert release.returncode == 0, release.stdout + release.stderr
-    engine = engines.make_engine(database_url)
+    engine = engines.make_engine(empty_database_url)
     try:
         assert migrate.current_revision(engine) == migrate.head_revision()
         assert set(schema.metadata.tables) <= set(inspect(engine).get_table_names())

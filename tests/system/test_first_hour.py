@@ -24,7 +24,7 @@ from receiver.platform import config, logs
 from receiver.platform.config import ConfigError
 from receiver.storage import get_storage
 from receiver.webhooks import guard
-from tests.conftest import SECRET
+from tests.conftest import PG_URL, SECRET
 from tests.servers import BIN, ROOT, app_env, free_port, gunicorn, wait_for
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -150,8 +150,8 @@ def test_a_database_that_is_down_still_lets_the_web_process_start_and_says_why(m
     ("postgres:hunter2@{host}/nosuchdb", 'database "nosuchdb" does not exist'),
     ("nobody@{host}/test", 'role "nobody" does not exist'),
 ])
-def test_init_db_names_the_databases_own_reason(make_app, pg_database, where, says):
-    host = pg_database.split("@", 1)[1].split("/", 1)[0]
+def test_init_db_names_the_databases_own_reason(make_app, pg_server, where, says):
+    host = PG_URL.split("@", 1)[1].split("/", 1)[0]
     app = make_app(DATABASE_URL="postgresql://" + where.format(host=host))
     result = app.test_cli_runner().invoke(args=["init-db"])
     assert result.exit_code == 2
