@@ -1,6 +1,12 @@
-"""Real processes for end-to-end tests: gunicorn serving the app and `flask worker`, on loopback."""
+"""Real processes for end-to-end tests: gunicorn serving the app and `flask worker`, on loopback.
+
+Every process a test starts is in a session of its own, so that its whole group can be signalled, and
+every way of stopping one ends in SIGKILL after a timeout: a child that ignores SIGINT or SIGTERM, or
+that started children of its own, never keeps a test (or the run) waiting.
+"""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -24,6 +30,32 @@ def wait_for(predicate, timeout: float = 10.0):
             return value
         time.sleep(0.1)
     raise AssertionError("condition not met in time")
+
+
+def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
+    """Signal the process group `pgid` (a child started in a session of its own, and what it started), if any
+    of it is left."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+
+
+def run(args: list[str], *, timeout: float, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`subprocess.run(args, capture_output=True, text=True)`, in a session of its own. Past `timeout` the
+    whole group is killed, the children it started included (subprocess.run kills only the one process),
+    and TimeoutExpired is raised as subprocess.run raises it; whatever it leaves running when it exits is
+    killed too."""
+    with subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except BaseException:
+            kill_group(proc.pid)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.communicate(timeout=10)
+            raise
+        finally:
+            kill_group(proc.pid)
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
 
 def free_port() -> int:
@@ -67,14 +99,19 @@ class Child:
         return pid
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return None if self.proc is None else self.proc.returncode
-        try:
-            os.killpg(self.proc.pid, sig)
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            return self.proc.wait(timeout=10)
+        """`sig` to the process group, then SIGKILL if it has not exited within `timeout`; whatever of the
+        group outlives its leader (a worker its master forked) is killed too. Returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            try:
+                kill_group(self.proc.pid, sig)
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                kill_group(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        kill_group(self.proc.pid, signal.SIGKILL)
+        return self.proc.returncode
 
     def __enter__(self):
         return self.start()
@@ -96,6 +133,7 @@ class Server(Child):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                self.stop()  # what it started, if anything, goes with it
                 raise RuntimeError(f"{self.args[0]} exited with {self.proc.returncode}: {self.log_tail()}")
             try:
                 if requests.get(self.url + ready_path, timeout=1).status_code == 200:

@@ -578,7 +578,11 @@ def test_the_command_serves_until_interrupted(receiver):
             wait_for(lambda: any(line.startswith("sent delivered") for line in lines))
         finally:
             child.send_signal(signal.SIGINT)
-            child.wait(timeout=10)
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # Ctrl-C ignored: killed, so the `with` does not wait forever
+                child.kill()  # (its exit code, -9, fails the test below)
+                child.wait(timeout=10)
             reader.join(timeout=5)
 
     assert banner.startswith("Vonage simulator on http://127.0.0.1:") and answer.status_code == 202

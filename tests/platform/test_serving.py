@@ -125,7 +125,7 @@ def test_no_mix_of_hostile_peers_stalls_signed_callbacks(seed, count, sqlite_url
     """50 to 500 peers misbehaving in every phase, against the Procfile's web command: every signed callback
     is answered 200, the slowest under 1 s and the p99 under 250 ms; no worker is killed for timing out,
     and the worker's heartbeat keeps beating."""
-    server = started_web(sqlite_url, tmp_path)
+    server, peers = started_web(sqlite_url, tmp_path), None
     try:
         peers = hostile(server.port, count, seed, seconds=14)
         time.sleep(1.5)  # let them connect and settle into what they do
@@ -143,6 +143,9 @@ def test_no_mix_of_hostile_peers_stalls_signed_callbacks(seed, count, sqlite_url
         assert stored_events(sqlite_url) == figures["sent"]
         assert requests.get(server.url + "/readyz", timeout=5).status_code == 200
     finally:
+        if peers is not None and peers.poll() is None:  # the test failed before they finished: not left behind
+            peers.kill()
+            peers.communicate(timeout=10)
         server.stop()
 
 

@@ -70,13 +70,17 @@ def test_processes_starting_together_all_succeed(empty_database_url):
         "time.sleep(max(0, float(sys.argv[2]) - time.time())); migrate.upgrade(engine); engine.dispose()"
     )
     start = str(time.time() + 2.0)
-    procs = [
-        subprocess.Popen([sys.executable, "-c", code, empty_database_url, start], cwd=ROOT, stderr=subprocess.PIPE, text=True)
-        for _ in range(4)
-    ]
-    results = [(p.wait(timeout=60), p.stderr.read()) for p in procs]
-    for p in procs:
-        p.stderr.close()
+    procs = [subprocess.Popen([sys.executable, "-c", code, empty_database_url, start], cwd=ROOT,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    results = []
+    try:
+        for p in procs:
+            _, errors = p.communicate(timeout=60)
+            results.append((p.returncode, errors))
+    finally:
+        for p in procs[len(results):]:  # one that hung, and those after it: killed, not left to the next test
+            p.kill()
+            p.communicate(timeout=10)
 
     assert results == [(0, "")] * 4
     engine = engines.make_engine(empty_database_url)

@@ -21,7 +21,7 @@ from sqlalchemy import inspect
 from receiver.platform import config
 from receiver.storage import engines, migrate, schema
 from tests.conftest import ADMIN_TOKEN, SECRET
-from tests.servers import BIN, ROOT, Server, app_env, free_port, gunicorn, wait_for
+from tests.servers import BIN, ROOT, Child, Server, app_env, free_port, gunicorn, kill_group, wait_for
 
 DEPLOY = ROOT / "deploy"
 SITE = DEPLOY / "nginx-vonage-receiver.conf"
@@ -121,7 +121,7 @@ def certificate(tmp_path):
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
          "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
          "-keyout", str(certs / "privkey.pem"), "-out", str(certs / "fullchain.pem")],
-        check=True, capture_output=True,
+        check=True, capture_output=True, timeout=60,
     )
     return certs
 
@@ -161,7 +161,11 @@ def running_nginx(args: list[str], port: int, log):
         yield proc
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            kill_group(proc.pid)
+            proc.wait(timeout=10)
 
 
 def request_from(source: str, port: int, certificate, method: str, path: str, body: bytes = b"", headers=None):
@@ -258,15 +262,12 @@ def test_systemd_commands_migrate_then_run_web_without_worker_thread_and_worker_
         time.sleep(2)  # a worker thread would have written its heartbeat by now
         assert worker_names(url) == []
 
-        worker = subprocess.Popen(
-            unit_command(UNITS[1]), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        worker = Child(unit_command(UNITS[1]), env).start()
         try:
             assert wait_for(lambda: worker_names(url))
         finally:
-            worker.send_signal(signal.SIGTERM)
-            assert worker.wait(timeout=int(unit_setting(UNITS[1], "TimeoutStopSec"))) == 0
+            # SIGTERM as systemd stops it, SIGKILL if it outlasts TimeoutStopSec (as systemd does too)
+            assert worker.stop(signal.SIGTERM, timeout=int(unit_setting(UNITS[1], "TimeoutStopSec"))) == 0
 
 
 # -- Procfile ------------------------------------------------------------------------------------

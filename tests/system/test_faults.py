@@ -9,6 +9,7 @@ sends signed callbacks and retries, as Vonage does, whatever got no answer or a 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import random
@@ -74,6 +75,18 @@ class PrivatePostgres:
     def running(self) -> bool:
         return (self.data / "postmaster.pid").exists()
 
+    def close(self) -> None:
+        """Stop the cluster whatever state it was left in (SIGKILL to its postmaster when pg_ctl cannot stop
+        it in time), then delete it."""
+        try:
+            if self.running():
+                self.stop("immediate")
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                os.kill(int((self.data / "postmaster.pid").read_text().split()[0]), signal.SIGKILL)
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
 
 @pytest.fixture
 def private_postgres():
@@ -101,12 +114,12 @@ def private_postgres():
         cluster.start()
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
         output = getattr(exc, "stderr", b"") or b""
-        shutil.rmtree(folder, ignore_errors=True)
+        cluster.close()
         pytest.skip(f"could not start a private PostgreSQL cluster: {exc}: {output.decode(errors='replace')[-500:]}")
-    yield cluster
-    if cluster.running():
-        cluster.stop("immediate")
-    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        yield cluster
+    finally:
+        cluster.close()
 
 
 def deadlocks(engine) -> int:

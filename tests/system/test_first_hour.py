@@ -24,8 +24,9 @@ from receiver.platform import config, logs
 from receiver.platform.config import ConfigError
 from receiver.storage import get_storage
 from receiver.webhooks import guard
+from tests import servers
 from tests.conftest import PG_URL, SECRET
-from tests.servers import BIN, ROOT, app_env, free_port, gunicorn, wait_for
+from tests.servers import BIN, ROOT, app_env, free_port, gunicorn, kill_group, wait_for
 
 # -- helpers -------------------------------------------------------------------------------------
 # What each process sees: none of this machine's settings, so only the test's own count.
@@ -38,7 +39,8 @@ def clean_env(**extra: str) -> dict:
 
 
 def run(args: list[str], env: dict, cwd: Path = ROOT, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    """The command's output; past `timeout`, it and every process it started are killed (tests/servers.py)."""
+    return servers.run(args, cwd=cwd, env=env, timeout=timeout)
 
 
 def error_lines(output: str) -> list[str]:
@@ -321,7 +323,11 @@ class DevServe:
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen([sys.executable, str(self.checkout / "dev.py"), "serve"], cwd=self.checkout,
                                          env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for(self._ready, timeout=60)
+        try:
+            wait_for(self._ready, timeout=60)
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def _ready(self):
@@ -335,9 +341,9 @@ class DevServe:
         return self.log.read_text(errors="replace")
 
     def __exit__(self, *exc):
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
+        # dev.py, the flask server and its reloader, the simulator: whichever are still running.
+        kill_group(self.proc.pid)
+        self.proc.wait(timeout=10)
 
 
 @pytest.mark.slow
@@ -391,7 +397,7 @@ def test_a_venv_left_without_pip_is_rebuilt(tmp_path, monkeypatch):
     monkeypatch.setattr(dev.venv, "create", lambda path, **kw: created.append((path, kw)))
     real_run = subprocess.run
     monkeypatch.setattr(dev.subprocess, "run", lambda args, **kw: ran.append(args) if "install" in args
-                        else real_run(args, **kw))
+                        else real_run(args, **{"timeout": 60, **kw}))
     dev.ensure_venv()
     assert created == [(broken, {"clear": True, "with_pip": True})]
     assert [args[3:5] for args in ran] == [["install", "--quiet"], ["install", "--quiet"]]
