@@ -93,7 +93,7 @@ def _live(make_app, database_url, key_settings, **simulator_options):
         app = make_app(DATABASE_URL=database_url, VONAGE_APPLICATION_ID=APP_ID, VONAGE_API_BASE=simulator.url,
                        **settings)
         server = make_server("127.0.0.1", port, app, threaded=True)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         thread.start()
         try:
             yield Live(app, simulator)
