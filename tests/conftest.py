@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import time
 import uuid
 from contextlib import contextmanager
@@ -12,6 +13,7 @@ from urllib.parse import urlencode
 
 import pytest
 import sqlalchemy
+from hypothesis import settings
 
 import handlers
 from app import create_app
@@ -25,6 +27,18 @@ API_KEY = "a1b2c3d4"
 SMS_METHOD = "sha256"
 ADMIN_TOKEN = "test-admin-token"
 PG_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+# Property-based tests take their example counts from a hypothesis profile: the default one in the full
+# run, "quick" (a fifth as many) when HYPOTHESIS_PROFILE=quick, which `python3 dev.py test --quick` sets.
+settings.register_profile("quick", max_examples=20)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+def examples(full: int) -> int:
+    """A property's example count: `full` under the default profile (100 examples), scaled with the profile
+    loaded (a fifth under "quick")."""
+    return max(1, full * settings.default.max_examples // 100)
+
 
 PATHS = {
     "message-status": "/webhooks/message-status",
@@ -48,14 +62,29 @@ def base_config(database_url: str, instance_path) -> dict:
     }
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory):
+    """A SQLite file an app migrated to head once per session, closed: each test's own file starts as a copy."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "receiver.sqlite3"
+    app = create_app(base_config(f"sqlite:///{path}", path.parent / "instance"))
+    app.extensions["traffic"].stop()
+    get_storage(app).dispose()  # the last connection closed: the WAL is checkpointed into the file
+    assert not path.with_name(path.name + "-wal").exists()
+    return path
+
+
 @pytest.fixture
-def make_app(tmp_path):
-    """Build apps on this test's own SQLite file; extra settings override the defaults."""
+def make_app(tmp_path, sqlite_template):
+    """Build apps on this test's own SQLite file (a copy of the session's migrated template, made when the
+    first app is built); extra settings override the defaults."""
     built = []
+    own = tmp_path / "receiver.sqlite3"
 
     def factory(**overrides):
-        config = base_config(f"sqlite:///{tmp_path / 'receiver.sqlite3'}", tmp_path / "instance")
+        config = base_config(f"sqlite:///{own}", tmp_path / "instance")
         config.update(overrides)
+        if config["DATABASE_URL"] == f"sqlite:///{own}" and not own.exists():
+            shutil.copyfile(sqlite_template, own)
         app = create_app(config)
         built.append(app)
         return app
@@ -227,8 +256,7 @@ def drop_leftovers(admin) -> list[str]:
     if sqlalchemy.engine.make_url(PG_URL).host not in ("127.0.0.1", "localhost", "::1", None):
         return []  # another machine's pids mean nothing here
     with admin.connect() as conn:
-        names = conn.execute(sqlalchemy.text("SELECT datname FROM pg_database WHERE datname LIKE 'receiver%'")).scalars()
-        names = list(names)
+        names = list(conn.execute(sqlalchemy.text("SELECT datname FROM pg_database")).scalars())
     dropped = []
     for name in names:
         found = DATABASE_NAME.match(name)
@@ -304,7 +332,8 @@ def migrated_pg_url(pg_server, pg_template):
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def database_url(request, tmp_path):
-    """A database of this test's own to build apps on: a SQLite file, then a PostgreSQL copy of the template."""
+    """A database of this test's own to build apps on: a SQLite file (which make_app starts as a copy of the
+    session's template), then a PostgreSQL copy of the template."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'receiver.sqlite3'}"
     return request.getfixturevalue("migrated_pg_url")

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from receiver.platform.framing import MAX_CHUNKS, MAX_HEADER_BYTES, IncompleteRequest
 from receiver.platform.lanes import parse, read_exactly
+from tests.conftest import examples
 
 MAX_BODY = 4096
 
@@ -56,7 +57,7 @@ def gunicorn_reads(data: bytes) -> list[bytes]:
     return bodies
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(one_request(), min_size=1, max_size=5), st.data())
 def test_the_loop_frames_pipelined_requests_where_gunicorn_does(requests_, data):
     """Pipelined requests cut into generated pieces: the loop finds each whole request where gunicorn's
@@ -132,7 +133,7 @@ def test_chunk_data_not_followed_by_its_crlf_ends_the_request_there():
 
 
 @given(st.binary(max_size=400), st.data())
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 def test_any_bytes_in_any_pieces_end_in_an_answer_never_an_exception(junk, data):
     """Whatever arrives, feeding it ends in True, False or a refusal, and never raises or loops."""
     head = data.draw(st.sampled_from([b"", b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
