@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
-"""Local development in one command: `python3 dev.py serve` or `python3 dev.py test [pytest args]`.
+"""Local development in one command: `python3 dev.py serve` or `python3 dev.py test [--quick] [pytest args]`.
 
 Creates .venv/ with the project's dependencies on first use (and again when the requirements
 change, or when a first run was interrupted), then runs the server on $PORT (default 3000) with
 SQLite, reloading when the code changes, or the test suite. Needs only Python 3.11+.
+`python3 dev.py test` runs everything (as CI does); `python3 dev.py test --quick` runs the fast loop:
+no test marked slow (none that starts a process, a browser or a pair of PostgreSQL workers), and
+property-based tests with a fifth of their examples (the "quick" hypothesis profile).
 `python3 dev.py flask ARGS` runs a `flask --app app ARGS` command with the server's development
 settings (e.g. `python3 dev.py flask vonage trigger conversation`). Both read a .env file at the
 repository root when there is one; a variable already set in the environment wins.
@@ -25,6 +28,7 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 REQUIREMENTS = ("requirements.txt", "requirements-dev.txt")
 RELOADING = " * Reloading on changes to handlers/ and schemas/"
+QUICK = "--quick"
 
 
 def installed_stamp() -> Path:
@@ -183,6 +187,16 @@ def serve(env: dict, rest: list[str]) -> int:
             stop(child)
 
 
+def test_command(rest: list[str], env: dict) -> list[str]:
+    """pytest's command line for `dev.py test ARGS`; with --quick (anywhere in ARGS), the fast loop. A -m
+    of the caller's comes after the loop's own, so it is the one pytest keeps."""
+    command = [str(BIN / "python"), "-m", "pytest"]
+    if QUICK in rest:
+        env["HYPOTHESIS_PROFILE"] = "quick"  # tests/conftest.py registers it
+        command += ["-m", "not slow"]
+    return command + [arg for arg in rest if arg != QUICK]
+
+
 def main(argv: list[str]) -> int:
     command, rest = (argv[0], argv[1:]) if argv else ("", [])
     if command not in ("serve", "test", "flask"):
@@ -191,7 +205,7 @@ def main(argv: list[str]) -> int:
     ensure_venv()
     env = dict(os.environ)
     if command == "test":  # the tests build their apps from the environment: a developer's .env stays out
-        return subprocess.call([str(BIN / "python"), "-m", "pytest", *rest], cwd=ROOT, env=env)
+        return subprocess.call(test_command(rest, env), cwd=ROOT, env=env)
     env = {**read_dotenv(ROOT / ".env"), **env}
     # Development: without VONAGE_SIGNATURE_SECRET the app generates one under instance/.
     env.setdefault("APP_ENV", "development")

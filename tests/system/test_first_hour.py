@@ -360,6 +360,18 @@ def test_dev_serve_runs_flask_with_the_reloader_but_not_the_debugger():
     assert dev.RELOADING == " * Reloading on changes to handlers/ and schemas/"
 
 
+def test_dev_test_runs_everything_and_with_quick_the_fast_loop():
+    from hypothesis import settings
+
+    env = {}
+    assert dev.test_command(["-p", "no:cacheprovider"], env)[1:] == ["-m", "pytest", "-p", "no:cacheprovider"]
+    assert env == {}  # the full run: every test, each property at its own count
+    quick = dev.test_command(["tests/webhooks", "--quick", "-x"], env)
+    assert quick[1:] == ["-m", "pytest", "-m", "not slow", "tests/webhooks", "-x"]
+    assert env == {"HYPOTHESIS_PROFILE": "quick"}
+    assert settings.get_profile("quick").max_examples < settings.get_profile("default").max_examples
+
+
 def test_dotenv_lines(tmp_path):
     (tmp_path / ".env").write_text(
         "# a comment\n\nPORT=4000\nexport LOG_LEVEL=debug\nAUTO_REPLY_TEXT=\"Thanks # we got it\"\n"
