@@ -5,6 +5,7 @@ Each key is documented once, in README.md and .env.example. Nothing here opens a
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import click
 
@@ -53,13 +54,17 @@ def _one_of(*choices: str):
     return parse
 
 
+# The checkout: app.py, instance/ and migrations/ live here (this file is receiver/platform/config.py).
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
 def _str(value: str) -> str:
     return value
 
 
 SETTINGS: dict[str, tuple[object, object]] = {
     "APP_ENV": ("production", _str),
-    "INSTANCE_PATH": (os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "instance"), _str),
+    "INSTANCE_PATH": (str(PROJECT_ROOT / "instance"), _str),
     "DATABASE_URL": (None, _str),
     "DATABASE_TIMEOUT_SECONDS": (5.0, _float),
     "MAX_CONTENT_LENGTH": (1024 * 1024, _int),

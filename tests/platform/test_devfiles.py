@@ -1,5 +1,7 @@
 """receiver.platform.devfiles: the files development mode makes under instance/ (a signing secret, an admin
 token), each made once, private, and the same for every process that starts at the same moment."""
+from pathlib import Path
+
 import pytest
 
 
@@ -19,3 +21,12 @@ def test_a_development_file_is_made_once_private_and_shared_by_processes_startin
     (tmp_path / "dev-empty").write_text("")
     with pytest.raises(ConfigError, match="dev-empty is empty: delete it"):
         made_once(str(tmp_path), "dev-empty", lambda: "never")
+
+
+def test_development_files_default_to_instance_beside_app_py():
+    # Where dev.py prints the console's login URL from, and where .gitignore keeps instance/ out of git.
+    from receiver.platform import config
+    root = Path(__file__).resolve().parents[2]
+    assert (root / "app.py").exists()
+    assert config.SETTINGS["INSTANCE_PATH"][0] == str(root / "instance")
+    assert config.PROJECT_ROOT == root
