@@ -25,7 +25,22 @@ def _whole_number(name: str, value: str | None, default: int, low: int = 1, high
 
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{_whole_number('PORT', os.environ.get('PORT'), 3000, 1, 65535)}"
-workers = _whole_number("WEB_CONCURRENCY", os.environ.get("WEB_CONCURRENCY"), 2)
+web_processes = _whole_number("WEB_CONCURRENCY", os.environ.get("WEB_CONCURRENCY"), 2)
+# With WORKER_IN_WEB (the default) one process more runs the worker beside the web processes, supervised
+# by gunicorn like them: out of their interpreter lock (receiver/worker/process.py).
+
+
+def _worker_process() -> bool:
+    from receiver.platform import config
+
+    try:
+        return config.from_env().get("WORKER_IN_WEB", True)
+    except Exception:  # a setting that does not parse: the start check below says which, in one line
+        return True
+
+
+worker_process = _worker_process()
+workers = web_processes + worker_process
 # Threads let one process hold many requests at once, so their callbacks share a commit
 # (receiver/storage/groupcommit.py): a durable write per request is what limits a sync worker.
 # gthread, except that a thread is given a connection only once its whole request has arrived:
@@ -54,6 +69,10 @@ def on_starting(server):
         path = tempfile.mkdtemp(prefix="vonage-receiver-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
     os.makedirs(path, exist_ok=True)
+    if worker_process:
+        from receiver.worker.process import make_role
+
+        make_role()  # before the check: the app it builds is one of a web process beside a worker process
     _check_that_the_app_starts(server)
     for name in os.listdir(path):  # counters of a previous run (and of the check) would be added to this one's
         if name.endswith(".db"):
@@ -100,8 +119,8 @@ def child_exit(server, worker):
 
 
 def post_worker_init(worker):
-    # Start the in-process worker thread at boot rather than at the first request, so a backlog
-    # left by a previous deploy is processed even before Vonage calls again.
+    # Without a worker process (another worker class), start this process's worker thread at boot rather
+    # than at the first request, so a backlog left by a previous deploy is processed before Vonage calls.
     from receiver.worker.supervisor import started_at_boot
 
     started_at_boot(worker.wsgi)

@@ -97,7 +97,7 @@ def queue_message():
     except InvalidMessage as exc:
         return error(400, "invalid_message", str(exc))
     message_id = get_storage(current_app).outbox.queue(body)
-    supervisor.notify_sender(current_app)
+    supervisor.notify(current_app)
     return jsonify(id=message_id, state="queued"), 202
 
 

@@ -81,6 +81,9 @@ class NonBlockingWorker(base.Worker):
             raise SystemExit(2)
 
     def init_process(self):
+        from receiver.worker import process  # not at import: gunicorn's master loads this class
+
+        self.role = process.take_role()  # held by the one process that runs the worker instead of serving
         self.max_connections = connections_the_files_allow(self.max_connections)
         self.lanes = Lanes(self.cfg.threads)
         self.poller = selectors.DefaultSelector()
@@ -89,6 +92,10 @@ class NonBlockingWorker(base.Worker):
         super().init_process()
 
     def run(self):
+        if self.role is not None and "storage" in getattr(self.wsgi, "extensions", {}):
+            from receiver.worker import process
+
+            return process.run(self)
         self.poller.register(self.method_queue.fileno(), selectors.EVENT_READ,
                              lambda fileobj, mask: self.method_queue.run_callbacks(fileobj))
         self.poller.register(self.PIPE[0], selectors.EVENT_READ, self._drain_wakeups)  # signals wake the loop

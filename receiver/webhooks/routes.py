@@ -61,7 +61,7 @@ def readyz():
         stats = get_storage(current_app).stats.shared()
     except Exception:
         return error(503, "database_unavailable", "the database does not answer")
-    problem = supervisor.worker_problem(current_app)
+    problem = supervisor.worker_problem(current_app, stats.live_workers)
     if problem is not None:
         return error(503, "worker_not_running", problem)
     if stats.stalled:

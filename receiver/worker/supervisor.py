@@ -16,7 +16,7 @@ import threading
 from flask import Flask
 
 from receiver.operator import metrics
-from receiver.platform import background
+from receiver.platform import background, wake
 from receiver.sending.delivery import Sender, client_settings
 from receiver.storage import StorageUnavailable, get_storage
 from receiver.storage.stats import HEARTBEAT_SECONDS
@@ -79,6 +79,12 @@ class Supervisor:
         metrics.WORKER_RESTARTS.inc()
         self.worker.give_back()
 
+    def wake(self) -> None:
+        """A callback was stored or a message queued: look for work now."""
+        self.worker.notify()
+        if self.sender is not None:
+            self.sender.notify()
+
     def _send_once(self) -> None:
         if not self.sender.run_once(self.worker.stopped):
             self.sender.wait(self.worker.config["WORKER_POLL_SECONDS"])
@@ -139,13 +145,11 @@ _start_lock = threading.Lock()
 
 
 def init_app(app: Flask) -> None:
-    """Run the worker as a thread of the web process unless WORKER_IN_WEB is off.
-
-    The thread starts with the first request (gunicorn's config starts it at boot), in the
-    process that serves requests: never at import, and never in a CLI command's process.
-    """
+    """With WORKER_IN_WEB, under gunicorn the worker is a process of its own (receiver.worker.process);
+    under the development server it is a thread of the one process, started with the first request:
+    never at import, and never in a CLI command's process."""
     app.extensions["supervisor"] = None
-    if app.config["WORKER_IN_WEB"]:
+    if app.config["WORKER_IN_WEB"] and not wake.available():
         app.before_request(lambda: ensure_background_worker(app) and None)
 
 
@@ -169,23 +173,22 @@ def ensure_background_worker(app: Flask) -> Supervisor:
 
 
 def notify(app: Flask) -> None:
-    """Wake this process's worker thread, if it has one."""
+    """A callback was stored or a message queued: wake the worker process, or this process's worker thread."""
+    if wake.available():
+        wake.send()
+        return
     supervisor = app.extensions.get("supervisor")
     if supervisor is not None:
-        supervisor.worker.notify()
+        supervisor.wake()
 
 
-def notify_sender(app: Flask) -> None:
-    """Wake this process's sender, if it has one (a message was queued)."""
-    supervisor = app.extensions.get("supervisor")
-    if supervisor is not None and supervisor.sender is not None:
-        supervisor.sender.notify()
-
-
-def worker_problem(app: Flask) -> str | None:
-    """Why this web process's worker thread is not working (None when it is, or when there is none by design)."""
+def worker_problem(app: Flask, live_workers: int) -> str | None:
+    """Why the worker that WORKER_IN_WEB runs beside this web process is not working (None when it is, or
+    when there is none by design). `live_workers`: how many workers have beaten lately."""
     if not app.config["WORKER_IN_WEB"]:
         return None
+    if wake.available():  # gunicorn's worker process: alive when some worker beats
+        return None if live_workers else "no worker process has written a heartbeat lately (see the log)"
     supervisor = app.extensions.get("supervisor")
     if supervisor is None or supervisor.pid != os.getpid():
         return "the worker thread has not started"
@@ -234,8 +237,8 @@ def until_idle(app: Flask) -> int:
 
 
 def started_at_boot(app) -> None:
-    """gunicorn's post_worker_init: start the worker thread at boot, not at the first request, so a
-    backlog a previous deploy left is processed before Vonage calls again."""
-    if getattr(app, "config", {}).get("WORKER_IN_WEB"):
+    """gunicorn's post_worker_init without a worker process of its own: start this process's worker thread
+    at boot, not at the first request, so a backlog a previous deploy left is processed at once."""
+    if getattr(app, "config", {}).get("WORKER_IN_WEB") and not wake.available():
         ensure_background_worker(app)
 

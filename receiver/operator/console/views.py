@@ -108,7 +108,7 @@ def reply(message_id: str):
         flash(f"Not sent: {exc}")
     else:
         flash(f"Reply queued as outbox message {storage.outbox.queue(body)}: the worker sends it.")
-        supervisor.notify_sender(current_app)
+        supervisor.notify(current_app)
     return redirect(url_for("console.message", message_id=message_id))
 
 
