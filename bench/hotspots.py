@@ -1,5 +1,6 @@
 """Optional (--profile): sample one gunicorn worker with py-spy during the full-speed run and summarise
-where its wall time goes (idle time included: waiting on a lock or an fsync is time too).
+where its interpreter time goes (`--gil`: only the thread holding the GIL is sampled, so the shares are
+of the Python work the process does, which is what competes with acknowledging).
 """
 from __future__ import annotations
 
@@ -19,22 +20,26 @@ def available() -> bool:
 
 def start(pid: int, seconds: float, raw_path: Path) -> subprocess.Popen:
     args = [PY_SPY, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200",
-            "--format", "raw", "--output", str(raw_path), "--threads", "--idle", "--nonblocking"]
+            "--format", "raw", "--output", str(raw_path), "--threads", "--nonblocking"]
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def summarise(raw_path: Path, top: int = 45) -> str:
-    """Share of samples per function, counting a function once per stack (inclusive), project code first."""
+    """Share of samples per function: inclusive (once per stack), then self (the frame that was running)."""
     if not raw_path.exists():
         return f"py-spy wrote nothing to {raw_path.name} (is ptrace allowed here?)\n"
-    inclusive, total = Counter(), 0
+    inclusive, own, total = Counter(), Counter(), 0
     for line in raw_path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         n = int(count)
         total += n
-        seen = {re.sub(r":\d+\)$", ")", frame) for frame in stack.split(";")[1:]}
-        for frame in seen:
+        frames = [re.sub(r":\d+\)$", ")", frame) for frame in stack.split(";")[1:]]
+        for frame in set(frames):
             inclusive[frame] += n
-    lines = [f"{total} samples of one gunicorn worker, all threads, idle included", ""]
+        if frames:
+            own[frames[-1]] += n
+    lines = [f"{total} samples of one gunicorn worker, of the thread holding the GIL", "", "inclusive:", ""]
     lines += [f"{100 * n / total:5.1f}%  {frame}" for frame, n in inclusive.most_common(top)]
+    lines += ["", "self:", ""]
+    lines += [f"{100 * n / total:5.1f}%  {frame}" for frame, n in own.most_common(top)]
     return "\n".join(lines) + "\n"

@@ -20,9 +20,9 @@ USER_DEFAULT = Gunicorn(workers=2)  # `gunicorn -w 2 app:app`: what the tutorial
 
 @dataclass(frozen=True)
 class Contender:
-    name: str  # bare, naive-sync, naive-threaded, project, project+worker, tree REV, tree REV+worker
+    name: str  # bare, naive-*, complete-*, project, project+worker, tree REV, tree REV+worker
     database: str  # "-" (bare) or one of DATABASES
-    kind: str  # bare, naive, project
+    kind: str  # bare, naive (stores only), complete (the whole job in the request), project
     gunicorn: Gunicorn  # naive: all its settings; bare, project: what goes on top of gunicorn.conf.py
     root: Path = ROOT  # project: the tree it serves
     worker_process: bool = False  # project: the worker as its own `flask worker` process
@@ -42,7 +42,9 @@ def contenders(databases: list[str], variants: list[bool], trees, overrides: Gun
     out = [Contender("bare", "-", "bare", overrides)]
     for database in databases:
         out += [Contender("naive-sync", database, "naive", USER_DEFAULT),
-                Contender("naive-threaded", database, "naive", threaded)]
+                Contender("naive-threaded", database, "naive", threaded),
+                Contender("complete-sync", database, "complete", USER_DEFAULT),
+                Contender("complete-threaded", database, "complete", threaded)]
         for name, root in [("project", ROOT)] + [(t.name, t.root) for t in trees]:
             out += [Contender(name + ("+worker" if process else ""), database, "project", overrides, root, process)
                     for process in variants]
@@ -58,6 +60,8 @@ def commands(overrides: Gunicorn) -> dict[str, str]:
         "naive-sync": f"{USER_DEFAULT} 'naive:create_app()' (no config file: a user's default)",
         "naive-threaded": f"{overrides.over(servers.configured(ROOT))} 'naive:create_app()' "
                           "(the worker class and counts of the project's gunicorn.conf.py)",
+        "complete-sync": f"{USER_DEFAULT} 'complete:create_app()' (bench/complete.py: the whole job in the request)",
+        "complete-threaded": f"{overrides.over(servers.configured(ROOT))} 'complete:create_app()'",
         "project, tree REV": f"{project} 'app:create_app()', each from its own tree, with its own gunicorn.conf.py",
         "+worker": "the same, with WORKER_IN_WEB=false and a `flask worker` process",
     }
@@ -71,8 +75,8 @@ def serve(contender: Contender, workdir: Path, link=None):
             yield server
         return
     with servers.fresh_database(contender.database, workdir, link=link) as url:
-        if contender.kind == "naive":
-            server = servers.serve_naive(contender.gunicorn, url, workdir, contender.label)
+        if contender.kind in ("naive", "complete"):
+            server = servers.serve_naive(contender.gunicorn, url, workdir, contender.label, module=contender.kind)
         else:
             server = servers.serve_project(contender.gunicorn, url, workdir, root=contender.root,
                                            name=contender.label, worker_process=contender.worker_process)

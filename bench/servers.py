@@ -181,7 +181,9 @@ def serve_bare(settings: Gunicorn, workdir: Path):
     """gunicorn serving bench/bare.py, with the project's gunicorn.conf.py and `settings` on top."""
     port, log_path = free_port(), _log_path(workdir, "bare")
     args = [*gunicorn_command(port, settings, ROOT), "--pythonpath", str(BENCH), "bare:create_app()"]
-    master = start_process(args, dict(os.environ, PROMETHEUS_MULTIPROC_DIR=_metrics_dir(workdir, port)), log_path, ROOT)
+    # WORKER_IN_WEB=false: the bare snippet has no worker, so no process is spent on one.
+    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=_metrics_dir(workdir, port), WORKER_IN_WEB="false")
+    master = start_process(args, env, log_path, ROOT)
     try:
         _wait_ready(port, master, log_path)
         yield Server("bare", port, master, log_path=log_path)
@@ -190,8 +192,9 @@ def serve_bare(settings: Gunicorn, workdir: Path):
 
 
 @contextlib.contextmanager
-def serve_naive(settings: Gunicorn, database_url: str, workdir: Path, name: str = "naive"):
-    """gunicorn serving bench/naive.py with `settings` and no config file, as a user starts it."""
+def serve_naive(settings: Gunicorn, database_url: str, workdir: Path, name: str = "naive", module: str = "naive"):
+    """gunicorn serving a reference receiver of bench/ (naive.py, complete.py) with `settings` and no config
+    file, as a user starts it."""
     if database_url.startswith("postgresql"):  # naive.py hands DATABASE_URL to libpq, as users do
         database_url = sqlalchemy.engine.make_url(database_url).set(drivername="postgresql") \
             .render_as_string(hide_password=False)
@@ -200,9 +203,9 @@ def serve_naive(settings: Gunicorn, database_url: str, workdir: Path, name: str 
     env["PYTHONPATH"] = os.pathsep.join([str(BENCH), str(ROOT)])
     port, log_path = free_port(), _log_path(workdir, name)
     # Create the table once before several workers race to (as the project's `flask init-db` does).
-    subprocess.run([sys.executable, "-c", "import naive; naive.create_app()"], cwd=BENCH, env=env, check=True,
+    subprocess.run([sys.executable, "-c", f"import {module}; {module}.create_app()"], cwd=BENCH, env=env, check=True,
                    timeout=60, capture_output=True)
-    master = start_process([*gunicorn_command(port, settings, None), "naive:create_app()"], env, log_path, BENCH)
+    master = start_process([*gunicorn_command(port, settings, None), f"{module}:create_app()"], env, log_path, BENCH)
     try:
         _wait_ready(port, master, log_path, path="/webhooks/inbound-sms")
         yield Server(name, port, master, log_path=log_path, postgres_database=postgres_name(database_url))
