@@ -69,14 +69,30 @@ def on_starting(server):
         path = tempfile.mkdtemp(prefix="vonage-receiver-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
     os.makedirs(path, exist_ok=True)
-    if worker_process:
-        from receiver.worker.process import make_role
-
-        make_role()  # before the check: the app it builds is one of a web process beside a worker process
+    _arrange_the_worker_process(server)  # before the check: the app it builds is a web process's
     _check_that_the_app_starts(server)
     for name in os.listdir(path):  # counters of a previous run (and of the check) would be added to this one's
         if name.endswith(".db"):
             os.unlink(os.path.join(path, name))
+
+
+def on_reload(server):
+    _arrange_the_worker_process(server)
+
+
+def _arrange_the_worker_process(server):
+    """Whether one process runs the worker, decided again here: `--env WORKER_IN_WEB=false` on the command
+    line (deploy/vonage-receiver-web.service) is applied after this file is read, and only this project's
+    worker class knows how to be the worker process (with another, each process runs a worker thread)."""
+    from receiver.platform.serving import NonBlockingWorker
+    from receiver.worker import process
+
+    wanted = _worker_process() and issubclass(server.worker_class, NonBlockingWorker)
+    server.num_workers = server.cfg.workers - worker_process + wanted  # `workers` above counted one if it guessed so
+    if wanted:
+        process.make_role()
+    else:
+        process.drop_role()
 
 
 def _check_that_the_app_starts(server):

@@ -129,7 +129,7 @@ def render(info: dict[str, str], settings: dict[str, str], sections: list[list[s
                          "backlog max / end", "drained after", "other CPU load (cores)"], rows)
 
     if handler_runs:
-        lines += ["", "## A slow or failing handler (worker thread in the web processes, constant rate, "
+        lines += ["", "## A slow or failing handler (the web command's worker, constant rate, "
                   "half the project's own maximum)", ""]
         rows = []
         for run in handler_runs:

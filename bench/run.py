@@ -81,9 +81,9 @@ def parse_args(argv=None):
                    help="all (default): sqlite, postgres and postgres behind the link; PostgreSQL is skipped "
                         "with a note when it does not answer")
     p.add_argument("--link-delay-ms", type=float, default=0.5, help="delay the link adds each way (default 0.5)")
-    p.add_argument("--worker", choices=("thread", "process", "both"), default="both",
-                   help="the project's worker as a thread of each web process (default setting), "
-                        "as its own `flask worker` process, or both")
+    p.add_argument("--worker", choices=("web", "apart", "both"), default="both",
+                   help="the project's worker as the web command runs it (the default setting: a process gunicorn "
+                        "forks beside the web processes), as `flask worker` with WORKER_IN_WEB=false, or both")
     p.add_argument("--workers", type=int, help="gunicorn --workers for bare, naive-threaded and the project "
                                                "(default: the project's gunicorn.conf.py)")
     p.add_argument("--worker-class", help="gunicorn --worker-class, the same three (default: gunicorn.conf.py)")
@@ -172,7 +172,7 @@ def main(argv=None) -> int:
             raise SystemExit(f"PostgreSQL does not answer at {servers.PG_ADMIN_URL}: {problem}")
         databases = ["sqlite"]
         notes.append(f"PostgreSQL skipped: {problem}")
-    variants = {"thread": [False], "process": [True], "both": [False, True]}[args.worker]
+    variants = {"web": [False], "apart": [True], "both": [False, True]}[args.worker]
     local = [d for d in databases if d != "postgres-link"]  # where handlers, history and costs are measured
 
     with tempfile.TemporaryDirectory(prefix="receiver-bench-") as tmp, contextlib.ExitStack() as stack:

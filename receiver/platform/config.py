@@ -1,6 +1,6 @@
 """Configuration: every setting, its default, and how it is read from the environment.
 
-Each key is documented once, in README.md and .env.example. Nothing here opens a connection.
+Each key is documented once, in docs/configuration.md and .env.example. Nothing here opens a connection.
 """
 from __future__ import annotations
 

@@ -82,7 +82,6 @@ class NonBlockingWorker(base.Worker):
 
     def init_process(self):
         from receiver.worker import process  # not at import: gunicorn's master loads this class
-
         self.role = process.take_role()  # held by the one process that runs the worker instead of serving
         self.max_connections = connections_the_files_allow(self.max_connections)
         self.lanes = Lanes(self.cfg.threads)
@@ -92,7 +91,7 @@ class NonBlockingWorker(base.Worker):
         super().init_process()
 
     def run(self):
-        if self.role is not None and "storage" in getattr(self.wsgi, "extensions", {}):
+        if self.role is not None and getattr(self.wsgi, "config", {}).get("WORKER_IN_WEB"):
             from receiver.worker import process
 
             return process.run(self)

@@ -20,6 +20,11 @@ def make_pair() -> None:
     os.environ[ENVIRONMENT] = f"{receiving.detach()},{sending.detach()}"
 
 
+def forget() -> None:
+    """In the gunicorn master: processes forked from now on have no worker process to wake."""
+    os.environ.pop(ENVIRONMENT, None)
+
+
 def _fds() -> tuple[int, int] | None:
     found = os.environ.get(ENVIRONMENT, "")
     receiving, _, sending = found.partition(",")

@@ -29,11 +29,19 @@ ENVIRONMENT = "RECEIVER_WORKER_LOCK"  # the lock file the master made; set only 
 
 def make_role() -> None:
     """In the gunicorn master: the lock that names the worker process, and the wake socket pair."""
+    if os.environ.get(ENVIRONMENT) and wake.available():
+        return  # made at start; a reload keeps them
     folder = tempfile.mkdtemp(prefix="receiver-worker-")
     path = os.path.join(folder, "worker.lock")
     open(path, "w").close()
     os.environ[ENVIRONMENT] = path
     wake.make_pair()
+
+
+def drop_role() -> None:
+    """In the gunicorn master, when no process is to run the worker (every process serves)."""
+    os.environ.pop(ENVIRONMENT, None)
+    wake.forget()
 
 
 def take_role():

@@ -189,6 +189,52 @@ def test_killed_processes_lose_nothing_and_repeat_only_what_a_killed_worker_had(
         assert set(pids[:-1]) <= set(killed_workers), f"event {event_id} re-dispatched by {pids}"
 
 
+def worker_process_pid(engine, master: int, timeout: float = 30) -> int:
+    """The pid of the process gunicorn forked to run the worker: the child whose heartbeat is fresh."""
+    def found():
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT name, seen_at FROM workers")).all()
+        beating = {int(name.split(":")[1]) for name, seen in rows if seen > time.time() - 10}
+        return next(iter(beating & set(children_of(master))), None)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pid := found():
+            return pid
+        time.sleep(0.1)
+    raise AssertionError("no process of the server writes a worker heartbeat")
+
+
+def test_the_worker_process_gunicorn_forks_is_replaced_when_killed_and_loses_nothing(sqlite_url, tmp_path, stack,
+                                                                                   engine_for):
+    # The Procfile's web command alone: WEB_CONCURRENCY web processes and one more that runs the worker.
+    label = "crash/worker-process"
+    env = receiver_env(sqlite_url, tmp_path)
+    server = stack.gunicorn(env, workers=2)
+    engine = engine_for(sqlite_url)
+    assert len(children_of(server.proc.pid)) == 3
+    deliveries = load.build(CRASH_CALLBACKS // 2)
+    report = load.Report(len(deliveries))
+    sender = in_background(load.send, server.url, deliveries, threads=4, deadline=240, report=report)
+    killed = []
+    for moment in (0.3, 0.6):
+        wait_for_progress(report, int(moment * len(deliveries)), sender)
+        killed.append(worker_process_pid(engine, server.proc.pid))
+        os.kill(killed[-1], signal.SIGKILL)
+    sender.join(timeout=300)
+    assert not sender.is_alive(), "the load generator did not finish"
+    found = assert_every_callback_kept_and_dispatched(engine, report, deliveries, label)
+    redispatched = {event_id: pids for event_id, pids in found.items() if len(pids) > 1}
+    print(f"\n[{label}] {report.summary()}; killed the worker process {killed}; "
+          f"{sum(len(p) - 1 for p in redispatched.values())} re-dispatches")
+    replacement = worker_process_pid(engine, server.proc.pid)
+    assert replacement not in killed and len(children_of(server.proc.pid)) == 3
+    assert sum(len(pids) - 1 for pids in redispatched.values()) <= len(killed) * POLICY.settle_every
+    for event_id, pids in redispatched.items():
+        assert set(pids[:-1]) <= set(killed), f"event {event_id} re-dispatched by {pids}"
+    dispatchers = {pid for pids in found.values() for pid in pids}
+    assert not dispatchers & (set(children_of(server.proc.pid)) - {replacement}), "a web process dispatched"
+
+
 # -- 2. the database cannot take writes ------------------------------------------------------------
 def assert_503_while_down(report: load.Report, down: float, up: float, label: str) -> Counter:
     """Every attempt sent after the outage began and answered before it ended got a 503; never a 200."""
