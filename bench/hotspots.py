@@ -4,6 +4,7 @@ of the Python work the process does, which is what competes with acknowledging).
 """
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -20,7 +21,7 @@ def available() -> bool:
 
 def start(pid: int, seconds: float, raw_path: Path) -> subprocess.Popen:
     args = [PY_SPY, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200",
-            "--format", "raw", "--output", str(raw_path), "--threads", "--nonblocking"]
+            "--format", "raw", "--output", str(raw_path), "--threads", "--nonblocking"] + (["--gil"] if os.environ.get("SPY_GIL") else [])
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -31,6 +32,8 @@ def summarise(raw_path: Path, top: int = 45) -> str:
     inclusive, own, total = Counter(), Counter(), 0
     for line in raw_path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
+        if not count.isdigit():  # a line py-spy cut short when the process went away
+            continue
         n = int(count)
         total += n
         frames = [re.sub(r":\d+\)$", ")", frame) for frame in stack.split(";")[1:]]

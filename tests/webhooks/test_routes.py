@@ -71,6 +71,20 @@ def test_repeat_delivery_is_counted_not_stored_twice(vonage, engine):
     assert row.deliveries == 3
 
 
+def test_a_line_per_callback_only_at_debug(vonage, caplog):
+    import logging
+
+    payload = samples.message_status("delivered", "whatsapp")
+    with caplog.at_level(logging.INFO, logger="receiver.webhooks"):
+        assert vonage.status(payload).status_code == 200
+    assert not [r for r in caplog.records if r.name == "receiver.webhooks"]
+    with caplog.at_level(logging.DEBUG, logger="receiver.webhooks"):
+        assert vonage.status(dict(payload, status="read")).status_code == 200
+    (line,) = [r for r in caplog.records if r.name == "receiver.webhooks"]
+    assert (line.kind, line.outcome, line.message_id, line.status) == ("message-status", "stored",
+                                                                       payload["message_uuid"], "read")
+
+
 def test_same_message_with_another_status_is_a_new_event(vonage, engine):
     first = samples.message_status("submitted")
     vonage.status(first)
