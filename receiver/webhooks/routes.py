@@ -11,7 +11,7 @@ import time
 
 from flask import Blueprint, Flask, current_app, jsonify, request
 from flask.json.provider import DefaultJSONProvider
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
 from receiver.kinds import KINDS, Kind
 from receiver.operator import metrics
@@ -29,8 +29,10 @@ bp = Blueprint("webhooks", __name__)
 # signature, so a forged one far past these would cost a thread more than it costs its sender.
 SMS_MAX_BYTES = 16 * 1024
 SMS_MAX_PARAMETERS = 100
-# Request headers worth keeping with a callback (never Authorization: the token is not needed later).
-KEPT_HEADERS = ("Content-Type", "User-Agent", "X-Forwarded-For", "X-Request-Id")
+# Request headers worth keeping with a callback (never Authorization: the token is not needed later),
+# with where WSGI puts them: read from the environ, a header lookup through werkzeug costs ten times more.
+KEPT_HEADERS = {"Content-Type": "CONTENT_TYPE", "User-Agent": "HTTP_USER_AGENT",
+                "X-Forwarded-For": "HTTP_X_FORWARDED_FOR", "X-Request-Id": "HTTP_X_REQUEST_ID"}
 
 
 def error(status: int, code: str, message: str):
@@ -115,10 +117,11 @@ def verified(kind: Kind) -> Callback:
     :raises Refused: a forgery (401), an unsigned Messages callback (503: Vonage retries it signed),
         an empty Messages body (400), or the SMS API's parameter-less URL probe (200, nothing stored).
     """
-    body = _body()
-    query = request.query_string.decode("latin-1")
-    content_type = request.content_type or ""
-    headers = {h: request.headers[h] for h in KEPT_HEADERS if h in request.headers}
+    environ = request.environ
+    body = _body(environ)
+    query = environ.get("QUERY_STRING", "")  # WSGI's str, its bytes as latin-1
+    content_type = environ.get("CONTENT_TYPE", "")
+    headers = {name: environ[key] for name, key in KEPT_HEADERS.items() if environ.get(key)}
     try:
         return _VERIFIED_BY[kind.transport.signature](kind, body, query, content_type, headers, get_guard(current_app))
     except SignatureError as exc:
@@ -164,16 +167,24 @@ def _by_jwt(kind: Kind, body: bytes, query: str, content_type: str, headers: dic
 _VERIFIED_BY = {"sig": _by_sig, "jwt": _by_jwt}
 
 
-def _body() -> bytes:
+def _body(environ: dict) -> bytes:
     """The raw body, or 413 when it is larger than MAX_CONTENT_LENGTH however it was sent.
 
     Werkzeug refuses a Content-Length over the limit, but cuts a chunked body at the limit and
     returns the first part: that would be verified, fail its hash, and be counted as a forgery.
     """
-    if request.content_length is not None or not request.environ.get("wsgi.input_terminated"):
+    length = environ.get("CONTENT_LENGTH", "")
+    if length.isdigit() and len(length) < 19 and environ.get("wsgi.input") is not None:
+        if int(length) > current_app.config["MAX_CONTENT_LENGTH"]:
+            raise RequestEntityTooLarge()
+        body = environ["wsgi.input"].read(int(length)) if int(length) else b""
+        if len(body) < int(length):  # the peer went away mid-body (another server than serving.py's)
+            raise ClientDisconnected()
+        return body
+    if length or not environ.get("wsgi.input_terminated"):
         return request.get_data(cache=False)
     limit = current_app.config["MAX_CONTENT_LENGTH"]
-    body = request.environ["wsgi.input"].read(limit + 1)
+    body = environ["wsgi.input"].read(limit + 1)
     if len(body) > limit:
         raise RequestEntityTooLarge()
     return body
