@@ -48,7 +48,7 @@ REMOVALS = {
 # Worker constants: (module, name, value without the mechanism).
 WORKER_CONSTANTS = {
     "outcomes written ten at a time": ("receiver.worker.policy", "settle_every", 1),
-    "message state ten events per transaction": ("receiver.storage.reconcile", "APPLY_CHUNK", 1),
+    "message state fifty events per transaction": ("receiver.storage.reconcile", "APPLY_CHUNK", 1),
     "claims of up to 100 events": ("receiver.worker.policy", "max_batch", 10),
 }
 

@@ -20,7 +20,7 @@ from receiver.storage import multipart, outbox, state
 from receiver.storage.engines import run_again_if_it_loses_a_race, unavailable, write_transaction
 from schemas import Event
 
-APPLY_CHUNK = 10  # events whose message state is written in one transaction
+APPLY_CHUNK = 50  # events whose message state is written in one transaction
 
 
 @dataclass(frozen=True)
@@ -75,8 +75,26 @@ def _lock_order(event: Event) -> str:
 
 
 def _apply_chunk(engine: Engine, chunk: list, concat_timeout: float, ours: bool) -> dict[int, Applied]:
+    """One transaction: the chunk's statuses in a few statements together (state.record_statuses), its
+    inbound messages in one (state.record_inbounds), multipart parts one by one. A message whose events
+    are of more than one of these has them all one by one, so each message's events keep their order."""
+    groups = {"status": [], "inbound": [], "part": []}
+    for row, event in chunk:
+        part = event.kind != "status" and event.source == "sms-api" and multipart.part_info(event)
+        groups["status" if event.kind == "status" else "part" if part else "inbound"].append((row, event))
+    ids = [{event.message_id for _, event in group} for group in groups.values()]
+    if sum(map(len, ids)) != len(set().union(*ids)):
+        groups = {"status": [], "inbound": [], "part": chunk}
     with write_transaction(engine) as conn:
-        return {row.id: _apply_one(conn, row, event, concat_timeout, ours) for row, event in chunk}
+        applied = {row.id: _apply_one(conn, row, event, concat_timeout, ours) for row, event in groups["part"]}
+        if groups["inbound"]:
+            state.record_inbounds(conn, [event for _, event in groups["inbound"]])
+            applied.update({row.id: Applied(row, event) for row, event in groups["inbound"]})
+        if groups["status"]:
+            after = state.record_statuses(conn, [event for _, event in groups["status"]])
+            applied.update({row.id: _applied_status(conn, row, event, status, ours)
+                            for (row, event), status in zip(groups["status"], after)})
+        return applied
 
 
 def _apply_alone(engine: Engine, row, event: Event, concat_timeout: float, ours: bool) -> Applied:
@@ -94,11 +112,7 @@ def _apply_alone(engine: Engine, row, event: Event, concat_timeout: float, ours:
 
 def _apply_one(conn, row, event: Event, concat_timeout: float, ours: bool) -> Applied:
     if event.kind == "status":
-        status = state.record_status(conn, event)  # the message's, ranked
-        # The outbox sends through the Messages API: an SMS API receipt is never about one of its messages.
-        sent = outbox.attach_status(conn, event.message_id, event.client_ref, status or event.status,
-                                    time.time()) if ours and event.source != "sms-api" else None
-        return Applied(row, dataclasses.replace(event, superseded=status != event.status, outbox_id=sent))
+        return _applied_status(conn, row, event, state.record_status(conn, event), ours)
     info = multipart.part_info(event) if event.source == "sms-api" else None
     if info:
         joined = multipart.collect(conn, event, concat_timeout)
@@ -108,3 +122,11 @@ def _apply_one(conn, row, event: Event, concat_timeout: float, ours: bool) -> Ap
         event = joined
     state.record_inbound(conn, event)
     return Applied(row, event)
+
+
+def _applied_status(conn, row, event: Event, status: str | None, ours: bool) -> Applied:
+    """A status event once its message's status after it (`status`, ranked) is written."""
+    # The outbox sends through the Messages API: an SMS API receipt is never about one of its messages.
+    sent = outbox.attach_status(conn, event.message_id, event.client_ref, status or event.status,
+                                time.time()) if ours and event.source != "sms-api" else None
+    return Applied(row, dataclasses.replace(event, superseded=status != event.status, outbox_id=sent))

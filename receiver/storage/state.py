@@ -81,20 +81,24 @@ def unfit(event: Event) -> dict[str, list[str]]:
     return problems
 
 
-def _record_history(conn: Connection, event: Event, status: str, applied: bool, now: float) -> None:
-    def build():
-        return (
-            insert_for(conn)(message_history)
-            .values({name: bindparam(name) for name in (
-                "message_id", "event_id", "status", "timestamp", "applied", "error_code", "recorded_at")})
-            .on_conflict_do_nothing(index_elements=[message_history.c.message_id, message_history.c.event_id])
-        )
+def _history_for(conn: Connection):
+    return (
+        insert_for(conn)(message_history)
+        .values({name: bindparam(name) for name in (
+            "message_id", "event_id", "status", "timestamp", "applied", "error_code", "recorded_at")})
+        .on_conflict_do_nothing(index_elements=[message_history.c.message_id, message_history.c.event_id])
+    )
 
+
+def _history_params(event: Event, status: str, applied: bool, now: float) -> dict:
     error_code = (event.error or {}).get("code")
-    execute_prepared(conn, "messages.history", build, {
-        "message_id": event.message_id, "event_id": event.event_id, "status": status, "timestamp": iso(event.timestamp),
-        "applied": applied, "error_code": None if error_code is None else str(error_code), "recorded_at": now,
-    })
+    return {"message_id": event.message_id, "event_id": event.event_id, "status": status,
+            "timestamp": iso(event.timestamp), "applied": applied,
+            "error_code": None if error_code is None else str(error_code), "recorded_at": now}
+
+
+def _record_history(conn: Connection, event: Event, status: str, applied: bool, now: float) -> None:
+    execute_prepared(conn, "messages.history", lambda: _history_for(conn), _history_params(event, status, applied, now))
 
 
 def _upsert_status_for(conn: Connection):
@@ -154,14 +158,70 @@ def _upsert_inbound_for(conn: Connection):
 def record_inbound(conn: Connection, event: Event) -> None:
     """Keep an inbound message (text, media, who sent it) as a message row with status 'received',
     in the caller's transaction."""
+    record_inbounds(conn, [event])
+
+
+def record_inbounds(conn: Connection, events: list[Event]) -> None:
+    """record_inbound for each of `events`, in order, as two statements run for each (executemany: one
+    round trip for them all where the driver pipelines, as psycopg does)."""
     now = time.time()
-    execute_prepared(conn, "messages.upsert_inbound", lambda: _upsert_inbound_for(conn), {
+    execute_prepared(conn, "messages.upsert_inbound", lambda: _upsert_inbound_for(conn), [{
         "message_id": event.message_id, "channel": event.channel, "to": event.to, "from": event.from_,
         "client_ref": event.client_ref, "status_timestamp": iso(event.timestamp), "message_type": event.message_type,
         "text": event.text, "content": json.dumps(event.content) if event.content else None,
-        "incomplete": event.incomplete, "updated_at": now,
-    })
-    _record_history(conn, event, "received", True, now)
+        "incomplete": event.incomplete, "updated_at": now} for event in events])
+    execute_prepared(conn, "messages.history", lambda: _history_for(conn),
+                     [_history_params(event, "received", True, now) for event in events])
+
+
+def _placeholder_for(conn: Connection):
+    """A message row not yet holding a status (status NULL, rank 0), unless the message has one already."""
+    return insert_for(conn)(messages).values(
+        message_id=bindparam("message_id"), direction="outbound", channel=bindparam("channel"), status=None,
+        status_rank=0, to_number=bindparam("to"), from_number=bindparam("from"), incomplete=False,
+        created_at=bindparam("now"), updated_at=bindparam("now"),
+    ).on_conflict_do_nothing(index_elements=[messages.c.message_id])
+
+
+def _move_status_for(conn: Connection):
+    return messages.update().where(messages.c.message_id == bindparam("mid")).values(
+        status=bindparam("status"), status_rank=bindparam("rank"), status_timestamp=bindparam("timestamp"),
+        updated_at=bindparam("now"), client_ref=func.coalesce(bindparam("client_ref"), messages.c.client_ref))
+
+
+def record_statuses(conn: Connection, events: list[Event]) -> list[str | None]:
+    """record_status for each of `events` in the order given, in a few statements whatever their number
+    (a round trip each costs more than the work on a database across a network). The outcome is the
+    one-at-a-time one: each message's row is locked, its status moved forward in Python, written once.
+    Every event of a message must be here, in its order: `events` are sorted by message (reconcile)."""
+    now = time.time()
+    first = {}
+    for event in events:
+        first.setdefault(event.message_id, event)
+    execute_prepared(conn, "messages.placeholder", lambda: _placeholder_for(conn), [
+        {"message_id": e.message_id, "channel": e.channel, "to": e.to, "from": e.from_, "now": now}
+        for e in first.values()])
+    found = conn.execute(select(messages.c.message_id, messages.c.status, messages.c.status_rank)
+                         .where(messages.c.message_id.in_(list(first))).order_by(messages.c.message_id)
+                         .with_for_update())
+    current = {row.message_id: (row.status, row.status_rank) for row in found}
+    after, history, moves = [], [], {}
+    for event in events:
+        status, rank = current[event.message_id]
+        new_rank = STATUS_RANK.get(event.status, 0)
+        moved = status is None or rank < new_rank
+        if moved:
+            current[event.message_id] = (event.status, new_rank)
+            earlier = moves.get(event.message_id, {}).get("client_ref")
+            moves[event.message_id] = {"mid": event.message_id, "status": event.status, "rank": new_rank,
+                                       "timestamp": iso(event.timestamp), "now": now,
+                                       "client_ref": event.client_ref if event.client_ref is not None else earlier}
+        history.append(_history_params(event, event.status, moved, now))
+        after.append(current[event.message_id][0])
+    if moves:
+        execute_prepared(conn, "messages.move_status", lambda: _move_status_for(conn), list(moves.values()))
+    execute_prepared(conn, "messages.history", lambda: _history_for(conn), history)
+    return after
 
 
 def _message_json(row) -> dict:

@@ -333,7 +333,15 @@ def test_a_reconciling_bug_holds_back_only_its_own_event(app, vonage, engine, ca
             raise ValueError("a bug in reconciliation")
         return real_record(conn, event)
 
+    real_many = state.record_statuses
+
+    def record_statuses(conn, events):  # a chunk's statuses together: the bug fails the chunk
+        if any(event.message_id == bad["message_uuid"] for event in events):
+            raise ValueError("a bug in reconciliation")
+        return real_many(conn, events)
+
     monkeypatch.setattr(state, "record_status", record_status)
+    monkeypatch.setattr(state, "record_statuses", record_statuses)
     Worker(storage, app.config, name="w").run_once()
     assert states(engine) == ["done", "failed", "done"]
     assert len(calls) == 2
