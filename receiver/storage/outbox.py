@@ -4,6 +4,7 @@ joining status callbacks to what was sent (by message_uuid, or by client_ref bef
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 
@@ -16,7 +17,7 @@ from receiver.storage.schema import message_history, outbox
 from receiver.storage.stats import beat, held_by_the_dead
 
 STATES = ("queued", "sending", "sent", "unknown", "failed")
-CLAIM_LEASE_SECONDS = 60.0  # a send takes at most the client's timeouts (3 s + 10 s)
+CLAIM_LEASE_SECONDS = 60.0  # unless the sender says how long its batch can take
 
 
 def client_ref_for(event_id: int | None, position: int | None) -> str:
@@ -56,7 +57,8 @@ def queue_one(engine: Engine, body: dict) -> int:
         return conn.execute(outbox.insert().values(row_values(body, now=time.time())).returning(outbox.c.id)).scalar()
 
 
-def claim(engine: Engine, sender: str, limit: int, wait_unknown: float, now: float | None = None) -> list:
+def claim(engine: Engine, sender: str, limit: int, wait_unknown: float, now: float | None = None,
+          lease_seconds: float = CLAIM_LEASE_SECONDS) -> list:
     """Claim up to `limit` due messages for `sender`, oldest first, in a commit that waits for the disk
     (so a row is durable before its request leaves). First, sends whose sender died or stalled
     mid-request become `unknown`: they may have been accepted, so they wait for a status callback."""
@@ -80,14 +82,19 @@ def claim(engine: Engine, sender: str, limit: int, wait_unknown: float, now: flo
             update(outbox)
             .where(outbox.c.id.in_(due), outbox.c.state.in_(("queued", "unknown")))
             .values(state="sending", attempts=outbox.c.attempts + 1, claimed_by=sender,
-                    lease_until=now + CLAIM_LEASE_SECONDS, updated_at=now)
+                    lease_until=now + lease_seconds, updated_at=now)
             .returning(outbox)
         ).all()
     return sorted(rows, key=lambda row: row.id)
 
 
 def record(engine: Engine, message_id: int, sender: str, **values) -> bool:
-    """Write a send's outcome (state and its columns) if this sender still holds it; durable."""
+    """Write a send's outcome (state and its columns) if this sender still holds it; durable.
+
+    :raises ValueError: an `available_at` that is no time (inf, NaN): the row would never be due.
+    """
+    if not math.isfinite(values.get("available_at", 0.0)):
+        raise ValueError(f"available_at must be a finite time, got {values['available_at']!r}")
     if "last_error" in values and values["last_error"] is not None:
         values["last_error"] = safe_text(values["last_error"], 2000)
     with write_transaction(engine) as conn:

@@ -154,9 +154,9 @@ class Outbox:
         """Queue one validated Messages API body (the API and the CLI), durably; its outbox id."""
         return outbox.queue_one(self.engine, body)
 
-    def claim(self, sender: str, limit: int, wait_unknown: float) -> list:
+    def claim(self, sender: str, limit: int, wait_unknown: float, lease_seconds: float = 60.0) -> list:
         """Claim due messages to send (durably, before any leaves); stalled sends become unknown."""
-        return outbox.claim(self.engine, sender, limit, wait_unknown)
+        return outbox.claim(self.engine, sender, limit, wait_unknown, lease_seconds=lease_seconds)
 
     def record(self, message_id: int, sender: str, **values) -> bool:
         """Write how one send went (state, message_uuid, last_error, problem ...), durably."""
