@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from flask import Flask
 
 from receiver.platform.config import ConfigError
+from receiver.sending.bodies import CHANNELS
 from receiver.sending.client import SANDBOX_BASE, MessagesClient, SendError
 from receiver.sending.keys import load_private_key
 
@@ -179,6 +180,11 @@ def check_limits(config) -> None:
         value = config[name]
         if not (isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high):
             raise ConfigError(f"{name}={value!r}: expected a number from {low:g} to {high:g}")
+
+
+def silent_deadlines(config) -> dict[str, float]:
+    """Per channel, the seconds after which a sent message with no final status is `silent` (SILENT_AFTER_SECONDS_*)."""
+    return {channel: float(config[f"SILENT_AFTER_SECONDS_{channel.upper()}"]) for channel in CHANNELS}
 
 
 def init_app(app: Flask) -> None:
