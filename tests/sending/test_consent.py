@@ -149,3 +149,11 @@ def test_only_a_whole_body_that_is_a_keyword_counts(text):
 @pytest.mark.parametrize("text", ["please stop texting me", "STOP IT", "stopping", "don't stop", "S T O P", ""])
 def test_a_sentence_is_not_a_keyword(text):
     assert keyword(text) not in words(OPT_OUT_WORDS, None)
+
+
+def test_flask_vonage_send_to_a_suppressed_number_exits_1_saying_why(live):
+    live.storage.outbox.suppress(CUSTOMER)
+    result = live.app.test_cli_runner().invoke(args=["vonage", "send", "--to", CUSTOMER, "--from", OURS,
+                                                     "--channel", "sms", "--text", "hi"])
+    assert result.exit_code == 1 and "opted out" in result.output
+    assert live.storage.outbox.listed() == []

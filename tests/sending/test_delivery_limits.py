@@ -141,3 +141,13 @@ def test_retry_after_reads_delta_seconds_and_http_dates():
     assert retry_after("9" * 400) == RETRY_AFTER_CEILING
     assert retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past: now
     assert retry_after("-5") is None and retry_after("nan") is None and retry_after("soon") is None
+
+
+@pytest.mark.parametrize("name, value", [("SEND_TIMEOUT_SECONDS", float("inf")), ("SEND_TIMEOUT_SECONDS", 0.0),
+                                         ("SEND_MAX_RETRY_AFTER_SECONDS", 86401.0),
+                                         ("SEND_MAX_RETRY_AFTER_SECONDS", float("nan")), ("SEND_CONCURRENCY", 0)])
+def test_a_sending_limit_out_of_bounds_is_a_start_error_naming_it(make_app, name, value):
+    from receiver.platform.config import ConfigError
+
+    with pytest.raises(ConfigError, match=name):
+        make_app(**{name: value})
