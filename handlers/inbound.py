@@ -13,9 +13,14 @@ log = logging.getLogger("handlers.inbound")
 
 
 def on_inbound_text(event: Event) -> None:
-    """A text message (SMS parts already joined). With AUTO_REPLY_TEXT set, answers it: an example to copy."""
+    """A text message (SMS parts already joined). With AUTO_REPLY_TEXT set, answers it: an example to copy.
+
+    STOP, START and HELP are handled before this runs (receiver.sending.consent); it still gets them.
+    """
     if text := setting("AUTO_REPLY_TEXT"):
-        reply(event, text=text)  # queued only if this handler returns; sent once
+        # Queued only if this handler returns, and sent once. `once_every`: one auto-reply per number per
+        # AUTO_REPLY_INTERVAL_SECONDS, so two auto-responders never answer each other for ever.
+        reply(event, text=text, purpose="auto-reply", once_every=setting("AUTO_REPLY_INTERVAL_SECONDS", 3600.0))
     log.info(
         "inbound text message_id=%s channel=%s from=%s chars=%d parts=%d incomplete=%s",
         event.message_id,

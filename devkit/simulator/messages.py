@@ -27,9 +27,10 @@ ERRORS = {
     "1050": (403, "Recipient barred", "The recipient cannot receive messages from this sender."),
     "1070": (402, "Quota exceeded", "Your account does not have sufficient credit to process this request."),
     "1120": (400, "Invalid sender", "The `from` parameter is invalid."),
+    "1240": (403, "Illegal Sender Address - rejected", "The recipient has opted out of messages from this sender."),
     "1340": (422, "Outside of the allowed window", "This message is sent outside of allowed response window."),
 }
-FAULT_KINDS = ("throttle", "server_error", "problem", "slow", "drop")
+FAULT_KINDS = ("throttle", "server_error", "problem", "slow", "drop", "trickle", "huge", "silent")
 
 
 def error_problem(code: str, **extra) -> dict:
@@ -100,6 +101,7 @@ class Fault:
     body: dict | None = None
     seconds: float = 0.0
     accept: bool = False  # for "drop": whether the message was accepted before the connection broke
+    phase: str = "headers"  # for "trickle": dribble from the status line, or only the body
 
     def answer(self) -> Answer | None:
         """The answer that replaces accepting the message; None for faults that accept it first."""
@@ -110,15 +112,20 @@ class Fault:
         return None
 
     def spoil(self, accepted: Answer) -> Answer:
-        """The 202 for a message accepted under a "slow" or "drop" fault."""
+        """The 202 for a message accepted under a "slow", "drop", "trickle" or "huge" fault."""
         accepted.delay = self.seconds if self.kind == "slow" else 0.0
         accepted.drop = self.kind == "drop"
+        if self.kind == "trickle":
+            accepted.trickle, accepted.trickle_from = self.seconds, self.phase
+        if self.kind == "huge":  # the message_uuid is there, after megabytes of padding
+            accepted.body_bytes = b'{"padding": "' + b"x" * int(self.seconds * 1024 * 1024) + b'", ' \
+                                  + b'"message_uuid": "' + str(accepted.body["message_uuid"]).encode() + b'"}'
         return accepted
 
 
 def make_fault(kind: str, count: int = 1, *, status: int | None = None, retry_after: int | str | None = None,
                code: str | None = None, invalid_parameters: list | None = None, body: dict | None = None,
-               seconds: float = 2.0, accept: bool = False) -> Fault:
+               seconds: float = 2.0, accept: bool = False, phase: str = "headers") -> Fault:
     """A fault for the next `count` sends:
 
     - "throttle": 429 with error 1000, and `Retry-After: retry_after` when given (seconds or an HTTP-date);
@@ -126,7 +133,12 @@ def make_fault(kind: str, count: int = 1, *, status: int | None = None, retry_af
     - "problem": Vonage's error `code` (1020) with its status, or `status`; `invalid_parameters` or a whole
       `body` replace the default body;
     - "slow": the message is accepted and its callbacks go out, but the 202 leaves `seconds` late;
-    - "drop": the connection is closed after the request is read, with the message accepted if `accept`.
+    - "drop": the connection is closed after the request is read, with the message accepted if `accept`;
+    - "trickle": the message is accepted, and its 202 leaves one byte every `seconds`, from the status line
+      (`phase` "headers") or once the headers are out ("body");
+    - "huge": the message is accepted, and its 202's body is `seconds` megabytes long;
+    - "silent": the message is accepted with a 202, and no status callback ever comes for it.
+    A 429 with `retry_after` "9" * 400 is the huge Retry-After; code "1240" the recipient who opted out.
 
     :raises ValueError: an unknown kind or code, or a count below 1.
     """
@@ -137,11 +149,13 @@ def make_fault(kind: str, count: int = 1, *, status: int | None = None, retry_af
     code = {"throttle": "1000", "server_error": "1030"}.get(kind, code or "1020")
     if code not in ERRORS:
         raise ValueError(f"error code must be one of {', '.join(ERRORS)}, got {code!r}")
+    if phase not in ("headers", "body"):
+        raise ValueError(f"trickle phase must be headers or body, got {phase!r}")
     headers = {} if retry_after is None else {"Retry-After": str(retry_after)}
     if body is None:
         extra = {"invalid_parameters": invalid_parameters or [{"name": "to", "reason": "is not a valid number"}]}
         body = error_problem(code, **(extra if code == "1020" else {}))
-    return Fault(kind, count, status or ERRORS[code][0], headers, body, float(seconds), bool(accept))
+    return Fault(kind, count, status or ERRORS[code][0], headers, body, float(seconds), bool(accept), phase)
 
 
 class Faults:

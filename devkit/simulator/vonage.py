@@ -37,7 +37,10 @@ DEFAULT_API_KEY = "a1b2c3d4"  # the api key in devkit.samples
 DEFAULT_API_SECRET = "simulator-api-secret"
 INBOUND_PATH = "/_simulator/inbound"
 FAULTS_PATH = "/_simulator/faults"
-PREVIEW_CHARS = 20  # of a message's text in event lines: enough to recognise it, not to log it
+PREVIEW_CHARS = 20
+OPTED_OUT_V1 = {"type": "https://developer.vonage.com/api-errors/messages#1240", "title": "1240",
+                "detail": "The recipient has opted out of messages from this sender."}
+OPTED_OUT_V01 = {"code": 1240, "reason": OPTED_OUT_V1["detail"]}  # of a message's text in event lines: enough to recognise it, not to log it
 
 
 @dataclass
@@ -103,6 +106,7 @@ class Simulator:
         self.on_event = on_event
         self.requests: list[RecordedRequest] = []
         self.sent: list[SentMessage] = []
+        self.opted_out: set[str] = set()  # numbers whose messages Vonage accepts, then rejects with error 1240
         self.url: str | None = None
         self.stopping = threading.Event()
         self._rng = random.Random(seed)
@@ -214,17 +218,21 @@ class Simulator:
         except InvalidMessage as exc:
             return refused(422, error_problem("1020", invalid_parameters=[{"name": exc.name,
                                                                            "reason": exc.reason}]))
-        sent = self._accept(body)
+        sent = self._accept(body, silent=fault is not None and fault.kind == "silent")
         accepted = {"message_uuid": sent.message_uuid}
         if sent.workflow_id:
             accepted["workflow_id"] = sent.workflow_id
         answer = Answer(202, accepted)
         return fault.spoil(answer) if fault is not None else answer
 
-    def _accept(self, body: dict) -> SentMessage:
+    def _accept(self, body: dict, silent: bool = False) -> SentMessage:
         with self._lock:
             statuses = plan_statuses(body["channel"], self._rng, reject_share=self.reject_share,
                                      out_of_order_share=self.out_of_order_share)
+            if silent:  # statuses that never come
+                statuses = []
+            elif body["to"] in self.opted_out:  # the recipient texted STOP to the carrier or Vonage
+                statuses = ["rejected"]
             doubled = [self._rng.random() < self.duplicate_share for _ in statuses]
             workflow_id = str(uuid.uuid4()) if body.get("failover") else None
             sent = SentMessage(str(uuid.uuid4()), body, workflow_id, statuses)
@@ -238,6 +246,8 @@ class Simulator:
         start = time.monotonic()
         for position, (status, twice) in enumerate(zip(statuses, doubled), start=1):
             payload = status_payload(status, body, sent.message_uuid, version)
+            if body["to"] in self.opted_out and "error" in payload:
+                payload["error"] = OPTED_OUT_V1 if version == "v1" else OPTED_OUT_V01
             self._sender.schedule(Callback("message-status", url, payload), start + position * self.callback_delay)
             if twice:
                 self._sender.schedule(Callback("message-status", url, payload, duplicate=True),

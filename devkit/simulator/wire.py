@@ -33,13 +33,18 @@ class RecordedRequest:
 
 @dataclass
 class Answer:
-    """What to answer: `delay` seconds late, or not at all when `drop` (the socket is closed after reading)."""
+    """What to answer: `delay` seconds late, or not at all when `drop` (the socket is closed after reading).
+    With `trickle`, one byte every `trickle` seconds: from the status line (`trickle_from` "headers") or
+    after whole headers ("body"); `body_bytes` replaces the JSON body (a huge one, say)."""
 
     status: int
     body: dict | None = None
     headers: dict = field(default_factory=dict)
     delay: float = 0.0
     drop: bool = False
+    trickle: float = 0.0
+    trickle_from: str = "headers"
+    body_bytes: bytes | None = None
 
 
 def problem(type_url: str, title: str, detail: str, **extra) -> dict:
@@ -98,13 +103,30 @@ def _handler_for(handle, stopping):
             if answer.drop:
                 self.close_connection = True
                 return
-            payload = b"" if answer.body is None else json.dumps(answer.body).encode()
+            payload = answer.body_bytes if answer.body_bytes is not None else (
+                b"" if answer.body is None else json.dumps(answer.body).encode())
             self.send_response(answer.status)
             for name, value in {"Content-Type": "application/json", **answer.headers}.items():
                 self.send_header(name, value)
             self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            if not answer.trickle:
+                self.end_headers()
+                self.wfile.write(payload)
+                return
+            head = b"".join(self._headers_buffer) + b"\r\n"
+            self._headers_buffer = []
+            if answer.trickle_from == "body":
+                self.wfile.write(head)
+                head = b""
+            self._trickle(head + payload, answer.trickle)
+
+        def _trickle(self, data: bytes, seconds: float) -> None:
+            for i in range(len(data)):
+                if stopping.is_set():
+                    return
+                self.wfile.write(data[i:i + 1])
+                self.wfile.flush()
+                stopping.wait(seconds)
 
         def log_message(self, format, *args):
             pass  # keep pytest output clean; tests read `requests` instead

@@ -8,7 +8,7 @@ from flask import Blueprint, Flask, abort, current_app, jsonify, request
 
 from receiver.sending.bodies import InvalidMessage, validate_message
 from receiver.sending.delivery import NOT_CONFIGURED
-from receiver.storage import get_storage
+from receiver.storage import OptedOut, get_storage
 from receiver.storage.outbox import STATES as OUTBOX_STATES
 from receiver.webhooks.guard import bearer_matches
 from receiver.webhooks.routes import error
@@ -96,9 +96,24 @@ def queue_message():
         body = validate_message(request.get_json(silent=True))
     except InvalidMessage as exc:
         return error(400, "invalid_message", str(exc))
-    message_id = get_storage(current_app).outbox.queue(body)
+    try:
+        message_id = get_storage(current_app).outbox.queue(body)
+    except OptedOut as exc:  # refused, not queued: nothing is sent to a number that said STOP
+        return error(409, "opted_out", str(exc))
     supervisor.notify(current_app)
     return jsonify(id=message_id, state="queued"), 202
+
+
+@bp.post("/outbox/<int(max=9223372036854775807):message_id>/release")
+def release_message(message_id: int):
+    """Send a held message after all (its loop guard passed over; a suppressed recipient still gets nothing)."""
+    storage = get_storage(current_app)
+    if storage.outbox.get(message_id) is None:
+        return error(404, "not_found", f"no outbox message {message_id}")
+    if not storage.outbox.release(message_id):
+        return error(409, "not_held", "only a held message can be released")
+    supervisor.notify(current_app)
+    return jsonify(storage.outbox.get(message_id))
 
 
 @bp.get("/outbox")

@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import GaugeMetricFamily
 
 from receiver.operator.traffic import Traffic
+from receiver.sending.delivery import silent_deadlines
 from receiver.storage import get_storage
 from receiver.storage.stats import ALIVE_SECONDS, STALL_SECONDS
 from receiver.webhooks.guard import bearer_matches
@@ -47,8 +48,9 @@ bp = Blueprint("metrics", __name__)
 class QueueCollector:
     """Backlog and health gauges, read from the database at scrape time."""
 
-    def __init__(self, storage):
+    def __init__(self, storage, config=None):
         self.storage = storage
+        self.deadlines = silent_deadlines(config) if config is not None else {}
 
     def collect(self):
         by_state = GaugeMetricFamily("vonage_events", "Stored callbacks by state", labels=["state"])
@@ -69,6 +71,13 @@ class QueueCollector:
         stuck.add_metric([], stats.stuck)
         stalled.add_metric([], int(stats.stalled))
         yield from (by_state, oldest, alive, stuck, stalled)
+        silent = GaugeMetricFamily("vonage_outbox_silent", "Sent messages with no final status past their channel's "
+                                   "deadline (SILENT_AFTER_SECONDS_*)")
+        try:
+            silent.add_metric([], self.storage.outbox.silent(self.deadlines, limit=0)[0])
+        except Exception:
+            return
+        yield silent
 
 
 # The labelled children, looked up once each: .labels() costs more than the increment it leads to.
@@ -107,7 +116,7 @@ def _queue_registry(app: Flask) -> CollectorRegistry:
     registry = app.extensions.get("queue_registry")
     if registry is None:
         registry = CollectorRegistry()
-        registry.register(QueueCollector(get_storage(app)))
+        registry.register(QueueCollector(get_storage(app), app.config))
         app.extensions["queue_registry"] = registry
     return registry
 

@@ -5,15 +5,19 @@ Pure functions, no imports from the rest of the project.
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime, timezone
 from typing import Any
 
 
 def iso(value: datetime | float | None, timespec: str = "auto") -> str | None:
-    """An aware datetime or an epoch time as ISO-8601 UTC with a `Z` (None stays None)."""
+    """An aware datetime or an epoch time as ISO-8601 UTC with a `Z` (None stays None, and so does a time no
+    calendar holds: inf, NaN, or past the year 9999)."""
     if value is None:
         return None
     if not isinstance(value, datetime):
+        if not math.isfinite(value) or not -62135596800 <= value <= 253402300799:
+            return None
         value = datetime.fromtimestamp(value, tz=timezone.utc)
     return value.astimezone(timezone.utc).isoformat(timespec=timespec).replace("+00:00", "Z")
 

@@ -26,6 +26,14 @@ QUOTING_CHANNELS = ("whatsapp", "viber_service")
 _collected: ContextVar[list[dict] | None] = ContextVar("sends", default=None)
 
 
+class Send(dict):
+    """A Messages API body as a handler queued it, with what the outbox's loop guards need: its `purpose`
+    (say "auto-reply") and `once_every`, the seconds within which one recipient gets it at most once."""
+
+    purpose: str | None = None
+    once_every: float | None = None
+
+
 class NotInHandler(RuntimeError):
     """send() or reply() called outside a handler the worker runs (or a test's `collecting()`)."""
 
@@ -42,14 +50,19 @@ def collecting() -> Iterator[list[dict]]:
 
 
 def send(*, channel: str, to: str, from_: str, text: str | None = None, message_type: str = "text",
-         **fields: Any) -> dict:
+         purpose: str | None = None, once_every: float | None = None, **fields: Any) -> dict:
     """Queue one message; the Messages API body it will be (see receiver.sending.bodies.build_message
     for `url`, `caption`, `template`, `reply_to`, `options`, `client_ref`, `webhook_url` ...).
+
+    The outbox keeps it back as `suppressed` when `to` opted out, and as `held` when it is over a loop
+    guard: more than REPLY_MAX_PER_MINUTE to one number, or, with `once_every`, a message of the same
+    `purpose` already went to `to` less than `once_every` seconds ago.
 
     :raises receiver.sending.bodies.InvalidMessage: a body Vonage would refuse (a ValueError).
     :raises NotInHandler: outside a handler; use `flask vonage send` or POST /api/outbox there.
     """
-    body = build_message(channel, message_type, to=to, from_=from_, text=text, **fields)
+    body = Send(build_message(channel, message_type, to=to, from_=from_, text=text, **fields))
+    body.purpose, body.once_every = purpose, None if once_every is None else float(once_every)
     sends = _collected.get()
     if sends is None:
         raise NotInHandler("send() queues a message from inside a handler; elsewhere use `flask vonage send` "

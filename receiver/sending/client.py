@@ -10,15 +10,13 @@ import re
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC
-from email.utils import parsedate_to_datetime
-from typing import Any
 
 import jwt
 import requests
-from requests.adapters import HTTPAdapter
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError
 
+from receiver.sending.answers import describe, read_json, refusal, retry_after
+from receiver.sending.deadline import Deadline, DeadlineAdapter
 from receiver.sending.keys import private_key as loaded_private_key
 
 API_BASE = "https://api.nexmo.com"
@@ -30,22 +28,9 @@ SANDBOX_BASE = "https://messages-sandbox.nexmo.com"
 # (https://developer.nexmo.com/cn/messages/concepts/messages-api-sandbox), and WhatsApp's rate is set by Meta's
 # tier of the sending number. So this is the documented 30/s; a 429 still means "slower" whatever the figure.
 DEFAULT_SEND_RATE = 30
+DEFAULT_TIMEOUT_SECONDS = 20.0  # the whole call: connect, the request, and the whole answer
+MAX_ANSWER_BYTES = 64 * 1024  # Vonage's answers are a few hundred bytes; more is not read
 _ERRNO = re.compile(r"^\[Errno -?[0-9]+\] ")  # "[Errno 111] Connection refused" reads better without it
-
-# What to do about the error codes Vonage puts at the end of a problem's `type` (its error code reference).
-ERROR_HINTS = {
-    "1000": "Vonage is throttling this account: send more slowly.",
-    "1010": "Fix the parameters listed.",
-    "1020": "Fix the parameters listed.",
-    "1022": "Check the template's name, locale and parameters match a template approved for this WhatsApp number.",
-    "1030": "Vonage had an internal error: retry later.",
-    "1050": "The recipient is barred from receiving messages from this sender: do not retry.",
-    "1070": "The account's credit or quota is used up: top up the account, then send again.",
-    "1120": "`from` must be a number or ID this account owns on this channel, linked to the application.",
-    "1340": "The recipient has not written in the last 24 hours: send an approved template "
-            "(message_type \"template\") instead.",
-}
-
 
 class SendError(Exception):
     """A send that did not end in an accepted message. `kind` says what is safe next:
@@ -93,6 +78,7 @@ class MessagesClient:
         api_base: str = API_BASE,
         connect_timeout: float = 3.0,
         read_timeout: float = 10.0,
+        total_timeout: float = DEFAULT_TIMEOUT_SECONDS,
         token_ttl: int = 300,
     ):
         self._key = self._basic = None
@@ -111,29 +97,52 @@ class MessagesClient:
         self.application_id = application_id
         self.url = api_base.rstrip("/") + "/v1/messages"
         self.timeout = (connect_timeout, read_timeout)
+        self.total_timeout = total_timeout
         self.token_ttl = token_ttl
-        self._session = requests.Session()
-        # Zero retries, stated rather than left to the default: a POST resent by the HTTP layer after its
-        # answer was lost would send the message twice.
-        adapter = HTTPAdapter(max_retries=0)
-        self._session.mount("https://", adapter)
-        self._session.mount("http://", adapter)
+        self._session = self._new_session()
+
+    @staticmethod
+    def _new_session() -> requests.Session:
+        session = requests.Session()
+        # Zero retries (DeadlineAdapter), stated rather than left to the default: a POST resent by the HTTP
+        # layer after its answer was lost would send the message twice.
+        adapter = DeadlineAdapter()
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        return session
 
     def send_message(self, body: dict) -> SendResult:
         """Send one message body (see `build_message`) once, as given; return what Vonage accepted.
 
         :raises SendError: for every other outcome, classified by `kind`.
         """
-        headers = {"Accept": "application/json"}
+        # identity: a compressed answer could be small on the wire and huge once decoded.
+        headers = {"Accept": "application/json", "Accept-Encoding": "identity"}
         if self._key is not None:
             headers["Authorization"] = f"Bearer {self._token()}"
+        with Deadline(self.total_timeout) as deadline:
+            try:
+                # A redirect is not followed: requests would turn the POST into a GET.
+                response = self._session.post(
+                    self.url, json=body, headers=headers, auth=self._basic, allow_redirects=False, stream=True,
+                    timeout=(min(self.timeout[0], self.total_timeout), min(self.timeout[1], self.total_timeout)))
+                _read_capped(response)
+            except (requests.RequestException, HTTPError, OSError) as exc:
+                if deadline.expired:
+                    raise _past_deadline(deadline, self.url) from exc
+                if not isinstance(exc, requests.RequestException):  # while reading the body
+                    exc = requests.ConnectionError(exc)
+                raise _transport_error(exc, self.url, self.timeout) from exc
+            finally:
+                if deadline.expired:  # the timer may have cut a connection now back in the pool
+                    self._session.close()
+                    self._session = self._new_session()
         try:
-            # A redirect is not followed: requests would turn the POST into a GET.
-            response = self._session.post(self.url, json=body, headers=headers, auth=self._basic,
-                                          timeout=self.timeout, allow_redirects=False)
-        except requests.RequestException as exc:
-            raise _transport_error(exc, self.url, self.timeout) from exc
-        return _outcome(response, self._credentials_hint)
+            return _outcome(response, self._credentials_hint)
+        except SendError as exc:
+            if deadline.expired:  # an answer cut short at the deadline reads as whatever part of it came
+                raise _past_deadline(deadline, self.url) from exc
+            raise
 
     def close(self) -> None:
         self._session.close()
@@ -147,9 +156,30 @@ class MessagesClient:
         return jwt.encode(claims, self._key, algorithm="RS256")
 
 
+def _read_capped(response: requests.Response) -> None:
+    """Read at most MAX_ANSWER_BYTES of the answer into `response.content`; a longer one is cut off there
+    (and its connection dropped), so it reads as no JSON at all."""
+    content = response.raw.read(MAX_ANSWER_BYTES + 1)
+    if len(content) > MAX_ANSWER_BYTES:
+        response.raw.close()
+        content = b""
+    else:
+        response.raw.release_conn()
+    response._content, response._content_consumed = content, True
+
+
+def _past_deadline(deadline: Deadline, url: str) -> SendError:
+    if not deadline.connected:
+        return SendError("retry", f"Could not connect to Vonage at {url} within {deadline.seconds:g}s "
+                                  "(SEND_TIMEOUT_SECONDS): the message was not sent; send it again later")
+    return SendError("unknown", f"Vonage's answer did not arrive in full within {deadline.seconds:g}s "
+                                "(SEND_TIMEOUT_SECONDS): the message may have been accepted; look for its client_ref "
+                                "in status webhooks before sending it again")
+
+
 def _outcome(response: requests.Response, credentials_hint: str) -> SendResult:
     status = response.status_code
-    body = _json(response)
+    body = read_json(response)
     if 200 <= status < 300:
         message_uuid = body.get("message_uuid") if isinstance(body, dict) else None
         if isinstance(message_uuid, str) and message_uuid:
@@ -159,34 +189,17 @@ def _outcome(response: requests.Response, credentials_hint: str) -> SendResult:
                                    "accepted; look for its client_ref in status webhooks before sending it again",
                         status=status)
     problem = body if isinstance(body, dict) and ("type" in body or "title" in body) else None
-    summary = _describe(problem, response)
+    summary = describe(problem, response)
     if status == 429:
-        retry_after = _retry_after(response.headers.get("Retry-After"))
-        wait = f"after {retry_after:g}s" if retry_after is not None else "later, more slowly"
+        wait_seconds = retry_after(response.headers.get("Retry-After"))
+        wait = f"after {wait_seconds:g}s" if wait_seconds is not None else "later, more slowly"
         raise SendError("retry", f"Vonage is rate limiting this account (429): send again {wait}. {summary}",
-                        status=status, problem=problem, retry_after=retry_after)
+                        status=status, problem=problem, retry_after=wait_seconds)
     if status >= 500:
         raise SendError("retry", f"Vonage had a server error ({status}): send again later. {summary}",
                         status=status, problem=problem)
-    raise SendError("permanent", _refusal(status, problem, summary, credentials_hint, response),
+    raise SendError("permanent", refusal(status, problem, summary, credentials_hint, response),
                     status=status, problem=problem)
-
-
-def _refusal(status: int, problem: dict | None, summary: str, credentials_hint: str,
-             response: requests.Response) -> str:
-    if status == 401:
-        return f"Vonage refused the credentials (401): {credentials_hint}. {summary}"
-    code = _error_code(problem)
-    if code in ERROR_HINTS:
-        return f"Vonage refused the message ({status}, error {code}): {summary}. {ERROR_HINTS[code]}"
-    if status in (400, 422):
-        return f"Vonage refused the message body ({status}): {summary}"
-    if status == 403:
-        return (f"Vonage refused to send ({status}): {summary}. Check the sender is linked to this application "
-                "and the channel is enabled for the account.")
-    if 300 <= status < 400:
-        return f"Vonage answered a redirect ({status} to {response.headers.get('Location')}): check the API base URL"
-    return f"Vonage answered {status}: {summary}"
 
 
 def _transport_error(exc: requests.RequestException, url: str, timeout: tuple[float, float]) -> SendError:
@@ -224,47 +237,3 @@ def _root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
-def _retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP-date; None when absent or unreadable."""
-    if not value or not value.strip():
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _error_code(problem: dict | None) -> str | None:
-    if not problem:
-        return None
-    code = str(problem.get("type", "")).rpartition("#")[2]
-    if code.isdigit():
-        return code
-    title = str(problem.get("title", ""))
-    return title if title.isdigit() else None
-
-
-def _describe(problem: dict | None, response: requests.Response) -> str:
-    """One line from a problem body: title, detail and the invalid parameters; else the start of the body."""
-    if problem is None:
-        text = response.text.strip()
-        return text[:200] if text else "no details in the response"
-    parts = [str(problem[key]) for key in ("title", "detail") if problem.get(key)]
-    invalid = [item for item in problem.get("invalid_parameters") or [] if isinstance(item, dict)]
-    if invalid:
-        fields = ", ".join(f"{item.get('name', '?')} ({item.get('reason', 'invalid')})" for item in invalid)
-        parts.append(f"invalid parameters: {fields}")
-    return ": ".join(part.rstrip(". ") for part in parts) or "no details in the response"
-
-
-def _json(response: requests.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return None

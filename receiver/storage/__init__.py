@@ -21,8 +21,9 @@ from receiver.storage.reconcile import Applied
 from receiver.storage.repositories import Inbox, Outbox, Reads, Statistics, StorageUnavailable
 from receiver.storage.schema import metadata
 from receiver.storage.stats import Stats
+from receiver.storage.suppressions import OptedOut
 
-__all__ = ["Applied", "Callback", "Outcome", "Recorded", "Stats", "Storage", "StorageUnavailable", "get_storage",
+__all__ = ["Applied", "Callback", "OptedOut", "Outcome", "Recorded", "Stats", "Storage", "StorageUnavailable", "get_storage",
            "init_app", "metadata", "unreachable_reason"]
 
 log = logging.getLogger("receiver.storage")
@@ -31,11 +32,11 @@ log = logging.getLogger("receiver.storage")
 class Storage:
     """The database of one app: its engines and its repositories."""
 
-    def __init__(self, url: str, timeout: float, rejections_kept: int = 1000):
+    def __init__(self, url: str, timeout: float, rejections_kept: int = 1000, reply_cap: int = 10):
         self.url = url
         self.engine = make_engine(url, timeout)
         self.bookkeeping = make_engine(url, timeout, durable=False)
-        self.inbox = Inbox(self.engine, self.bookkeeping, timeout, rejections_kept)
+        self.inbox = Inbox(self.engine, self.bookkeeping, timeout, rejections_kept, reply_cap)
         self.outbox = Outbox(self.engine)
         self.reads = Reads(self.engine, self.inbox)
         self.stats = Statistics(self.engine)
@@ -86,7 +87,8 @@ def init_app(app: Flask) -> None:
     setting = database_setting(app.config)
     url = database_url(app.config.get("DATABASE_URL"), app.instance_path)
     try:
-        storage = Storage(url, app.config["DATABASE_TIMEOUT_SECONDS"], app.config["REJECTIONS_KEPT"])
+        storage = Storage(url, app.config["DATABASE_TIMEOUT_SECONDS"], app.config["REJECTIONS_KEPT"],
+                          app.config["REPLY_MAX_PER_MINUTE"])
     except (ArgumentError, NoSuchModuleError, ImportError):
         # Not shown: a URL that does not parse may still hold a password.
         raise ConfigError("DATABASE_URL is not a database URL this app can use: postgresql://user:password@host/name "

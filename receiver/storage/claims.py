@@ -161,16 +161,18 @@ def _settle_statement(names: tuple[str, ...]):
     )
 
 
-def settle(engine: Engine, worker_name: str, outcomes: list[Outcome]) -> int:
-    """Record how each claimed event ended, all in one transaction. Returns how many were settled."""
+def settle(engine: Engine, worker_name: str, outcomes: list[Outcome], per_minute: int = 0) -> int:
+    """Record how each claimed event ended, all in one transaction. Returns how many were settled. The sends
+    of the handlers are queued as the loop guards admit them (`per_minute`: REPLY_MAX_PER_MINUTE)."""
     now = time.time()
     by_columns: dict[tuple[str, ...], list[dict]] = {}
     for outcome in outcomes:
         values = outcome.columns(now)
         params = {"event_id": outcome.event_id, "worker": worker_name, **{f"v_{k}": v for k, v in values.items()}}
         by_columns.setdefault(tuple(sorted(values)), []).append(params)
-    sends = [outbox.row_values(body, event_id=o.event_id, position=i, now=now)
-             for o in outcomes if o.state == "done" for i, body in enumerate(o.sends)]
+    bodies = [(o.event_id, i, body) for o in outcomes if o.state == "done" for i, body in enumerate(o.sends)]
+    sends = [outbox.row_values(body, event_id=event_id, position=i, now=now) for event_id, i, body in bodies]
+    once_every = [getattr(body, "once_every", None) for _, _, body in bodies]
     settled = 0
     with write_transaction(engine) as conn:
         for names, params in by_columns.items():
@@ -178,5 +180,5 @@ def settle(engine: Engine, worker_name: str, outcomes: list[Outcome]) -> int:
             many = params if len(params) > 1 else params[0]
             settled += max(0, execute_prepared(conn, "settle:" + ",".join(names), build, many).rowcount)
         # In the same transaction: a handler's messages are queued exactly when its outcome is kept.
-        outbox.enqueue(conn, sends)
+        outbox.enqueue(conn, sends, per_minute=per_minute, once_every=once_every)
     return settled

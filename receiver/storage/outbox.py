@@ -4,19 +4,21 @@ joining status callbacks to what was sent (by message_uuid, or by client_ref bef
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 
-from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from receiver.platform.formats import iso, safe_text
+from receiver.storage import guards, suppressions
 from receiver.storage.engines import execute_prepared, insert_for, write_transaction
 from receiver.storage.schema import message_history, outbox
 from receiver.storage.stats import beat, held_by_the_dead
 
-STATES = ("queued", "sending", "sent", "unknown", "failed")
-CLAIM_LEASE_SECONDS = 60.0  # a send takes at most the client's timeouts (3 s + 10 s)
+STATES = ("queued", "sending", "sent", "unknown", "failed", "held", "suppressed")
+CLAIM_LEASE_SECONDS = 60.0  # unless the sender says how long its batch can take
 
 
 def client_ref_for(event_id: int | None, position: int | None) -> str:
@@ -26,21 +28,26 @@ def client_ref_for(event_id: int | None, position: int | None) -> str:
     return f"vr-{uuid.uuid4().hex[:24]}"
 
 
-def row_values(body: dict, *, event_id=None, position=None, now: float) -> dict:
+def row_values(body: dict, *, event_id=None, position=None, now: float, purpose: str | None = None) -> dict:
     """The outbox row for one validated Messages API body; it gets a client_ref when it has none."""
+    purpose = purpose or getattr(body, "purpose", None)  # receiver.sending.Send carries its purpose
     body = dict(body)
     body.setdefault("client_ref", client_ref_for(event_id, position))
     return {
         "event_id": event_id, "position": position, "channel": body["channel"], "to_number": body["to"],
         "from_number": body["from"], "client_ref": body["client_ref"], "request": json.dumps(body),
         "state": "queued", "attempts": 0, "available_at": now, "created_at": now, "updated_at": now,
+        "recipient": suppressions.recipient_key(body["to"]), "purpose": purpose,
     }
 
 
-def enqueue(conn: Connection, rows: list[dict]) -> None:
-    """Queue rows in the caller's transaction; a (event, position) already queued stays as it is."""
-    if rows:
-        insert = insert_for(conn)(outbox).values(rows)
+def enqueue(conn: Connection, rows: list[dict], *, per_minute: int = 0, once_every: list | None = None) -> None:
+    """Queue a handler's rows in the caller's transaction, each as the guards admit it (storage.guards): one at
+    a time, so each counts those before it. A (event, position) already queued stays as it is."""
+    for i, row in enumerate(rows):
+        row = guards.admit(conn, row, per_minute=per_minute, once_every=(once_every or [None] * len(rows))[i],
+                           now=row["created_at"])
+        insert = insert_for(conn)(outbox).values(row)
         conn.execute(insert.on_conflict_do_nothing(index_elements=[outbox.c.event_id, outbox.c.position]))
 
 
@@ -51,12 +58,30 @@ def used(engine: Engine) -> bool:
 
 
 def queue_one(engine: Engine, body: dict) -> int:
-    """Queue one message from the API or the CLI, durably; its id."""
+    """Queue one message from the API or the CLI, durably; its id. The loop guards are for handlers: an
+    operator's message is not held.
+
+    :raises receiver.storage.suppressions.OptedOut: the recipient is on the suppression list.
+    """
     with write_transaction(engine) as conn:
+        since = suppressions.find(conn, body["to"])
+        if since is not None:
+            raise suppressions.OptedOut(body["to"], since)
         return conn.execute(outbox.insert().values(row_values(body, now=time.time())).returning(outbox.c.id)).scalar()
 
 
-def claim(engine: Engine, sender: str, limit: int, wait_unknown: float, now: float | None = None) -> list:
+def release(engine: Engine, message_id: int) -> bool:
+    """Send a held message after all: queued now, past the loop guards (never past the suppression list)."""
+    now = time.time()
+    with write_transaction(engine) as conn:
+        return conn.execute(
+            update(outbox).where(outbox.c.id == message_id, outbox.c.state == "held")
+            .values(state="queued", available_at=now, last_error=None, updated_at=now)
+        ).rowcount == 1
+
+
+def claim(engine: Engine, sender: str, limit: int, wait_unknown: float, now: float | None = None,
+          lease_seconds: float = CLAIM_LEASE_SECONDS) -> list:
     """Claim up to `limit` due messages for `sender`, oldest first, in a commit that waits for the disk
     (so a row is durable before its request leaves). First, sends whose sender died or stalled
     mid-request become `unknown`: they may have been accepted, so they wait for a status callback."""
@@ -71,6 +96,7 @@ def claim(engine: Engine, sender: str, limit: int, wait_unknown: float, now: flo
             .values(state="unknown", available_at=now + wait_unknown, claimed_by=None, lease_until=None,
                     last_error="the sender stopped before Vonage's answer was recorded", updated_at=now)
         )
+        guards.suppress_due(conn, now)
         due = select(outbox.c.id).where(
             outbox.c.state.in_(("queued", "unknown")), outbox.c.available_at <= now
         ).order_by(outbox.c.id).limit(limit)
@@ -80,14 +106,19 @@ def claim(engine: Engine, sender: str, limit: int, wait_unknown: float, now: flo
             update(outbox)
             .where(outbox.c.id.in_(due), outbox.c.state.in_(("queued", "unknown")))
             .values(state="sending", attempts=outbox.c.attempts + 1, claimed_by=sender,
-                    lease_until=now + CLAIM_LEASE_SECONDS, updated_at=now)
+                    lease_until=now + lease_seconds, updated_at=now)
             .returning(outbox)
         ).all()
     return sorted(rows, key=lambda row: row.id)
 
 
 def record(engine: Engine, message_id: int, sender: str, **values) -> bool:
-    """Write a send's outcome (state and its columns) if this sender still holds it; durable."""
+    """Write a send's outcome (state and its columns) if this sender still holds it; durable.
+
+    :raises ValueError: an `available_at` that is no time (inf, NaN): the row would never be due.
+    """
+    if not math.isfinite(values.get("available_at", 0.0)):
+        raise ValueError(f"available_at must be a finite time, got {values['available_at']!r}")
     if "last_error" in values and values["last_error"] is not None:
         values["last_error"] = safe_text(values["last_error"], 2000)
     with write_transaction(engine) as conn:
@@ -142,6 +173,24 @@ def _sent_by_status():
     return update(outbox).where(outbox.c.id == bindparam("id")).values(
         status=bindparam("status"), updated_at=now, message_uuid=bindparam("message_uuid"), state="sent",
         sent_at=now, claimed_by=None, lease_until=None, last_error=None)
+
+
+FINAL_STATUSES = ("delivered", "read", "rejected", "undeliverable", "failed")
+
+
+def silent(engine: Engine, deadlines: dict[str, float], limit: int = 100, now: float | None = None) -> tuple[int, list]:
+    """Sent messages with no final status yet, sent longer ago than their channel's deadline: how many, and the
+    `limit` oldest (each with `silent_seconds`). Counted at read time: nothing is written for it."""
+    now = time.time() if now is None else now
+    late = [and_(outbox.c.channel == channel, outbox.c.sent_at < now - seconds) for channel, seconds in deadlines.items()]
+    if not late:
+        return 0, []
+    where = (outbox.c.state == "sent", or_(outbox.c.status.is_(None), outbox.c.status.not_in(FINAL_STATUSES)),
+             or_(*late))
+    with engine.connect() as conn:
+        count = conn.execute(select(func.count()).select_from(outbox).where(*where)).scalar() or 0
+        rows = conn.execute(select(outbox).where(*where).order_by(outbox.c.sent_at).limit(limit)).all() if limit else []
+    return count, [{**summary(row), "silent_seconds": now - row.sent_at} for row in rows]
 
 
 def get(engine: Engine, message_id: int) -> dict | None:

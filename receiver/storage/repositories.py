@@ -15,7 +15,8 @@ import time
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from receiver.storage import claims, console, events, multipart, outbox, reconcile, rejections, state, stats, traffic
+from receiver.storage import (claims, console, events, multipart, outbox, reconcile, rejections, state, stats,
+                              suppressions, traffic)
 from receiver.storage.claims import Outcome
 from receiver.storage.engines import run_again_if_it_loses_a_race, unavailable, write_transaction
 from receiver.storage.events import Callback, Recorded
@@ -53,8 +54,10 @@ def _door(method):
 class Inbox:
     """Callbacks in: stored on the request path; claimed, reconciled and settled by the worker."""
 
-    def __init__(self, engine: Engine, bookkeeping: Engine, timeout: float, rejections_kept: int):
+    def __init__(self, engine: Engine, bookkeeping: Engine, timeout: float, rejections_kept: int,
+                 reply_cap: int = 10):
         self.engine, self.bookkeeping = engine, bookkeeping
+        self.reply_cap = reply_cap  # REPLY_MAX_PER_MINUTE: a handler's messages to one number a minute
         self._committer = GroupCommitter(engine, timeout)
         self._rejections = rejections.RejectionLog(bookkeeping, rejections_kept)
 
@@ -73,9 +76,10 @@ class Inbox:
         """Claim up to `limit` of the oldest due events for this worker alone, oldest first."""
         return claims.claim_batch(self.bookkeeping, worker, lease_seconds, limit)
 
-    def apply(self, parsed: list[tuple[object, Event]], concat_timeout: float) -> list[Applied]:
-        """Reconcile each claimed (row, event) with the stored message state (storage.reconcile)."""
-        return reconcile.apply(self.bookkeeping, parsed, concat_timeout)
+    def apply(self, parsed: list[tuple[object, Event]], concat_timeout: float, consent=None) -> list[Applied]:
+        """Reconcile each claimed (row, event) with the stored message state (storage.reconcile); `consent(event)`
+        says what an event does to the suppression list (receiver.sending.consent)."""
+        return reconcile.apply(self.bookkeeping, parsed, concat_timeout, consent, self.reply_cap)
 
     def finish(self, worker: str, outcomes: list[Outcome]) -> int:
         """Record how each claimed event ended, in one transaction; how many were settled.
@@ -89,7 +93,7 @@ class Inbox:
             # A deadlock with another writer (a repeat delivery being counted) rolls the settle back:
             # these events are still this worker's claims, and giving them back instead would
             # dispatch them a second time.
-            return run_again_if_it_loses_a_race(lambda: claims.settle(self.bookkeeping, worker, outcomes))
+            return run_again_if_it_loses_a_race(lambda: claims.settle(self.bookkeeping, worker, outcomes, self.reply_cap))
         except Exception as exc:
             if unavailable(exc):
                 raise
@@ -97,7 +101,7 @@ class Inbox:
 
     def _finish_alone(self, worker: str, outcome: Outcome) -> int:
         try:
-            return claims.settle(self.bookkeeping, worker, [outcome])
+            return claims.settle(self.bookkeeping, worker, [outcome], self.reply_cap)
         except Exception as exc:
             if unavailable(exc):
                 raise
@@ -154,9 +158,9 @@ class Outbox:
         """Queue one validated Messages API body (the API and the CLI), durably; its outbox id."""
         return outbox.queue_one(self.engine, body)
 
-    def claim(self, sender: str, limit: int, wait_unknown: float) -> list:
+    def claim(self, sender: str, limit: int, wait_unknown: float, lease_seconds: float = 60.0) -> list:
         """Claim due messages to send (durably, before any leaves); stalled sends become unknown."""
-        return outbox.claim(self.engine, sender, limit, wait_unknown)
+        return outbox.claim(self.engine, sender, limit, wait_unknown, lease_seconds=lease_seconds)
 
     def record(self, message_id: int, sender: str, **values) -> bool:
         """Write how one send went (state, message_uuid, last_error, problem ...), durably."""
@@ -171,6 +175,26 @@ class Outbox:
     def sent_as(self, message_uuid: str) -> dict | None:
         """The outbox message Vonage knows by this message_uuid, if it is one of ours."""
         return outbox.find(self.engine, message_uuid)
+
+    def release(self, message_id: int) -> bool:
+        """Send a held message after all (the loop guards passed over; the suppression list still applies)."""
+        return outbox.release(self.engine, message_id)
+
+    def silent(self, deadlines: dict[str, float], limit: int = 100) -> tuple[int, list[dict]]:
+        """Sent messages with no final status past their channel's deadline: how many, and the oldest few."""
+        return outbox.silent(self.engine, deadlines, limit)
+
+    def suppressed(self, limit: int = 1000) -> list[dict]:
+        """The suppression list, newest first."""
+        return suppressions.listed(self.engine, limit)
+
+    def suppress(self, number: str, reason: str = "added by an operator") -> bool:
+        """Put a number on the suppression list; True when it was not on it."""
+        return suppressions.suppress(self.engine, number, reason)
+
+    def lift(self, number: str) -> bool:
+        """Take a number off the suppression list; True when it was on it."""
+        return suppressions.lift(self.engine, number)
 
 
 @_doors

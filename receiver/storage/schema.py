@@ -153,7 +153,8 @@ outbox = Table(
     Column("from_number", String(255), nullable=False),
     Column("client_ref", String(100), nullable=False),  # echoed in its status callbacks: how an unknown send is found
     Column("request", Text, nullable=False),  # the Messages API body, as JSON
-    # queued -> sending -> sent | unknown (no answer: wait for a status with its client_ref) | failed
+    # queued -> sending -> sent | unknown (no answer: wait for a status with its client_ref) | failed;
+    # held (over a loop guard: released by an operator) and suppressed (the recipient opted out) never leave
     Column("state", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
     Column("available_at", Double, nullable=False),
@@ -166,10 +167,27 @@ outbox = Table(
     Column("created_at", Double, nullable=False),
     Column("sent_at", Double),
     Column("updated_at", Double, nullable=False),
+    Column("recipient", String(255)),  # `to` as the suppression list and the caps know it (storage.suppressions)
+    Column("purpose", String(32)),  # auto-reply, opt-out-reply, help-reply: a message the receiver queued itself
     UniqueConstraint("event_id", "position", name="uq_outbox_event_position"),
     Index("ix_outbox_state_available_at", "state", "available_at"),
     Index("ix_outbox_message_uuid", "message_uuid"),
     Index("ix_outbox_client_ref", "client_ref"),
+    Index("ix_outbox_recipient_created", "recipient", "created_at"),  # the caps: what went to one number lately
+    Index("ix_outbox_state_status_sent", "state", "status", "sent_at"),  # the watchdog: sent, and silent since
+)
+
+# Numbers that opted out (STOP, or a rejection saying so): nothing is sent to them on any channel until
+# they opt in again (START) or an operator lifts it. Keyed by the number's digits.
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("recipient", String(255), primary_key=True),
+    Column("number", String(255), nullable=False),  # as it was written
+    Column("reason", Text, nullable=False),
+    Column("source", String(32), nullable=False),  # keyword, rejection, receipt, operator
+    Column("event_id", BigInteger),  # the callback that said so
+    Column("created_at", Double, nullable=False),
 )
 
 # Callbacks answered, per minute, web process, sender and outcome: what the console shows of the

@@ -8,6 +8,7 @@ How the loop is run (a thread of the web process, or `flask worker`) is receiver
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ import traceback
 from receiver.kinds import KINDS
 from receiver.operator import metrics, traffic
 from receiver.platform.formats import safe_text
+from receiver.sending import consent as sending_consent
 from receiver.storage import Outcome, Storage
 from receiver.webhooks.payloads import MAX_DEPTH, UNVERIFIED, DuplicateParameter, depth
 from receiver.worker import dispatch
@@ -163,7 +165,8 @@ class Worker:
             else:
                 parsed.append((row, event))
         ready = []
-        for applied in self.storage.inbox.apply(parsed, self.config["CONCAT_TIMEOUT_SECONDS"]):
+        consent = functools.partial(sending_consent.decide, config=self.config)  # STOP is applied with the event
+        for applied in self.storage.inbox.apply(parsed, self.config["CONCAT_TIMEOUT_SECONDS"], consent):
             row = applied.row
             if applied.invalid:
                 outcomes.append(self._invalid(row, applied.invalid))

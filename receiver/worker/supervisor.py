@@ -66,7 +66,7 @@ class Supervisor:
             self.running = False
             beats.join(timeout=HEARTBEAT_SECONDS + 1)
             if sends is not None:
-                sends.join(timeout=15)  # a send in flight is bounded by the client's timeouts
+                sends.join(timeout=worker.config["SEND_TIMEOUT_SECONDS"] + 5)  # a send in flight ends by its deadline
         log.info("worker %s stopped after %d events", worker.name, worker.processed)
 
     def _step(self) -> float | None:

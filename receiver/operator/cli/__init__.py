@@ -13,7 +13,7 @@ from flask import Flask
 from flask.cli import AppGroup
 
 from receiver.operator import retire
-from receiver.operator.cli import configure, doctor, events, send, service
+from receiver.operator.cli import configure, doctor, events, optout, send, service
 
 events_cli = AppGroup("events", help="Inspect, replay, resend and prune stored callbacks.")
 for command in (events.list_command, events.show_command, events.replay_command, events.prune_command,
@@ -38,7 +38,8 @@ class _WithDevelopmentTools(AppGroup):
 
 
 vonage_cli = _WithDevelopmentTools("vonage", help="Send, simulate and configure Vonage; check a deployment.")
-for command in (configure.configure_command, doctor.doctor_command, send.send_command, retire.retire_command):
+for command in (configure.configure_command, doctor.doctor_command, send.send_command, retire.retire_command,
+                optout.optout_cli, optout.release_command):
     vonage_cli.add_command(command)
 
 

@@ -14,6 +14,7 @@ from receiver.kinds import KINDS
 from receiver.operator.applications import VonageAPIError, webhook_urls
 from receiver.operator.cli import common
 from receiver.operator.signed import marked, send_signed
+from receiver.sending.delivery import silent_deadlines
 from receiver.storage import get_storage
 from receiver.storage.stats import ALIVE_SECONDS
 from receiver.webhooks.guard import get_guard, weakness
@@ -51,7 +52,8 @@ def doctor_command(base_url, api_base, rest_base):
     else:
         stats = storage.stats.collect(now)
         checks += [_check_worker(stats, app.config), *_check_events(stats),
-                   _check_rejections(storage.reads.rejections_by_reason(now - 24 * 3600))]
+                   _check_rejections(storage.reads.rejections_by_reason(now - 24 * 3600)),
+                   _check_silent(storage.outbox.silent(silent_deadlines(app.config), limit=1))]
     checks += _check_vonage_side(app, base_url, api_base, rest_base)
 
     for check in checks:
@@ -154,6 +156,15 @@ def _check_events(stats) -> list[Check]:
     else:
         settled = Check("OK", "dead events", "none dead, none invalid")
     return [queue, settled]
+
+
+def _check_silent(found: tuple[int, list]) -> Check:
+    count, oldest = found
+    if not count:
+        return Check("OK", "silent messages", "every sent message has a final status, or is within its deadline")
+    return Check("WARN", "silent messages", f"{count} sent with no final status past SILENT_AFTER_SECONDS_* (the "
+                 f"oldest, outbox {oldest[0]['id']}, {oldest[0]['silent_seconds'] / 3600:.0f} h)",
+                 "are status callbacks reaching /webhooks/message-status? see the console's problems page")
 
 
 def _check_rejections(by_reason: dict[str, int]) -> Check:

@@ -9,7 +9,7 @@ from flask.cli import with_appcontext
 
 from receiver.sending.bodies import CHANNELS, InvalidMessage, build_message
 from receiver.sending.delivery import NOT_CONFIGURED
-from receiver.storage import get_storage
+from receiver.storage import OptedOut, get_storage
 
 
 @click.command("send")
@@ -32,7 +32,10 @@ def send_command(to, from_, channel, text, message_type, url, client_ref, wait, 
     except InvalidMessage as exc:
         raise click.UsageError(str(exc)) from None
     storage = get_storage(current_app)
-    message_id = storage.outbox.queue(body)
+    try:
+        message_id = storage.outbox.queue(body)
+    except OptedOut as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"queued {message_id}")
     if not wait:
         return

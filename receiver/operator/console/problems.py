@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 SCAN = 2000  # problem events read per page view, newest first
 MAX_REPLAY = 1000  # events one click replays
 PREVIEW_IDS = 10
+PREVIEW_SENDS = 50  # silent and held messages listed
 
 _FRAME = re.compile(r'^\s*File "(?P<path>[^"]*)", line \d+, in (?P<name>\S+)')
 

@@ -1,6 +1,7 @@
 """The console's pages under /ui: each view reads through Storage and renders one template.
 
-No SQL here and no work beyond the page: the only writes are the operator's replays and replies.
+No SQL here and no work beyond the page: the only writes are the operator's replays, replies, releases of held
+messages and lifts of suppressed numbers.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from receiver.operator import traffic
 from receiver.operator.console import auth, health, present, problems
 from receiver.sending import QUOTING_CHANNELS
 from receiver.sending.bodies import InvalidMessage, build_message
-from receiver.sending.delivery import NOT_CONFIGURED
+from receiver.sending.delivery import NOT_CONFIGURED, silent_deadlines
 from receiver.storage import get_storage
 from receiver.storage.console import FEED_PAGE, PROBLEM_STATES, SCAN_WINDOW, Filters
 from receiver.storage.stats import STATES
@@ -116,8 +117,27 @@ def reply(message_id: str):
 def problems_page():
     storage = get_storage(current_app)
     rows = storage.reads.problem_events(problems.SCAN)
+    silent_count, silent = storage.outbox.silent(silent_deadlines(current_app.config), limit=problems.PREVIEW_SENDS)
     return render_template("console/problems.html", groups=problems.group_events(rows), scanned=len(rows),
-                           scan=problems.SCAN, rejections=problems.group_rejections(storage.reads.rejections(limit=1000)))
+                           scan=problems.SCAN, rejections=problems.group_rejections(storage.reads.rejections(limit=1000)),
+                           silent=silent, silent_count=silent_count, suppressed=storage.outbox.suppressed(),
+                           held=storage.outbox.listed(state="held", limit=problems.PREVIEW_SENDS))
+
+
+@bp.post("/outbox/<int:message_id>/release")
+def release(message_id: int):
+    released = get_storage(current_app).outbox.release(message_id)
+    flash(f"Outbox {message_id} is queued to send." if released else f"Outbox {message_id} is not held.")
+    supervisor.notify(current_app)
+    return redirect(url_for("console.problems_page"))
+
+
+@bp.post("/suppressions/lift")
+def lift():
+    number = request.form.get("number", "")
+    lifted = get_storage(current_app).outbox.lift(number)
+    flash(f"{number} may be sent to again." if lifted else f"{number} is not on the suppression list.")
+    return redirect(url_for("console.problems_page"))
 
 
 @bp.get("/problems/<key>/replay")
