@@ -1,8 +1,8 @@
 """Storage: the only door to the database. Nothing outside this package writes SQL or opens a transaction.
 
-A `Storage` holds the engines and four repositories (storage.repositories): `inbox` (the request path's
-`record`; the worker's `claim`, `apply`, `finish`, `release`, `heartbeat`), `outbox`, `reads` and
-`stats`. Two engines: one whose commits wait for the disk (callbacks, operator actions), one for the
+A `Storage` holds the engines and five repositories (storage.repositories): `inbox` (the request path's
+`record`; the worker's `claim`, `apply`, `finish`, `release`, `heartbeat`), `outbox`, `reads`,
+`stats` and `sessions`. Two engines: one whose commits wait for the disk (callbacks, operator actions), one for the
 worker's bookkeeping that need not. Every database failure reaches callers as StorageUnavailable.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from receiver.storage.claims import Outcome
 from receiver.storage.engines import database_url, make_engine, unreachable_reason
 from receiver.storage.events import Callback, Recorded
 from receiver.storage.reconcile import Applied
-from receiver.storage.repositories import Inbox, Outbox, Reads, Statistics, StorageUnavailable
+from receiver.storage.repositories import Inbox, Outbox, Reads, Sessions, Statistics, StorageUnavailable
 from receiver.storage.schema import metadata
 from receiver.storage.stats import Stats
 
@@ -39,6 +39,7 @@ class Storage:
         self.outbox = Outbox(self.engine)
         self.reads = Reads(self.engine, self.inbox)
         self.stats = Statistics(self.engine)
+        self.sessions = Sessions(self.engine)
 
     @property
     def dialect(self) -> str:

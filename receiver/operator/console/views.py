@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from dataclasses import fields
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 
 from receiver.operator import traffic
 from receiver.operator.console import auth, health, present, problems
@@ -28,7 +28,7 @@ for name, function in present.FILTERS.items():
 
 @bp.context_processor
 def page_globals():
-    return {"queue_bar": lambda: health.bar(get_storage(current_app)) if session.get("operator") else None,
+    return {"queue_bar": lambda: health.bar(get_storage(current_app)) if auth.signed_in() else None,
             "KINDS": present.FEED_KINDS, "STATES": STATES, "now": time.time()}
 
 
