@@ -40,9 +40,14 @@ EXAMPLE_SECRETS = {"yq9vd3ke7pl2sx8wr4tn6bm1cz5hj0af", "qwertyuiopasdfghjklzxcvb
 
 
 def weakness(secret: str) -> str | None:
-    """Why `secret` cannot be a real signature secret (too short, an example value), or None."""
+    """Why `secret` cannot be a real signature secret (blank, one character repeated, too short, an
+    example value), or None."""
+    if not secret.strip():
+        return "is blank"
     if len(secret) < MIN_SECRET_LENGTH:
         return f"is shorter than {MIN_SECRET_LENGTH} characters"
+    if len(set(secret)) == 1:
+        return "is one character repeated"
     if secret.lower() in EXAMPLE_SECRETS:
         return "is an example value"
     return None
@@ -82,6 +87,11 @@ class Guard:
 def _secret_or_dev_secret(app: Flask) -> tuple[str | None, str | None]:
     secret = app.config.get("VONAGE_SIGNATURE_SECRET")
     by_key = app.config.get("VONAGE_SIGNATURE_SECRETS")
+    for name, value in (("VONAGE_SIGNATURE_SECRET", secret), ("VONAGE_SIGNATURE_SECRETS", by_key)):
+        if value and not value.strip():
+            # Whitespace is no secret: the app would start with none, and answer every callback 401,
+            # which Vonage does not retry.
+            raise ConfigError(f"{name} is blank: set it to the signature secret in the Vonage dashboard (API settings)")
     if secret or by_key or app.config["SIGNATURE_VERIFICATION"] == "off":
         return secret, by_key
     if app.config["APP_ENV"] != "development":

@@ -154,3 +154,11 @@ def test_doctor_warns_of_claims_held_by_a_dead_worker(app, runner, vonage, stora
     result = runner.invoke(args=["vonage", "doctor"])
     line = next(line for line in result.output.splitlines() if "backlog" in line)
     assert line.startswith("WARN") and "held by a worker that is gone" in line
+
+
+def test_doctor_applies_the_token_rules(make_app):
+    app = make_app(APP_ENV="development", ADMIN_TOKEN="short", METRICS_TOKEN="also-short")
+    alive(app)
+    result, levels = doctor(app)
+    assert levels["operator tokens"] == "WARN"
+    assert "ADMIN_TOKEN is shorter than 24 characters (and 1 more)  Fix: generate one" in result.output

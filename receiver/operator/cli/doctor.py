@@ -11,6 +11,7 @@ from flask import Flask, current_app
 from flask.cli import with_appcontext
 
 from receiver.kinds import KINDS
+from receiver.operator import tokens
 from receiver.operator.applications import VonageAPIError, webhook_urls
 from receiver.operator.cli import common
 from receiver.operator.signed import marked, send_signed
@@ -45,7 +46,7 @@ def doctor_command(base_url, api_base, rest_base):
     app = current_app._get_current_object()
     storage = get_storage(app)
     now = time.time()
-    checks = [_check_secret(app), _check_database_file(app, storage), _check_database(storage)]
+    checks = [_check_secret(app), _check_tokens(app.config), _check_database_file(app, storage), _check_database(storage)]
     if checks[-1].level == "FAIL":
         checks.append(Check("SKIP", "worker, events", "not checked: fix the database first"))
     else:
@@ -87,6 +88,18 @@ def _check_secret(app: Flask) -> Check:
     if config["APP_ENV"] == "development":
         return Check("WARN", name, "APP_ENV=development", "set APP_ENV=production where Vonage calls this app")
     return Check("OK", name, f"set for api key {api_key}; SMS signature method {method}")
+
+
+def _check_tokens(config) -> Check:
+    """ADMIN_TOKEN and METRICS_TOKEN by the rules production starts with (receiver.operator.tokens)."""
+    found = tokens.problems(config)
+    if found:
+        level = "WARN" if config["APP_ENV"] == "development" else "FAIL"
+        problem, _, fix = found[0].partition(": ")
+        return Check(level, "operator tokens", problem + (f" (and {len(found) - 1} more)" if len(found) > 1 else ""), fix)
+    if not config.get("ADMIN_TOKEN"):
+        return Check("OK", "operator tokens", "ADMIN_TOKEN unset: /api and the console answer 404")
+    return Check("OK", "operator tokens", f"at least {tokens.MIN_LENGTH} characters, none of them another secret")
 
 
 def _check_database_file(app: Flask, storage) -> Check:
