@@ -1,4 +1,5 @@
-"""What makes ADMIN_TOKEN and METRICS_TOKEN tokens: long, varied, and none of the app's other secrets.
+"""What makes ADMIN_TOKEN and METRICS_TOKEN tokens: long, varied, none of the app's other secrets, and
+slow to guess (receiver.operator.throttle).
 
 Checked at start outside development (a weak token stops the app in one line naming the setting)
 and by `flask vonage doctor`. Never shows a token or a secret.
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 from flask import Flask
 
+from receiver.operator.throttle import Throttle
 from receiver.platform.config import ConfigError
 from receiver.webhooks.keyring import secrets_by_setting
 
@@ -51,10 +53,11 @@ def problems(config) -> list[str]:
 
 
 def init_app(app: Flask) -> None:
-    """Outside development, refuse to start with a weak ADMIN_TOKEN or METRICS_TOKEN.
+    """The limit on wrong tokens; outside development, refuse to start with a weak ADMIN_TOKEN or METRICS_TOKEN.
 
     :raises ConfigError: naming the first such setting.
     """
+    app.extensions["throttle"] = Throttle()
     if app.config["APP_ENV"] == "development":
         return
     found = problems(app.config)

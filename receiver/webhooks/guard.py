@@ -5,6 +5,7 @@ Keeps the bounded log of rejected requests. Never stores or processes a rejected
 """
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import os
@@ -131,8 +132,11 @@ def development_secret(instance_path: str) -> str:
 
 def token_matches(given: str | None, expected: str | None) -> bool:
     """The one comparison for the operator's tokens (ADMIN_TOKEN, METRICS_TOKEN, the console's CSRF
-    token): both set, and equal, in constant time."""
-    return bool(given and expected) and hmac.compare_digest(given.encode(), expected.encode())
+    token): both set, and equal, in constant time (hashed first, so not even the length shows)."""
+    if not (given and expected):
+        return False
+    return hmac.compare_digest(hashlib.sha256(given.encode("utf-8", "surrogatepass")).digest(),
+                               hashlib.sha256(expected.encode("utf-8", "surrogatepass")).digest())
 
 
 def bearer_matches(authorization: str | None, expected: str) -> bool:

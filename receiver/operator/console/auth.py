@@ -15,6 +15,7 @@ from flask import Blueprint, Flask, abort, current_app, g, jsonify, redirect, re
 from flask.sessions import SecureCookieSessionInterface
 from itsdangerous import URLSafeTimedSerializer
 
+from receiver.operator import throttle
 from receiver.operator.console import sessions
 from receiver.platform.devfiles import made_once
 from receiver.webhooks.guard import token_matches
@@ -127,11 +128,17 @@ def login():
     if request.method == "GET" and "token" in request.args and current_app.config["APP_ENV"] == "development":
         given = request.args["token"]  # the URL `dev.py serve` prints, as Jupyter does
     if given is not None:
+        wait = throttle.wait_for("login")
+        if wait is not None:
+            response = current_app.make_response(refuse(429, "too_many_attempts", throttle.message(wait)))
+            response.headers["Retry-After"] = str(wait)
+            return response
         if same_token(given):
             sessions.close_session(current_app, session.get("sid"))
             session.clear()
             session.update(sid=sessions.open_session(current_app), csrf=secrets.token_urlsafe(32))
             return redirect(_next_page())
+        throttle.wrong_token("login")
         return render_template("console/login.html", wrong=True, next=_next_page()), 401
     return render_template("console/login.html", wrong=False, next=_next_page())
 
