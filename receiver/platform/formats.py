@@ -10,11 +10,15 @@ from typing import Any
 
 
 def iso(value: datetime | float | None, timespec: str = "auto") -> str | None:
-    """An aware datetime or an epoch time as ISO-8601 UTC with a `Z` (None stays None)."""
+    """An aware datetime or an epoch time as ISO-8601 UTC with a `Z` (None stays None; an epoch time no
+    calendar holds stays that number, as text)."""
     if value is None:
         return None
     if not isinstance(value, datetime):
-        value = datetime.fromtimestamp(value, tz=timezone.utc)
+        try:
+            value = datetime.fromtimestamp(value, tz=timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            return str(value)
     return value.astimezone(timezone.utc).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
@@ -43,3 +47,14 @@ def storable(value, limit: int) -> str | None:
     except UnicodeEncodeError:  # a lone surrogate, e.g. from a "\ud800" escape
         return None
     return text
+
+
+def stored_object(text: str | None) -> dict:
+    """A JSON object this app stored (headers kept, a message's content), read back whatever it holds:
+    text that is not a JSON object reads as {}, so no stored value can keep a page from being shown."""
+    try:
+        value = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
