@@ -55,7 +55,9 @@ def simulator_settings(config, *, signature_secret=None, api_key=None, api_secre
 
 
 @click.command("simulator")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--host", default="127.0.0.1", show_default=True, type=click.Choice(["127.0.0.1", "::1", "localhost"]),
+              help="Loopback interface to listen on: the simulator signs callbacks with your secret, so it is "
+                   "never offered to the network.")
 @click.option("--port", default=3001, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--receiver-url", help="Where callbacks go.  [default: http://127.0.0.1:$PORT, PORT defaulting to 3000]")
 @click.option("--reject-share", default=0.05, show_default=True, type=click.FloatRange(0, 1),
@@ -104,7 +106,7 @@ def _print_banner(simulator, settings):
     click.echo(f"  Messages API: POST {simulator.url}/v1/messages, with {jwt_note} or Basic auth ({basic_note})")
     click.echo(f"  callbacks to {simulator.receiver_url}/webhooks/..., signed for api key {settings['api_key']}")
     click.echo(f"  an inbound message: curl -X POST {simulator.url}/_simulator/inbound "
-               f"-H 'Content-Type: application/json' -d '{sample}'")
+               f"-H 'Content-Type: application/json' -H 'X-Vonage-Simulator: 1' -d '{sample}'")
 
 
 def _flask_app():
