@@ -13,6 +13,7 @@ import os
 import signal
 import threading
 
+import click
 from flask import Flask
 
 from receiver.operator import metrics
@@ -146,11 +147,28 @@ _start_lock = threading.Lock()
 
 def init_app(app: Flask) -> None:
     """With WORKER_IN_WEB, under gunicorn the worker is a process of its own (receiver.worker.process);
-    under the development server it is a thread of the one process, started with the first request:
-    never at import, and never in a CLI command's process."""
+    under the development server it is a thread of the serving process, started with it (with the first
+    request under any other server): never at import, and never in a CLI command's process."""
     app.extensions["supervisor"] = None
     if app.config["WORKER_IN_WEB"] and not wake.available():
         app.before_request(lambda: ensure_background_worker(app) and None)
+        if _serving_under_flask_run():
+            # A backlog, a due retry or `flask vonage send --wait` must not wait for someone to open a page.
+            ensure_background_worker(app)
+
+
+def _serving_under_flask_run() -> bool:
+    """This process is the one `flask run` serves from: not the reloader's watching parent, not another command."""
+    from flask.cli import run_command
+    from flask.helpers import get_debug_flag
+
+    context = click.get_current_context(silent=True)
+    if context is None or context.command is not run_command:
+        return False
+    reload = context.params.get("reload")
+    if reload is None:  # as `flask run` decides it
+        reload = get_debug_flag()
+    return not reload or os.environ.get("WERKZEUG_RUN_MAIN") == "true"
 
 
 def ensure_background_worker(app: Flask) -> Supervisor:

@@ -13,6 +13,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 import venv
 from pathlib import Path
 
@@ -521,3 +522,23 @@ def test_readme_commands_run_through_dev_py_flask(checkout):
         assert result.returncode == 0 and "Traceback" not in result.stderr, (args, result.stdout + result.stderr)
     doctor = dev_py(checkout, "flask", "vonage", "doctor", env=env)  # FAILs (no worker runs), without a traceback
     assert "signature secret" in doctor.stdout and "Traceback" not in doctor.stderr, doctor.stdout + doctor.stderr
+
+
+@pytest.mark.slow
+def test_send_wait_right_after_dev_serve_starts_is_sent_within_seconds(checkout):
+    # The development server starts its worker when it starts: no request has reached it before the send.
+    port = port_pair()
+    env = clean_env(PORT=str(port))
+    with open(checkout / f"serve-{port}.log", "wb") as out:
+        proc = subprocess.Popen([sys.executable, str(checkout / "dev.py"), "serve"], cwd=checkout, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: dev.listening(port) and dev.listening(port + 1), timeout=60)
+        started = time.monotonic()
+        sent = dev_py(checkout, "flask", "vonage", "send", "--to", "447700900456", "--from", "447700900123",
+                      "--channel", "sms", "--text", "hi", "--wait", "--timeout", "20", env=env, timeout=40)
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert time.monotonic() - started < 15
+    finally:
+        kill_group(proc.pid)
+        proc.wait(timeout=10)
