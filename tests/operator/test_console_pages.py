@@ -297,3 +297,21 @@ def test_the_page_of_a_message_we_sent_shows_what_we_sent_escaped(sender_app):
     assert f"outbox message {message_id}, sent, last status delivered" in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt; your code is 4471" in html and "<script>alert" not in html
     assert 'class="reply"' not in html  # our own message: nothing to answer
+
+
+def test_the_conversation_shows_the_text_we_sent_not_its_client_ref(operator, vonage, work, storage):
+    from sqlalchemy import update
+
+    from receiver.sending.bodies import build_message
+    from receiver.storage.schema import outbox
+
+    body = build_message("sms", to="447700900777", from_="447700900123", text="Your order has shipped")
+    queued = storage.outbox.queue(body)
+    with storage.engine.begin() as conn:
+        conn.execute(update(outbox).where(outbox.c.id == queued).values(state="sent", message_uuid="uuid-ours-1"))
+    client_ref = storage.outbox.get(queued)["client_ref"]
+    vonage.status(samples.message_status("delivered", "sms", message_uuid="uuid-ours-1", to="447700900777",
+                                         client_ref=client_ref, **{"from": "447700900123"}))
+    work()
+    conversation = page(operator, "/ui/messages/uuid-ours-1").split('<table class="conversation">', 1)[1]
+    assert "Your order has shipped" in conversation and client_ref not in conversation
