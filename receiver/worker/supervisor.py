@@ -12,13 +12,14 @@ import logging
 import os
 import signal
 import threading
+import time
 
 import click
 from flask import Flask
 
 from receiver.operator import metrics
 from receiver.platform import background, wake
-from receiver.sending.delivery import Sender, client_settings
+from receiver.sending.delivery import NOT_CONFIGURED, Sender, client_settings
 from receiver.storage import StorageUnavailable, get_storage
 from receiver.storage.stats import HEARTBEAT_SECONDS
 from receiver.worker.loop import Worker, this_machine
@@ -38,6 +39,8 @@ class Supervisor:
         self.sender = Sender(worker.storage, worker.config, worker.name) if client_settings(worker.config) else None
         if self.sender is not None:
             worker.wake_sender = self.sender.notify
+        else:
+            worker.wake_sender = _unsent.note  # a handler queued messages that nothing will send
 
     @property
     def healthy(self) -> bool:
@@ -102,6 +105,22 @@ class Supervisor:
         except Exception as exc:
             log.warning("worker %s: could not look for a predecessor's claims: %s", self.worker.name,
                         exc.__class__.__name__)
+
+
+class _Unsent:
+    """One warning a few minutes at most: a handler queued messages and sending is not configured."""
+
+    def __init__(self, every: float = 300.0):
+        self.every, self.last = every, None
+
+    def note(self) -> None:
+        now = time.monotonic()
+        if self.last is None or now - self.last >= self.every:
+            self.last = now
+            log.warning("a handler queued messages that will stay queued: %s", NOT_CONFIGURED)
+
+
+_unsent = _Unsent()
 
 
 def _heartbeat(worker: Worker) -> threading.Thread:

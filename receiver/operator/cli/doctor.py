@@ -15,6 +15,7 @@ from receiver.operator import tokens
 from receiver.operator.applications import VonageAPIError, webhook_urls
 from receiver.operator.cli import common
 from receiver.operator.signed import marked, send_signed
+from receiver.sending.delivery import NOT_CONFIGURED
 from receiver.storage import get_storage
 from receiver.storage.stats import ALIVE_SECONDS
 from receiver.webhooks.guard import get_guard, weakness
@@ -51,7 +52,7 @@ def doctor_command(base_url, api_base, rest_base):
         checks.append(Check("SKIP", "worker, events", "not checked: fix the database first"))
     else:
         stats = storage.stats.collect(now)
-        checks += [_check_worker(stats, app.config), *_check_events(stats),
+        checks += [_check_worker(stats, app.config), *_check_events(stats), _check_sending(app, storage),
                    _check_rejections(storage.reads.rejections_by_reason(now - 24 * 3600))]
     checks += _check_vonage_side(app, base_url, api_base, rest_base)
 
@@ -100,6 +101,16 @@ def _check_tokens(config) -> Check:
     if not config.get("ADMIN_TOKEN"):
         return Check("OK", "operator tokens", "ADMIN_TOKEN unset: /api and the console answer 404")
     return Check("OK", "operator tokens", f"at least {tokens.MIN_LENGTH} characters, none of them another secret")
+
+
+def _check_sending(app: Flask, storage) -> Check:
+    """Without sending credentials, messages handlers queue (reply()) are never sent."""
+    if app.extensions["sending_configured"]:
+        return Check("OK", "sending", "configured")
+    queued = len(storage.outbox.listed(state="queued", limit=1000))
+    if queued:
+        return Check("FAIL", "sending", f"{queued} message(s) queued that will never be sent", NOT_CONFIGURED)
+    return Check("OK", "sending", "not configured: a handler's reply() would stay queued")
 
 
 def _check_database_file(app: Flask, storage) -> Check:

@@ -139,8 +139,12 @@ def replay_group(key: str):
 
 @bp.get("/health")
 def health_page():
-    return render_template("console/health.html", health=health.health(get_storage(current_app)),
-                           keep_days=traffic.KEEP_DAYS)
+    storage = get_storage(current_app)
+    # Without sending credentials, what a handler's reply() queued waits forever: say so here.
+    unsent = None if current_app.extensions["sending_configured"] else len(storage.outbox.listed(state="queued",
+                                                                                                  limit=1000))
+    return render_template("console/health.html", health=health.health(storage), keep_days=traffic.KEEP_DAYS,
+                           unsent=unsent, not_configured=NOT_CONFIGURED)
 
 
 def root():
