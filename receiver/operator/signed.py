@@ -6,7 +6,6 @@ tests keep an independent signer on purpose, to check this one). Needs no app or
 """
 from __future__ import annotations
 
-import json
 import shlex
 import time
 import uuid

@@ -100,8 +100,22 @@ def init_app(app: Flask) -> None:
     except OperationalError as exc:
         # A web process restarted during a database outage must still come up and answer 503
         # until the database is back; the release step (`flask init-db`) fails loudly instead.
+        # A database that answered and refused (no such database or role, a wrong password) is no
+        # outage: waiting would only answer every callback 503, so the start stops here.
+        if _refused_by_the_database(exc):
+            storage.dispose()
+            raise ConfigError(start_failure(storage, setting, exc)) from None
         log.warning("database unreachable at start, schema not checked: %s", start_failure(storage, setting, exc))
     app.extensions["storage"] = storage
+
+
+# What PostgreSQL says when it answered and refused us: a setting to fix, not an outage to wait out.
+REFUSALS = ("does not exist", "password authentication failed", "no pg_hba.conf entry", "authentication failed")
+
+
+def _refused_by_the_database(exc: BaseException) -> bool:
+    reason = str(getattr(exc, "orig", None) or exc)
+    return any(words in reason for words in REFUSALS)
 
 
 def database_setting(config) -> str:

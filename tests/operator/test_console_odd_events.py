@@ -13,7 +13,7 @@ from devkit import samples
 from receiver.kinds import KINDS
 from receiver.storage.schema import events, message_history, messages
 from receiver.worker.loop import Worker
-from tests.conftest import ADMIN_TOKEN, API_KEY, SECRET, Vonage, compact, examples
+from tests.conftest import ADMIN_TOKEN, API_KEY, Vonage, compact, examples
 from tests.console_client import login
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

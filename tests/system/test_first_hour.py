@@ -23,7 +23,6 @@ import requests
 import dev
 from receiver.platform import config, logs
 from receiver.platform.config import ConfigError
-from receiver.storage import get_storage
 from receiver.webhooks import guard
 from tests import servers
 from tests.conftest import PG_URL, SECRET
@@ -153,13 +152,15 @@ def test_a_database_that_is_down_still_lets_the_web_process_start_and_says_why(m
     ("postgres:hunter2@{host}/nosuchdb", 'database "nosuchdb" does not exist'),
     ("nobody@{host}/test", 'role "nobody" does not exist'),
 ])
-def test_init_db_names_the_databases_own_reason(make_app, pg_server, where, says):
+def test_a_database_that_refuses_stops_the_start_naming_its_own_reason(make_app, pg_server, where, says):
+    # It answered and refused: no outage to wait out, so not a web process answering every callback 503.
     host = PG_URL.split("@", 1)[1].split("/", 1)[0]
-    app = make_app(DATABASE_URL="postgresql://" + where.format(host=host))
-    result = app.test_cli_runner().invoke(args=["init-db"])
-    assert result.exit_code == 2
-    assert result.output.strip() == f"Error: DATABASE_URL ({get_storage(app).where()}): {says}"
-    assert "hunter2" not in result.output
+    with pytest.raises(ConfigError) as stopped:
+        make_app(DATABASE_URL="postgresql://" + where.format(host=host))
+    assert stopped.value.exit_code == 2
+    assert stopped.value.message.startswith("DATABASE_URL (postgresql+psycopg://") and stopped.value.message.endswith(
+        f"): {says}")
+    assert "hunter2" not in stopped.value.message
 
 
 def test_a_sqlite_folder_that_cannot_be_created_is_a_start_error(make_app, tmp_path):
@@ -542,3 +543,20 @@ def test_send_wait_right_after_dev_serve_starts_is_sent_within_seconds(checkout)
     finally:
         kill_group(proc.pid)
         proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize("reason", ['FATAL:  database "orders" does not exist',
+                                    'FATAL:  password authentication failed for user "app"'])
+def test_a_database_that_answers_and_refuses_stops_the_start(make_app, monkeypatch, reason):
+    from sqlalchemy.exc import OperationalError
+
+    from receiver.storage import migrate
+
+    def refused(engine):
+        raise OperationalError("SELECT 1", {}, Exception(f"connection failed: {reason}"))
+
+    monkeypatch.setattr(migrate, "upgrade", refused)
+    with pytest.raises(ConfigError) as stopped:
+        make_app()
+    assert stopped.value.message.startswith("DATABASE_URL (sqlite:") and reason.split("FATAL:")[1].strip() in \
+        stopped.value.message
