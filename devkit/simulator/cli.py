@@ -85,7 +85,8 @@ def simulator_command(host, port, receiver_url, reject_share, duplicate_share, o
         app_secrets=_app_secrets(app),
     )
     receiver_url = receiver_url or f"http://127.0.0.1:{os.environ.get('PORT', '3000')}"
-    with running_simulator(host=host, port=port, receiver_url=receiver_url, reject_share=reject_share,
+    with running_simulator(development_applications(settings.get("application_id"), receiver_url),
+                           host=host, port=port, receiver_url=receiver_url, reject_share=reject_share,
                            duplicate_share=duplicate_share, out_of_order_share=out_of_order_share,
                            auto_reply_text=auto_reply, callback_delay=delay_ms / 1000, seed=seed,
                            on_event=click.echo, **settings) as simulator:
@@ -94,6 +95,17 @@ def simulator_command(host, port, receiver_url, reject_share, duplicate_share, o
             simulator.stopping.wait()  # until Ctrl-C
         except KeyboardInterrupt:
             click.echo("stopping")
+
+
+def development_applications(application_id: str | None, receiver_url: str) -> dict:
+    """The application the simulator holds at start: the one the app sends as (VONAGE_APPLICATION_ID), its
+    Messages webhooks at `receiver_url`, so `flask vonage configure` and `retire` can be tried against it."""
+    if not application_id:
+        return {}
+    hooks = {name: {"address": f"{receiver_url}/webhooks/{path}", "http_method": "POST"}
+             for name, path in (("inbound_url", "inbound-message"), ("status_url", "message-status"))}
+    return {application_id: {"id": application_id, "name": "development",
+                             "capabilities": {"messages": {"version": "v1", "webhooks": hooks}}}}
 
 
 def _print_banner(simulator, settings):

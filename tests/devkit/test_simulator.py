@@ -624,3 +624,18 @@ def test_the_simulator_listens_on_loopback_only():
     with pytest.raises(ValueError, match="loopback only"):
         with running_simulator(host="0.0.0.0"):
             pass
+
+
+def test_configure_and_retire_can_be_tried_against_the_development_simulator(make_app):
+    from devkit.simulator.cli import development_applications
+
+    app_id = "0e6b1c2d-3f4a-4b5c-8d9e-0f1a2b3c4d5e"
+    with running_simulator(development_applications(app_id, "http://127.0.0.1:3000")) as vonage:
+        app = make_app(VONAGE_API_KEY=DEFAULT_API_KEY, VONAGE_API_SECRET=DEFAULT_API_SECRET,
+                       VONAGE_APPLICATION_ID=app_id, VONAGE_API_BASE=vonage.url)
+        runner = app.test_cli_runner()
+        configured = runner.invoke(args=["vonage", "configure", "--base-url", "https://hooks.example",
+                                         "--rest-base", vonage.url])
+        retired = runner.invoke(args=["vonage", "retire", "--application-id", app_id, "--dry-run"])
+    assert configured.exit_code == 0, configured.output
+    assert retired.exit_code == 0 and "https://hooks.example/webhooks/inbound-message" in retired.output
