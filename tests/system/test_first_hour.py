@@ -358,7 +358,8 @@ def test_start_errors_are_one_line_from_dev_serve(checkout, case):
 
 def test_dev_serve_runs_flask_with_the_reloader_but_not_the_debugger():
     command = dev.serve_command(4000, ["--host", "0.0.0.0"])
-    assert command[1:] == ["--app", "app", "run", "--port", "4000", "--reload", "--no-debugger", "--host", "0.0.0.0"]
+    assert command[1:] == ["--app", "devkit.devserver", "run", "--port", "4000", "--reload", "--no-debugger", "--host",
+                           "0.0.0.0"]
     assert dev.RELOADING == " * Reloading on changes to handlers/ and schemas/"
 
 
@@ -560,3 +561,23 @@ def test_a_database_that_answers_and_refuses_stops_the_start(make_app, monkeypat
         make_app()
     assert stopped.value.message.startswith("DATABASE_URL (sqlite:") and reason.split("FATAL:")[1].strip() in \
         stopped.value.message
+
+
+
+def test_after_a_reload_a_start_error_is_one_line_and_a_json_503(monkeypatch, capsys):
+    import app as application
+    from devkit import devserver
+
+    def typo():
+        raise ConfigError("STATUS_HANDLERS['delivred'] is not a status Vonage sends: did you mean 'delivered'?")
+
+    monkeypatch.setattr(application, "create_app", typo)
+    with pytest.raises(ConfigError):
+        devserver.create_app()  # the first start stops
+    monkeypatch.setenv("WERKZEUG_RUN_MAIN", "true")
+    from werkzeug.test import Client
+
+    response = Client(devserver.create_app()).post("/webhooks/message-status", data=b"{}")
+    assert response.status_code == 503 and response.json["error"] == "not_started"
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("Error: STATUS_HANDLERS['delivred']") and line.endswith("the server reloads)")
