@@ -6,7 +6,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from receiver import storage
-from receiver.operator import api, cli, console, metrics
+from receiver.operator import api, cli, console, metrics, tokens
 from receiver.platform import config, logs
 from receiver.sending import delivery as sender
 from receiver.webhooks import guard, routes
@@ -28,6 +28,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     dispatch.init_app(app)  # the handler tables are checked before the database is opened or migrated
     storage.init_app(app)
     guard.init_app(app)
+    tokens.init_app(app)  # ADMIN_TOKEN and METRICS_TOKEN: long, varied, no other secret
     sender.init_app(app)
     routes.init_app(app)
     api.init_app(app)

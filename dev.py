@@ -93,7 +93,9 @@ def has_vonage_credentials(env: dict) -> bool:
 def serve_command(port: int, rest: list[str]) -> list[str]:
     # --reload restarts the server when a Python file of the project changes (handlers/ and schemas/
     # are imported, so watched); --no-debugger: a handler's exception stays a logged failure.
-    return [str(BIN / "flask"), "--app", "app", "run", "--port", str(port), "--reload", "--no-debugger", *rest]
+    # devkit.devserver: the app, or after a reload that broke it, one line and a 503 for every request.
+    return [str(BIN / "flask"), "--app", "devkit.devserver", "run", "--port", str(port), "--reload", "--no-debugger",
+            *rest]
 
 
 def print_login_url(env: dict, port: int) -> None:

@@ -25,7 +25,7 @@ from receiver.worker.loop import Worker
 SECRET = "test-signature-secret-Yq9vD3kE7pL2sX8w"
 API_KEY = "a1b2c3d4"
 SMS_METHOD = "sha256"
-ADMIN_TOKEN = "test-admin-token"
+ADMIN_TOKEN = "test-admin-token-Kq3Zx8Vw2Lm9"  # a token production accepts: 24+ characters, 10+ different
 PG_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 # Property-based tests take their example counts from a hypothesis profile: the default one in the full

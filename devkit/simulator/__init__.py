@@ -10,6 +10,8 @@ What it fakes, on one HTTP server (127.0.0.1 unless told otherwise):
   {"from", "to", "channel", "text", "reply_to"}, or automatically after each delivered message (`auto_reply_text`).
 - Faults for the next sends: `Simulator.set_fault(...)` or `POST /_simulator/faults` with {"kind", "count", ...}:
   429 with Retry-After, 5xx, a Vonage error, an answer too late, a dropped connection.
+  Both /_simulator/ endpoints take the account's Basic auth, or JSON with the header `X-Vonage-Simulator: 1`,
+  and a Host naming loopback: a web page open elsewhere cannot drive them. It listens on loopback only.
 - Applications API v2 (`GET`/`PUT /v2/applications/{id}`) and `POST /account/settings`, as
   receiver.operator.applications calls them.
 

@@ -55,7 +55,9 @@ def simulator_settings(config, *, signature_secret=None, api_key=None, api_secre
 
 
 @click.command("simulator")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--host", default="127.0.0.1", show_default=True, type=click.Choice(["127.0.0.1", "::1", "localhost"]),
+              help="Loopback interface to listen on: the simulator signs callbacks with your secret, so it is "
+                   "never offered to the network.")
 @click.option("--port", default=3001, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--receiver-url", help="Where callbacks go.  [default: http://127.0.0.1:$PORT, PORT defaulting to 3000]")
 @click.option("--reject-share", default=0.05, show_default=True, type=click.FloatRange(0, 1),
@@ -83,7 +85,8 @@ def simulator_command(host, port, receiver_url, reject_share, duplicate_share, o
         app_secrets=_app_secrets(app),
     )
     receiver_url = receiver_url or f"http://127.0.0.1:{os.environ.get('PORT', '3000')}"
-    with running_simulator(host=host, port=port, receiver_url=receiver_url, reject_share=reject_share,
+    with running_simulator(development_applications(settings.get("application_id"), receiver_url),
+                           host=host, port=port, receiver_url=receiver_url, reject_share=reject_share,
                            duplicate_share=duplicate_share, out_of_order_share=out_of_order_share,
                            auto_reply_text=auto_reply, callback_delay=delay_ms / 1000, seed=seed,
                            on_event=click.echo, **settings) as simulator:
@@ -92,6 +95,17 @@ def simulator_command(host, port, receiver_url, reject_share, duplicate_share, o
             simulator.stopping.wait()  # until Ctrl-C
         except KeyboardInterrupt:
             click.echo("stopping")
+
+
+def development_applications(application_id: str | None, receiver_url: str) -> dict:
+    """The application the simulator holds at start: the one the app sends as (VONAGE_APPLICATION_ID), its
+    Messages webhooks at `receiver_url`, so `flask vonage configure` and `retire` can be tried against it."""
+    if not application_id:
+        return {}
+    hooks = {name: {"address": f"{receiver_url}/webhooks/{path}", "http_method": "POST"}
+             for name, path in (("inbound_url", "inbound-message"), ("status_url", "message-status"))}
+    return {application_id: {"id": application_id, "name": "development",
+                             "capabilities": {"messages": {"version": "v1", "webhooks": hooks}}}}
 
 
 def _print_banner(simulator, settings):
@@ -104,7 +118,7 @@ def _print_banner(simulator, settings):
     click.echo(f"  Messages API: POST {simulator.url}/v1/messages, with {jwt_note} or Basic auth ({basic_note})")
     click.echo(f"  callbacks to {simulator.receiver_url}/webhooks/..., signed for api key {settings['api_key']}")
     click.echo(f"  an inbound message: curl -X POST {simulator.url}/_simulator/inbound "
-               f"-H 'Content-Type: application/json' -d '{sample}'")
+               f"-H 'Content-Type: application/json' -H 'X-Vonage-Simulator: 1' -d '{sample}'")
 
 
 def _flask_app():

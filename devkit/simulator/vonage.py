@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from devkit.simulator.applications import ConfigurationAPI
 from devkit.simulator.callbacks import (
@@ -37,10 +38,14 @@ DEFAULT_API_KEY = "a1b2c3d4"  # the api key in devkit.samples
 DEFAULT_API_SECRET = "simulator-api-secret"
 INBOUND_PATH = "/_simulator/inbound"
 FAULTS_PATH = "/_simulator/faults"
-PREVIEW_CHARS = 20
 OPTED_OUT_V1 = {"type": "https://developer.vonage.com/api-errors/messages#1240", "title": "1240",
                 "detail": "The recipient has opted out of messages from this sender."}
-OPTED_OUT_V01 = {"code": 1240, "reason": OPTED_OUT_V1["detail"]}  # of a message's text in event lines: enough to recognise it, not to log it
+OPTED_OUT_V01 = {"code": 1240, "reason": OPTED_OUT_V1["detail"]}
+# What a web page in the developer's browser cannot send across origins without a CORS preflight, which
+# the simulator never answers: so a page elsewhere cannot drive /_simulator/ (see _foreign).
+LOCAL_HEADER = "X-Vonage-Simulator"
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+PREVIEW_CHARS = 20  # of a message's text in event lines: enough to recognise it, not to log it
 
 
 @dataclass
@@ -129,6 +134,8 @@ class Simulator:
         return self._sender.callbacks
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        if host not in LOOPBACK_NAMES:  # it signs callbacks with the developer's secret: never on the network
+            raise ValueError(f"the simulator listens on loopback only ({', '.join(LOOPBACK_NAMES)}), not {host!r}")
         self._server = Server(self.handle, host, port, self.stopping)
         self.url = self._server.url
         self._sender.start()
@@ -188,6 +195,8 @@ class Simulator:
             self.stopping.wait(self.delay)
         if req.path == MESSAGES_PATH:
             return self._send(req)
+        if req.path in (INBOUND_PATH, FAULTS_PATH) and (why := self._foreign(req)):
+            return refused(403, problem("https://developer.nexmo.com/api-errors#forbidden", "Forbidden", why))
         if req.path == INBOUND_PATH:
             return self._play_inbound(req)
         if req.path == FAULTS_PATH:
@@ -197,6 +206,26 @@ class Simulator:
             answer = Answer(404, problem("https://developer.nexmo.com/api-errors#not-found", "Not Found",
                                          f"No route for {req.path}"))
         return answer
+
+    def _foreign(self, req: RecordedRequest) -> str | None:
+        """Why this request to /_simulator/ may come from a web page rather than the developer; None if not.
+
+        The Host must name loopback (no DNS rebinding); and the request carries the account's credentials,
+        or JSON with the X-Vonage-Simulator header, which a cross-origin page cannot send unasked.
+        """
+        headers = {name.lower(): value for name, value in req.headers.items()}
+        try:
+            host = urlsplit("//" + headers.get("host", "")).hostname
+        except ValueError:
+            host = None
+        if host not in LOOPBACK_NAMES:
+            return f"the Host header must name this machine ({', '.join(LOOPBACK_NAMES)})"
+        if self._credentials.refusal(headers.get("authorization")) is None:
+            return None
+        if headers.get("content-type", "").startswith("application/json") and headers.get(LOCAL_HEADER.lower()):
+            return None
+        return (f"send JSON (Content-Type: application/json) with the header {LOCAL_HEADER}: 1, "
+                "or the account's Basic auth")
 
     def _send(self, req: RecordedRequest) -> Answer:
         if req.method != "POST":

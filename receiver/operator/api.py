@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask, abort, current_app, jsonify, request
 
+from receiver.operator import throttle
 from receiver.sending.bodies import InvalidMessage, validate_message
 from receiver.sending.delivery import NOT_CONFIGURED
 from receiver.storage import OptedOut, get_storage
@@ -22,7 +23,13 @@ def require_admin_token():
     token = current_app.config.get("ADMIN_TOKEN")
     if not token:
         abort(404)
-    if not bearer_matches(request.headers.get("Authorization"), token):
+    wait = throttle.wait_for("api")
+    if wait is not None:
+        return *error(429, "too_many_attempts", throttle.message(wait)), {"Retry-After": str(wait)}
+    authorization = request.headers.get("Authorization")
+    if not bearer_matches(authorization, token):
+        if authorization:
+            throttle.wrong_token("api")
         return error(401, "unauthorized", "send Authorization: Bearer <ADMIN_TOKEN>")
     return None
 

@@ -12,6 +12,7 @@ from flask import Blueprint, Flask, Response, abort, current_app, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
+from receiver.operator import throttle
 from receiver.operator.traffic import Traffic
 from receiver.sending.delivery import silent_deadlines
 from receiver.storage import get_storage
@@ -97,7 +98,13 @@ def observe_callback(kind: str, outcome: str, seconds: float, *, api_key=None, a
 def scrape():
     token = current_app.config.get("METRICS_TOKEN")
     if token:
-        if not bearer_matches(request.headers.get("Authorization"), token):
+        wait = throttle.wait_for("metrics")
+        if wait is not None:
+            return Response(throttle.message(wait) + "\n", 429, {"Retry-After": str(wait)}, content_type="text/plain")
+        authorization = request.headers.get("Authorization")
+        if not bearer_matches(authorization, token):
+            if authorization:
+                throttle.wrong_token("metrics")
             abort(401)
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -58,11 +58,16 @@ def without_webhooks(application: dict) -> dict:
 @click.command("retire")
 @click.option("--application-id", required=True, help="The Vonage application whose Messages webhooks to remove.")
 @click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
-@click.option("--api-base", hidden=True, help="Applications API base URL (tests point it at a local stand-in).")
+@click.option("--yes", is_flag=True, help="Change it without asking (after showing what changes).")
+@click.option("--trust-this-database", is_flag=True,
+              help="Retire although this database has counted callbacks for less than 24 hours.")
+@click.option("--api-base", hidden=True, help="Applications API base URL.  [default: VONAGE_API_BASE]")
 @with_appcontext
-def retire_command(application_id: str, dry_run: bool, api_base: str | None) -> None:
+def retire_command(application_id: str, dry_run: bool, yes: bool, trust_this_database: bool,
+                   api_base: str | None) -> None:
     """Clear an application's Messages webhook URLs, once no callback for it arrived for 24 hours."""
-    verdict = application_verdict(get_storage(current_app), application_id)
+    storage = get_storage(current_app)
+    verdict = application_verdict(storage, application_id)
     if not verdict.safe:
         hours = (verdict.now - verdict.last_at) / 3600
         raise click.ClickException(
@@ -71,7 +76,7 @@ def retire_command(application_id: str, dry_run: bool, api_base: str | None) -> 
     key, secret = current_app.config.get("VONAGE_API_KEY"), current_app.config.get("VONAGE_API_SECRET")
     if not key or not secret:
         raise click.ClickException("VONAGE_API_KEY and VONAGE_API_SECRET must be set (Vonage dashboard -> API settings)")
-    client = VonageClient(key, secret, **({"api_base": api_base} if api_base else {}))
+    client = VonageClient(key, secret, api_base=api_base or current_app.config["VONAGE_API_BASE"])
     try:
         current = client.get_application(application_id)
         planned = without_webhooks(current)
@@ -80,11 +85,29 @@ def retire_command(application_id: str, dry_run: bool, api_base: str | None) -> 
                  else f"no callback in the last {KEEP_DAYS} days")
         if not diff:
             click.echo(f"application {application_id}: no Messages webhook URLs to clear ({quiet})")
-        elif dry_run:
-            click.echo(diff, nl=False)
+            return
+        click.echo(diff, nl=False)
+        if dry_run:
             click.echo(f"dry run: application {application_id} not changed ({quiet})")
-        else:
-            client.put_application(application_id, planned)
-            click.echo(f"application {application_id}: Messages webhook URLs cleared ({quiet})")
+            return
+        if verdict.last_at is None and not trust_this_database:
+            _refuse_a_fresh_database(storage, application_id, verdict.now)
+        if not yes:
+            click.confirm(f"Clear the Messages webhook URLs of the live application {application_id}?", abort=True)
+        client.put_application(application_id, planned)
+        click.echo(f"application {application_id}: Messages webhook URLs cleared ({quiet})")
     except VonageAPIError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _refuse_a_fresh_database(storage, application_id: str, now: float) -> None:
+    """"No callback" means something only from a database that has been counting for 24 hours: a new
+    deployment's, or one whose traffic was pruned, has seen nothing because it has not been looking."""
+    minutes = [row["minute"] for row in storage.stats.traffic_since(now - KEEP_DAYS * 86400)]
+    since = min(minutes) * 60 if minutes else None
+    if since is None or now - since < QUIET_SECONDS:
+        counted = f"since {iso(since, 'seconds')}" if since is not None else "no callback at all"
+        raise click.ClickException(
+            f"application {application_id}: this database has counted {counted}, less than 24 hours, so it cannot "
+            "tell whether callbacks are still on their way (a new deployment?): pass --trust-this-database if "
+            "another receiver has seen none for 24 hours")

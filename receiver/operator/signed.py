@@ -6,7 +6,6 @@ tests keep an independent signer on purpose, to check this one). Needs no app or
 """
 from __future__ import annotations
 
-import json
 import shlex
 import time
 import uuid
@@ -18,7 +17,7 @@ import requests
 
 from receiver.kinds import KINDS
 from receiver.operator.applications import webhook_urls
-from receiver.platform.formats import compact_json
+from receiver.platform.formats import compact_json, stored_object
 from receiver.webhooks.payloads import sms_params
 from receiver.webhooks.signatures import sign_jwt, sign_sms
 
@@ -129,7 +128,7 @@ def replayable(row) -> Replayable:
     :raises receiver.webhooks.payloads.DuplicateParameter: an SMS API callback with a parameter twice.
     """
     if KINDS[row.kind].transport.signature == "jwt":
-        headers = json.loads(row.headers or "{}")
+        headers = stored_object(row.headers)
         return Replayable(row.body, "json", headers.get("api_key"), headers.get("application_id"))
     payload = sms_params(row.query, row.body, row.content_type)
     # Read as sms_params reads it: query string, else a JSON body, else a form body.

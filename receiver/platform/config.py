@@ -69,6 +69,8 @@ SETTINGS: dict[str, tuple[object, object]] = {
     "DATABASE_TIMEOUT_SECONDS": (5.0, _float),
     "MAX_CONTENT_LENGTH": (1024 * 1024, _int),
     "ADMIN_TOKEN": (None, _str),
+    "SESSION_HOURS": (12.0, _float),
+    "SESSION_IDLE_MINUTES": (60.0, _float),
     "WORKER_IN_WEB": (True, _bool),
     "WORKER_POLL_SECONDS": (0.5, _float),
     "MAX_ATTEMPTS": (8, _int),

@@ -47,3 +47,14 @@ def storable(value, limit: int) -> str | None:
     except UnicodeEncodeError:  # a lone surrogate, e.g. from a "\ud800" escape
         return None
     return text
+
+
+def stored_object(text: str | None) -> dict:
+    """A JSON object this app stored (headers kept, a message's content), read back whatever it holds:
+    text that is not a JSON object reads as {}, so no stored value can keep a page from being shown."""
+    try:
+        value = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+

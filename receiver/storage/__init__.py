@@ -1,8 +1,8 @@
 """Storage: the only door to the database. Nothing outside this package writes SQL or opens a transaction.
 
-A `Storage` holds the engines and four repositories (storage.repositories): `inbox` (the request path's
-`record`; the worker's `claim`, `apply`, `finish`, `release`, `heartbeat`), `outbox`, `reads` and
-`stats`. Two engines: one whose commits wait for the disk (callbacks, operator actions), one for the
+A `Storage` holds the engines and five repositories (storage.repositories): `inbox` (the request path's
+`record`; the worker's `claim`, `apply`, `finish`, `release`, `heartbeat`), `outbox`, `reads`,
+`stats` and `sessions`. Two engines: one whose commits wait for the disk (callbacks, operator actions), one for the
 worker's bookkeeping that need not. Every database failure reaches callers as StorageUnavailable.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from receiver.storage.claims import Outcome
 from receiver.storage.engines import database_url, make_engine, unreachable_reason
 from receiver.storage.events import Callback, Recorded
 from receiver.storage.reconcile import Applied
-from receiver.storage.repositories import Inbox, Outbox, Reads, Statistics, StorageUnavailable
+from receiver.storage.repositories import Inbox, Outbox, Reads, Sessions, Statistics, StorageUnavailable
 from receiver.storage.schema import metadata
 from receiver.storage.stats import Stats
 from receiver.storage.suppressions import OptedOut
@@ -40,6 +40,7 @@ class Storage:
         self.outbox = Outbox(self.engine)
         self.reads = Reads(self.engine, self.inbox)
         self.stats = Statistics(self.engine)
+        self.sessions = Sessions(self.engine)
 
     @property
     def dialect(self) -> str:
@@ -101,8 +102,22 @@ def init_app(app: Flask) -> None:
     except OperationalError as exc:
         # A web process restarted during a database outage must still come up and answer 503
         # until the database is back; the release step (`flask init-db`) fails loudly instead.
+        # A database that answered and refused (no such database or role, a wrong password) is no
+        # outage: waiting would only answer every callback 503, so the start stops here.
+        if _refused_by_the_database(exc):
+            storage.dispose()
+            raise ConfigError(start_failure(storage, setting, exc)) from None
         log.warning("database unreachable at start, schema not checked: %s", start_failure(storage, setting, exc))
     app.extensions["storage"] = storage
+
+
+# What PostgreSQL says when it answered and refused us: a setting to fix, not an outage to wait out.
+REFUSALS = ("does not exist", "password authentication failed", "no pg_hba.conf entry", "authentication failed")
+
+
+def _refused_by_the_database(exc: BaseException) -> bool:
+    reason = str(getattr(exc, "orig", None) or exc)
+    return any(words in reason for words in REFUSALS)
 
 
 def database_setting(config) -> str:

@@ -16,7 +16,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.elements import UnaryExpression
 from sqlalchemy.sql.operators import custom_op
 
-from receiver.storage.schema import events, message_history, messages, traffic
+from receiver.platform.formats import stored_object
+from receiver.storage.schema import events, message_history, messages, outbox, traffic
 from receiver.storage.stats import STATES
 
 FEED_PAGE = 50
@@ -143,6 +144,7 @@ class Timeline:
     events: list  # this message's stored events (id, kind, status, state, received_at, body), oldest first
     conversation: list  # messages between the same two numbers, newest first (this one included)
     conversation_statuses: list  # status events of the conversation's outbound messages (for workflows)
+    sent_texts: dict  # message_uuid -> the text we sent, for the conversation's messages that are ours
 
 
 def timeline(engine: Engine, message_id: str) -> Timeline | None:
@@ -159,7 +161,17 @@ def timeline(engine: Engine, message_id: str) -> Timeline | None:
         # The statuses alone, filtered in SQL; `+kind` on SQLite, so that the message_id index bounds the work.
         of_status = _plain(conn, events.c.kind) == "message-status"
         statuses = conn.execute(_event_bodies(outbound).where(of_status)).all() if outbound else []
-    return Timeline(message, history, own, conversation, statuses)
+        # A status callback carries no text: what we sent is in the outbox's request.
+        sent = conn.execute(select(outbox.c.message_uuid, outbox.c.request)
+                            .where(outbox.c.message_uuid.in_(outbound))).all() if outbound else []
+    return Timeline(message, history, own, conversation, statuses, {row.message_uuid: _sent_text(row.request)
+                                                                     for row in sent})
+
+
+def _sent_text(request: str) -> str | None:
+    body = stored_object(request)
+    text = body.get("text")
+    return text if isinstance(text, str) else None
 
 
 def _event_bodies(message_ids: list[str]):

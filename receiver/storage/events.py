@@ -15,7 +15,7 @@ from functools import lru_cache
 from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.engine import Connection, Dialect, Engine
 
-from receiver.platform.formats import iso, storable
+from receiver.platform.formats import iso, storable, stored_object
 from receiver.storage.engines import insert_for, write_transaction
 from receiver.storage.schema import events, rejections, sms_groups, sms_parts
 
@@ -224,7 +224,7 @@ def event_detail(row) -> dict:
         **event_summary(row),
         "query": row.query,
         "content_type": row.content_type,
-        "headers": json.loads(row.headers or "{}"),
+        "headers": stored_object(row.headers),
         "body": body_text,
         "body_encoding": encoding,
         "processed_at": iso(row.processed_at),

@@ -1,5 +1,6 @@
-"""The storage's verbs, in four repositories: the inbox (callbacks in, the worker's claims and outcomes),
-the outbox (messages to send), the reads (what the API, the CLI and the console show) and the stats.
+"""The storage's verbs, in five repositories: the inbox (callbacks in, the worker's claims and outcomes),
+the outbox (messages to send), the reads (what the API, the CLI and the console show), the stats and
+the console's sessions.
 
 Each verb runs its own short transaction (or shares the request path's group commit) and answers with
 plain values or frozen records. Every database failure leaves here as StorageUnavailable, whatever the
@@ -15,8 +16,8 @@ import time
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from receiver.storage import (claims, console, events, multipart, outbox, reconcile, rejections, state, stats,
-                              suppressions, traffic)
+from receiver.storage import (claims, console, events, multipart, outbox, reconcile, rejections, sessions, state,
+                              stats, suppressions, traffic)
 from receiver.storage.claims import Outcome
 from receiver.storage.engines import run_again_if_it_loses_a_race, unavailable, write_transaction
 from receiver.storage.events import Callback, Recorded
@@ -290,3 +291,26 @@ class Statistics:
 
     def prune_traffic(self, before: float) -> int:
         return traffic.prune(self.engine, int(before // 60))
+
+
+@_doors
+class Sessions:
+    """The console's sessions, by the hash of their id (storage.sessions)."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def open(self, id_hash: str, token_mark: str, now: float) -> None:
+        sessions.open_one(self.engine, id_hash, token_mark, now)
+
+    def find(self, id_hash: str):
+        return sessions.find(self.engine, id_hash)
+
+    def touch(self, id_hash: str, now: float) -> None:
+        sessions.touch(self.engine, id_hash, now)
+
+    def close(self, id_hash: str) -> None:
+        sessions.close(self.engine, id_hash)
+
+    def prune(self, *, opened_before: float, seen_before: float) -> int:
+        return sessions.prune(self.engine, opened_before=opened_before, seen_before=seen_before)

@@ -214,3 +214,14 @@ workers = Table(
     Column("processed", BigInteger, nullable=False, default=0),
     Column("progress_at", Double),  # when this worker last finished an event
 )
+
+# One row per console session (receiver.operator.console.sessions). The cookie holds the session id;
+# only its SHA-256 is kept, so a copy of the database opens no console.
+operator_sessions = Table(
+    "operator_sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("token_mark", String(64), nullable=False),  # which ADMIN_TOKEN it was opened with (a keyed hash)
+    Column("created_at", Double, nullable=False),
+    Column("seen_at", Double, nullable=False),
+)

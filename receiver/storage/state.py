@@ -11,7 +11,7 @@ import time
 from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy.engine import Connection, Engine
 
-from receiver.platform.formats import iso, storable
+from receiver.platform.formats import iso, storable, stored_object
 from receiver.storage import multipart
 from receiver.storage.engines import execute_prepared, insert_for
 from receiver.storage.schema import message_history, messages, sms_parts
@@ -239,7 +239,7 @@ def _message_json(row) -> dict:
         out.update(
             message_type=row.message_type,
             text=row.text,
-            content=json.loads(row.content) if row.content else {},
+            content=stored_object(row.content),
             incomplete=row.incomplete,
         )
     return out

@@ -5,6 +5,7 @@ Keeps the bounded log of rejected requests. Never stores or processes a rejected
 """
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import os
@@ -40,9 +41,14 @@ EXAMPLE_SECRETS = {"yq9vd3ke7pl2sx8wr4tn6bm1cz5hj0af", "qwertyuiopasdfghjklzxcvb
 
 
 def weakness(secret: str) -> str | None:
-    """Why `secret` cannot be a real signature secret (too short, an example value), or None."""
+    """Why `secret` cannot be a real signature secret (blank, one character repeated, too short, an
+    example value), or None."""
+    if not secret.strip():
+        return "is blank"
     if len(secret) < MIN_SECRET_LENGTH:
         return f"is shorter than {MIN_SECRET_LENGTH} characters"
+    if len(set(secret)) == 1:
+        return "is one character repeated"
     if secret.lower() in EXAMPLE_SECRETS:
         return "is an example value"
     return None
@@ -82,6 +88,11 @@ class Guard:
 def _secret_or_dev_secret(app: Flask) -> tuple[str | None, str | None]:
     secret = app.config.get("VONAGE_SIGNATURE_SECRET")
     by_key = app.config.get("VONAGE_SIGNATURE_SECRETS")
+    for name, value in (("VONAGE_SIGNATURE_SECRET", secret), ("VONAGE_SIGNATURE_SECRETS", by_key)):
+        if value and not value.strip():
+            # Whitespace is no secret: the app would start with none, and answer every callback 401,
+            # which Vonage does not retry.
+            raise ConfigError(f"{name} is blank: set it to the signature secret in the Vonage dashboard (API settings)")
     if secret or by_key or app.config["SIGNATURE_VERIFICATION"] == "off":
         return secret, by_key
     if app.config["APP_ENV"] != "development":
@@ -121,8 +132,11 @@ def development_secret(instance_path: str) -> str:
 
 def token_matches(given: str | None, expected: str | None) -> bool:
     """The one comparison for the operator's tokens (ADMIN_TOKEN, METRICS_TOKEN, the console's CSRF
-    token): both set, and equal, in constant time."""
-    return bool(given and expected) and hmac.compare_digest(given.encode(), expected.encode())
+    token): both set, and equal, in constant time (hashed first, so not even the length shows)."""
+    if not (given and expected):
+        return False
+    return hmac.compare_digest(hashlib.sha256(given.encode("utf-8", "surrogatepass")).digest(),
+                               hashlib.sha256(expected.encode("utf-8", "surrogatepass")).digest())
 
 
 def bearer_matches(authorization: str | None, expected: str) -> bool:

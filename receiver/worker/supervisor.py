@@ -12,12 +12,14 @@ import logging
 import os
 import signal
 import threading
+import time
 
+import click
 from flask import Flask
 
 from receiver.operator import metrics
 from receiver.platform import background, wake
-from receiver.sending.delivery import Sender, client_settings
+from receiver.sending.delivery import NOT_CONFIGURED, Sender, client_settings
 from receiver.storage import StorageUnavailable, get_storage
 from receiver.storage.stats import HEARTBEAT_SECONDS
 from receiver.worker.loop import Worker, this_machine
@@ -37,6 +39,8 @@ class Supervisor:
         self.sender = Sender(worker.storage, worker.config, worker.name) if client_settings(worker.config) else None
         if self.sender is not None:
             worker.wake_sender = self.sender.notify
+        else:
+            worker.wake_sender = _unsent.note  # a handler queued messages that nothing will send
 
     @property
     def healthy(self) -> bool:
@@ -103,6 +107,22 @@ class Supervisor:
                         exc.__class__.__name__)
 
 
+class _Unsent:
+    """One warning a few minutes at most: a handler queued messages and sending is not configured."""
+
+    def __init__(self, every: float = 300.0):
+        self.every, self.last = every, None
+
+    def note(self) -> None:
+        now = time.monotonic()
+        if self.last is None or now - self.last >= self.every:
+            self.last = now
+            log.warning("a handler queued messages that will stay queued: %s", NOT_CONFIGURED)
+
+
+_unsent = _Unsent()
+
+
 def _heartbeat(worker: Worker) -> threading.Thread:
     """Start the worker's heartbeat thread (it stops with the worker)."""
     # Often enough that a lease shorter than the heartbeat is still renewed before it runs out.
@@ -146,11 +166,28 @@ _start_lock = threading.Lock()
 
 def init_app(app: Flask) -> None:
     """With WORKER_IN_WEB, under gunicorn the worker is a process of its own (receiver.worker.process);
-    under the development server it is a thread of the one process, started with the first request:
-    never at import, and never in a CLI command's process."""
+    under the development server it is a thread of the serving process, started with it (with the first
+    request under any other server): never at import, and never in a CLI command's process."""
     app.extensions["supervisor"] = None
     if app.config["WORKER_IN_WEB"] and not wake.available():
         app.before_request(lambda: ensure_background_worker(app) and None)
+        if _serving_under_flask_run():
+            # A backlog, a due retry or `flask vonage send --wait` must not wait for someone to open a page.
+            ensure_background_worker(app)
+
+
+def _serving_under_flask_run() -> bool:
+    """This process is the one `flask run` serves from: not the reloader's watching parent, not another command."""
+    from flask.cli import run_command
+    from flask.helpers import get_debug_flag
+
+    context = click.get_current_context(silent=True)
+    if context is None or context.command is not run_command:
+        return False
+    reload = context.params.get("reload")
+    if reload is None:  # as `flask run` decides it
+        reload = get_debug_flag()
+    return not reload or os.environ.get("WERKZEUG_RUN_MAIN") == "true"
 
 
 def ensure_background_worker(app: Flask) -> Supervisor:

@@ -431,7 +431,8 @@ def test_an_unknown_fault_is_refused_over_http(vonage):
 
 def test_clearing_faults_over_http(vonage):
     vonage.set_fault("throttle", count=5)
-    cleared = requests.delete(vonage.url + "/_simulator/faults", timeout=5)
+    cleared = requests.delete(vonage.url + "/_simulator/faults", timeout=5,
+                              headers={"Content-Type": "application/json", "X-Vonage-Simulator": "1"})
 
     assert cleared.json() == {"fault": None}
     assert post(vonage.url, body=build_message("sms", to=CUSTOMER, from_="Acme", text="x")).status_code == 202
@@ -590,3 +591,51 @@ def test_the_command_serves_until_interrupted(receiver):
     assert accepted.endswith(" sms text to 447700900123 'xxxxxxxxxxxxxxxxxxxx'...")
     assert any(line.startswith("sent submitted ") and line.rstrip().endswith(": 200") for line in lines)
     assert child.returncode == 0 and "stopping\n" in lines
+
+
+# -- what a web page in the developer's browser cannot do ---------------------------------------------
+@pytest.mark.parametrize("path, body", [("/_simulator/inbound", '{"channel": "sms", "text": "injected"}'),
+                                        ("/_simulator/faults", '{"kind": "server_error"}')])
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "application/json"])
+def test_a_cross_origin_simple_post_changes_nothing(vonage, receiver, path, body, content_type):
+    # What a page elsewhere can send without a preflight: a simple content type, no custom header, no credentials
+    # (JSON is a preflight too, so refusing it without the header costs nothing).
+    answer = requests.post(vonage.url + path, data=body, timeout=5,
+                           headers={"Content-Type": content_type, "Origin": "https://evil.example"})
+    vonage.wait_idle()
+    assert answer.status_code == 403 and "X-Vonage-Simulator" in answer.json()["detail"]
+    assert receiver.hits == [] and vonage._faults.take() is None
+
+
+def test_the_local_header_lets_a_script_in(vonage, receiver):
+    answer = requests.post(vonage.url + "/_simulator/inbound", json={"channel": "sms", "text": "hi"}, timeout=5,
+                           headers={"X-Vonage-Simulator": "1"})
+    vonage.wait_idle()
+    assert answer.status_code == 202 and len(receiver.hits) == 1
+
+
+def test_a_rebound_host_name_is_refused(vonage):
+    answer = requests.post(vonage.url + "/_simulator/inbound", json={"channel": "sms", "text": "hi"}, timeout=5,
+                           auth=(DEFAULT_API_KEY, DEFAULT_API_SECRET), headers={"Host": "evil.example"})
+    assert answer.status_code == 403 and "Host" in answer.json()["detail"]
+
+
+def test_the_simulator_listens_on_loopback_only():
+    with pytest.raises(ValueError, match="loopback only"):
+        with running_simulator(host="0.0.0.0"):
+            pass
+
+
+def test_configure_and_retire_can_be_tried_against_the_development_simulator(make_app):
+    from devkit.simulator.cli import development_applications
+
+    app_id = "0e6b1c2d-3f4a-4b5c-8d9e-0f1a2b3c4d5e"
+    with running_simulator(development_applications(app_id, "http://127.0.0.1:3000")) as vonage:
+        app = make_app(VONAGE_API_KEY=DEFAULT_API_KEY, VONAGE_API_SECRET=DEFAULT_API_SECRET,
+                       VONAGE_APPLICATION_ID=app_id, VONAGE_API_BASE=vonage.url)
+        runner = app.test_cli_runner()
+        configured = runner.invoke(args=["vonage", "configure", "--base-url", "https://hooks.example",
+                                         "--rest-base", vonage.url])
+        retired = runner.invoke(args=["vonage", "retire", "--application-id", app_id, "--dry-run"])
+    assert configured.exit_code == 0, configured.output
+    assert retired.exit_code == 0 and "https://hooks.example/webhooks/inbound-message" in retired.output

@@ -154,3 +154,22 @@ def test_doctor_warns_of_claims_held_by_a_dead_worker(app, runner, vonage, stora
     result = runner.invoke(args=["vonage", "doctor"])
     line = next(line for line in result.output.splitlines() if "backlog" in line)
     assert line.startswith("WARN") and "held by a worker that is gone" in line
+
+
+def test_doctor_applies_the_token_rules(make_app):
+    app = make_app(APP_ENV="development", ADMIN_TOKEN="short", METRICS_TOKEN="also-short")
+    alive(app)
+    result, levels = doctor(app)
+    assert levels["operator tokens"] == "WARN"
+    assert "ADMIN_TOKEN is shorter than 24 characters (and 1 more)  Fix: generate one" in result.output
+
+
+def test_doctor_fails_when_queued_messages_have_no_way_out(app):
+    from receiver.sending.bodies import build_message
+
+    alive(app)
+    assert doctor(app)[1]["sending"] == "OK"
+    get_storage(app).outbox.queue(build_message("sms", to="447700900777", from_="447700900123", text="hi"))
+    result, levels = doctor(app)
+    assert levels["sending"] == "FAIL" and "1 message(s) queued that will never be sent" in result.output
+    assert "Fix: sending is not configured: set VONAGE_APPLICATION_ID" in result.output

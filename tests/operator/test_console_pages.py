@@ -297,3 +297,43 @@ def test_the_page_of_a_message_we_sent_shows_what_we_sent_escaped(sender_app):
     assert f"outbox message {message_id}, sent, last status delivered" in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt; your code is 4471" in html and "<script>alert" not in html
     assert 'class="reply"' not in html  # our own message: nothing to answer
+
+
+def test_the_conversation_shows_the_text_we_sent_not_its_client_ref(operator, vonage, work, storage):
+    from sqlalchemy import update
+
+    from receiver.sending.bodies import build_message
+    from receiver.storage.schema import outbox
+
+    body = build_message("sms", to="447700900777", from_="447700900123", text="Your order has shipped")
+    queued = storage.outbox.queue(body)
+    with storage.engine.begin() as conn:
+        conn.execute(update(outbox).where(outbox.c.id == queued).values(state="sent", message_uuid="uuid-ours-1"))
+    client_ref = storage.outbox.get(queued)["client_ref"]
+    vonage.status(samples.message_status("delivered", "sms", message_uuid="uuid-ours-1", to="447700900777",
+                                         client_ref=client_ref, **{"from": "447700900123"}))
+    work()
+    conversation = page(operator, "/ui/messages/uuid-ours-1").split('<table class="conversation">', 1)[1]
+    assert "Your order has shipped" in conversation and client_ref not in conversation
+
+
+def test_without_sending_credentials_health_and_the_log_say_queued_replies_will_not_go(operator, storage, app,
+                                                                                        caplog):
+    import logging
+
+    from receiver.sending.bodies import build_message
+    from receiver.worker import supervisor
+    from receiver.worker.supervisor import Supervisor
+
+    storage.outbox.queue(build_message("sms", to="447700900777", from_="447700900123", text="hi"))
+    sending = page(operator, "/ui/health").split('<dd id="sending">', 1)[1].split("</dd>", 1)[0]
+    assert "not configured" in sending and "1 message queued will never be sent" in sending
+    worker = Supervisor(Worker(storage, app.config)).worker
+    supervisor._unsent.last = None  # another test's warning may be fresh
+    with caplog.at_level(logging.WARNING, logger="receiver.worker"):
+        worker.wake_sender()
+        worker.wake_sender()
+    assert [r.getMessage() for r in caplog.records].count(
+        "a handler queued messages that will stay queued: " + "sending is not configured: set VONAGE_APPLICATION_ID "
+        "and VONAGE_PRIVATE_KEY (or VONAGE_PRIVATE_KEY_PATH), or VONAGE_API_KEY and VONAGE_API_SECRET") <= 1
+    assert any("will stay queued" in r.getMessage() for r in caplog.records)

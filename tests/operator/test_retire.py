@@ -31,8 +31,8 @@ def last_callback(storage, seconds_ago, application_id=APP_ID):
                                     "outcome": "stored", "count": 3, "last_at": at, "latency": [3] + [0] * 13}])
 
 
-def retire(app, vonage, *args):
-    return app.test_cli_runner().invoke(args=["vonage", "retire", "--api-base", vonage.url, *args])
+def retire(app, vonage, *args, answer="y\n"):
+    return app.test_cli_runner().invoke(args=["vonage", "retire", "--api-base", vonage.url, *args], input=answer)
 
 
 def test_refuses_while_callbacks_arrived_in_the_last_24_hours(retire_app, storage):
@@ -96,3 +96,32 @@ def test_the_verdict_is_24_quiet_hours(seconds_ago, safe):
     now = 1_800_000_000.0
     verdict = Verdict(None if seconds_ago is None else now - seconds_ago, now)
     assert verdict.safe is safe
+
+
+def test_asks_before_it_changes_a_live_application(retire_app, storage):
+    last_callback(storage, QUIET_SECONDS + 600)
+    with running_simulator({APP_ID: application()}) as vonage:
+        result = retire(retire_app, vonage, "--application-id", APP_ID, answer="n\n")
+        assert vonage.requests_to("PUT", f"/v2/applications/{APP_ID}") == []
+        assert retire(retire_app, vonage, "--application-id", APP_ID, "--yes", answer="").exit_code == 0
+        assert len(vonage.requests_to("PUT", f"/v2/applications/{APP_ID}")) == 1
+    assert result.exit_code == 1 and "Clear the Messages webhook URLs of the live application" in result.output
+    assert "hooks.example/webhooks/inbound-message" in result.output  # the diff, shown before the question
+
+
+def test_a_database_that_has_not_counted_for_24_hours_proves_nothing(retire_app, storage):
+    last_callback(storage, 3600, application_id="another-app")  # counting for an hour only
+    with running_simulator({APP_ID: application()}) as vonage:
+        refused = retire(retire_app, vonage, "--application-id", APP_ID)
+        assert vonage.requests_to("PUT", f"/v2/applications/{APP_ID}") == []
+        trusted = retire(retire_app, vonage, "--application-id", APP_ID, "--trust-this-database")
+    assert refused.exit_code == 1 and "cannot tell whether callbacks are still on their way" in refused.output
+    assert trusted.exit_code == 0, trusted.output
+
+
+def test_uses_vonage_api_base(make_app, storage):
+    with running_simulator({APP_ID: application()}) as vonage:
+        app = make_app(VONAGE_API_KEY=DEFAULT_API_KEY, VONAGE_API_SECRET=DEFAULT_API_SECRET, VONAGE_API_BASE=vonage.url)
+        result = app.test_cli_runner().invoke(args=["vonage", "retire", "--application-id", APP_ID, "--dry-run"])
+        assert vonage.requests_to("GET", f"/v2/applications/{APP_ID}")
+    assert result.exit_code == 0, result.output

@@ -205,6 +205,8 @@ def test_nginx_forwards_webhooks_and_keeps_operator_paths_local(tmp_path, certif
             assert request_from(outside, https_port, certificate, "GET", "/api/events", headers=auth)[0] == 403
             assert request_from(outside, https_port, certificate, "GET", "/metrics")[0] == 403
             assert request_from(local, https_port, certificate, "GET", "/api/events", headers=auth)[0] == 200
+            assert request_from(outside, https_port, certificate, "GET", "/ui/login")[0] == 403
+            assert request_from(local, https_port, certificate, "GET", "/ui/login")[0] == 200
 
             too_big = b"x" * (1024 * 1024 + 1)
             assert request_from(outside, https_port, certificate, "POST", "/webhooks/inbound-message", too_big)[0] == 413

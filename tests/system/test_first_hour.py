@@ -13,6 +13,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 import venv
 from pathlib import Path
 
@@ -22,7 +23,6 @@ import requests
 import dev
 from receiver.platform import config, logs
 from receiver.platform.config import ConfigError
-from receiver.storage import get_storage
 from receiver.webhooks import guard
 from tests import servers
 from tests.conftest import PG_URL, SECRET
@@ -152,13 +152,15 @@ def test_a_database_that_is_down_still_lets_the_web_process_start_and_says_why(m
     ("postgres:hunter2@{host}/nosuchdb", 'database "nosuchdb" does not exist'),
     ("nobody@{host}/test", 'role "nobody" does not exist'),
 ])
-def test_init_db_names_the_databases_own_reason(make_app, pg_server, where, says):
+def test_a_database_that_refuses_stops_the_start_naming_its_own_reason(make_app, pg_server, where, says):
+    # It answered and refused: no outage to wait out, so not a web process answering every callback 503.
     host = PG_URL.split("@", 1)[1].split("/", 1)[0]
-    app = make_app(DATABASE_URL="postgresql://" + where.format(host=host))
-    result = app.test_cli_runner().invoke(args=["init-db"])
-    assert result.exit_code == 2
-    assert result.output.strip() == f"Error: DATABASE_URL ({get_storage(app).where()}): {says}"
-    assert "hunter2" not in result.output
+    with pytest.raises(ConfigError) as stopped:
+        make_app(DATABASE_URL="postgresql://" + where.format(host=host))
+    assert stopped.value.exit_code == 2
+    assert stopped.value.message.startswith("DATABASE_URL (postgresql+psycopg://") and stopped.value.message.endswith(
+        f"): {says}")
+    assert "hunter2" not in stopped.value.message
 
 
 def test_a_sqlite_folder_that_cannot_be_created_is_a_start_error(make_app, tmp_path):
@@ -356,7 +358,8 @@ def test_start_errors_are_one_line_from_dev_serve(checkout, case):
 
 def test_dev_serve_runs_flask_with_the_reloader_but_not_the_debugger():
     command = dev.serve_command(4000, ["--host", "0.0.0.0"])
-    assert command[1:] == ["--app", "app", "run", "--port", "4000", "--reload", "--no-debugger", "--host", "0.0.0.0"]
+    assert command[1:] == ["--app", "devkit.devserver", "run", "--port", "4000", "--reload", "--no-debugger", "--host",
+                           "0.0.0.0"]
     assert dev.RELOADING == " * Reloading on changes to handlers/ and schemas/"
 
 
@@ -521,3 +524,60 @@ def test_readme_commands_run_through_dev_py_flask(checkout):
         assert result.returncode == 0 and "Traceback" not in result.stderr, (args, result.stdout + result.stderr)
     doctor = dev_py(checkout, "flask", "vonage", "doctor", env=env)  # FAILs (no worker runs), without a traceback
     assert "signature secret" in doctor.stdout and "Traceback" not in doctor.stderr, doctor.stdout + doctor.stderr
+
+
+@pytest.mark.slow
+def test_send_wait_right_after_dev_serve_starts_is_sent_within_seconds(checkout):
+    # The development server starts its worker when it starts: no request has reached it before the send.
+    port = port_pair()
+    env = clean_env(PORT=str(port))
+    with open(checkout / f"serve-{port}.log", "wb") as out:
+        proc = subprocess.Popen([sys.executable, str(checkout / "dev.py"), "serve"], cwd=checkout, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: dev.listening(port) and dev.listening(port + 1), timeout=60)
+        started = time.monotonic()
+        sent = dev_py(checkout, "flask", "vonage", "send", "--to", "447700900456", "--from", "447700900123",
+                      "--channel", "sms", "--text", "hi", "--wait", "--timeout", "20", env=env, timeout=40)
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert time.monotonic() - started < 15
+    finally:
+        kill_group(proc.pid)
+        proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize("reason", ['FATAL:  database "orders" does not exist',
+                                    'FATAL:  password authentication failed for user "app"'])
+def test_a_database_that_answers_and_refuses_stops_the_start(make_app, monkeypatch, reason):
+    from sqlalchemy.exc import OperationalError
+
+    from receiver.storage import migrate
+
+    def refused(engine):
+        raise OperationalError("SELECT 1", {}, Exception(f"connection failed: {reason}"))
+
+    monkeypatch.setattr(migrate, "upgrade", refused)
+    with pytest.raises(ConfigError) as stopped:
+        make_app()
+    assert stopped.value.message.startswith("DATABASE_URL (sqlite:") and reason.split("FATAL:")[1].strip() in \
+        stopped.value.message
+
+
+
+def test_after_a_reload_a_start_error_is_one_line_and_a_json_503(monkeypatch, capsys):
+    import app as application
+    from devkit import devserver
+
+    def typo():
+        raise ConfigError("STATUS_HANDLERS['delivred'] is not a status Vonage sends: did you mean 'delivered'?")
+
+    monkeypatch.setattr(application, "create_app", typo)
+    with pytest.raises(ConfigError):
+        devserver.create_app()  # the first start stops
+    monkeypatch.setenv("WERKZEUG_RUN_MAIN", "true")
+    from werkzeug.test import Client
+
+    response = Client(devserver.create_app()).post("/webhooks/message-status", data=b"{}")
+    assert response.status_code == 503 and response.json["error"] == "not_started"
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("Error: STATUS_HANDLERS['delivred']") and line.endswith("the server reloads)")

@@ -11,10 +11,11 @@ from flask import Flask, current_app
 from flask.cli import with_appcontext
 
 from receiver.kinds import KINDS
+from receiver.operator import tokens
 from receiver.operator.applications import VonageAPIError, webhook_urls
 from receiver.operator.cli import common
 from receiver.operator.signed import marked, send_signed
-from receiver.sending.delivery import silent_deadlines
+from receiver.sending.delivery import NOT_CONFIGURED, silent_deadlines
 from receiver.storage import get_storage
 from receiver.storage.stats import ALIVE_SECONDS
 from receiver.webhooks.guard import get_guard, weakness
@@ -46,12 +47,12 @@ def doctor_command(base_url, api_base, rest_base):
     app = current_app._get_current_object()
     storage = get_storage(app)
     now = time.time()
-    checks = [_check_secret(app), _check_database_file(app, storage), _check_database(storage)]
+    checks = [_check_secret(app), _check_tokens(app.config), _check_database_file(app, storage), _check_database(storage)]
     if checks[-1].level == "FAIL":
         checks.append(Check("SKIP", "worker, events", "not checked: fix the database first"))
     else:
         stats = storage.stats.collect(now)
-        checks += [_check_worker(stats, app.config), *_check_events(stats),
+        checks += [_check_worker(stats, app.config), *_check_events(stats), _check_sending(app, storage),
                    _check_rejections(storage.reads.rejections_by_reason(now - 24 * 3600)),
                    _check_silent(storage.outbox.silent(silent_deadlines(app.config), limit=1))]
     checks += _check_vonage_side(app, base_url, api_base, rest_base)
@@ -89,6 +90,28 @@ def _check_secret(app: Flask) -> Check:
     if config["APP_ENV"] == "development":
         return Check("WARN", name, "APP_ENV=development", "set APP_ENV=production where Vonage calls this app")
     return Check("OK", name, f"set for api key {api_key}; SMS signature method {method}")
+
+
+def _check_tokens(config) -> Check:
+    """ADMIN_TOKEN and METRICS_TOKEN by the rules production starts with (receiver.operator.tokens)."""
+    found = tokens.problems(config)
+    if found:
+        level = "WARN" if config["APP_ENV"] == "development" else "FAIL"
+        problem, _, fix = found[0].partition(": ")
+        return Check(level, "operator tokens", problem + (f" (and {len(found) - 1} more)" if len(found) > 1 else ""), fix)
+    if not config.get("ADMIN_TOKEN"):
+        return Check("OK", "operator tokens", "ADMIN_TOKEN unset: /api and the console answer 404")
+    return Check("OK", "operator tokens", f"at least {tokens.MIN_LENGTH} characters, none of them another secret")
+
+
+def _check_sending(app: Flask, storage) -> Check:
+    """Without sending credentials, messages handlers queue (reply()) are never sent."""
+    if app.extensions["sending_configured"]:
+        return Check("OK", "sending", "configured")
+    queued = len(storage.outbox.listed(state="queued", limit=1000))
+    if queued:
+        return Check("FAIL", "sending", f"{queued} message(s) queued that will never be sent", NOT_CONFIGURED)
+    return Check("OK", "sending", "not configured: a handler's reply() would stay queued")
 
 
 def _check_database_file(app: Flask, storage) -> Check:

@@ -5,10 +5,11 @@ reads through Storage on connections of its own and never slows the acknowledgem
 """
 from flask import Flask
 
-from receiver.operator.console import auth, views
+from receiver.operator.console import auth, present, views
 
 
 def init_app(app: Flask) -> None:
     auth.init_app(app)
+    app.jinja_env.finalize = present.printable
     app.register_blueprint(views.bp)
     app.add_url_rule("/", "console_root", views.root)

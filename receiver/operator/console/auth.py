@@ -1,7 +1,9 @@
-"""Who may use the console: ADMIN_TOKEN, a signed session cookie, a CSRF token per session, strict headers.
+"""Who may use the console: ADMIN_TOKEN, a signed session cookie naming a server-side session
+(console.sessions), a CSRF token per session, strict headers.
 
-Fails closed: without ADMIN_TOKEN every /ui page is 404. The session is signed with a key derived
-from the token, so rotating ADMIN_TOKEN logs everyone out. Nothing here reads the database.
+Fails closed: without ADMIN_TOKEN every /ui page is 404. The cookie is signed with a key derived
+from the token and its session is recorded with the token's mark, so rotating ADMIN_TOKEN logs
+everyone out; logging out deletes the record, so a copy of the cookie opens nothing.
 """
 from __future__ import annotations
 
@@ -9,10 +11,12 @@ import hashlib
 import hmac
 import secrets
 
-from flask import Blueprint, Flask, abort, current_app, jsonify, redirect, render_template, request, session, url_for
+from flask import Blueprint, Flask, abort, current_app, g, jsonify, redirect, render_template, request, session, url_for
 from flask.sessions import SecureCookieSessionInterface
 from itsdangerous import URLSafeTimedSerializer
 
+from receiver.operator import throttle
+from receiver.operator.console import sessions
 from receiver.platform.devfiles import made_once
 from receiver.webhooks.guard import token_matches
 
@@ -94,7 +98,11 @@ def require_operator():
         abort(404)
     if request.method not in SAFE_METHODS and not _csrf_ok():
         return refuse(403, "csrf_failed", "this form is out of date or was not sent by the console: reload the page")
-    if request.endpoint in ("console.static", "console.login") or session.get("operator"):
+    if request.endpoint == "console.static":
+        return None
+    g.signed_in_since = sessions.signed_in_since(current_app, session.get("sid"),
+                                                 activity=request.endpoint != "console.feed_rows")
+    if g.signed_in_since is not None or request.endpoint == "console.login":
         return None
     if request.endpoint == "console.feed_rows":  # the live feed's poll: the script reloads into the login page
         return refuse(401, "login_required", "log in again")
@@ -120,15 +128,23 @@ def login():
     if request.method == "GET" and "token" in request.args and current_app.config["APP_ENV"] == "development":
         given = request.args["token"]  # the URL `dev.py serve` prints, as Jupyter does
     if given is not None:
+        wait = throttle.wait_for("login")
+        if wait is not None:
+            response = current_app.make_response(refuse(429, "too_many_attempts", throttle.message(wait)))
+            response.headers["Retry-After"] = str(wait)
+            return response
         if same_token(given):
+            sessions.close_session(current_app, session.get("sid"))
             session.clear()
-            session.update(operator=True, csrf=secrets.token_urlsafe(32))
+            session.update(sid=sessions.open_session(current_app), csrf=secrets.token_urlsafe(32))
             return redirect(_next_page())
+        throttle.wrong_token("login")
         return render_template("console/login.html", wrong=True, next=_next_page()), 401
     return render_template("console/login.html", wrong=False, next=_next_page())
 
 
 def logout():
+    sessions.close_session(current_app, session.get("sid"))
     session.clear()
     return redirect(url_for("console.login"))
 
@@ -146,6 +162,12 @@ def protect(bp: Blueprint) -> None:
     bp.add_url_rule("/login", "login", login, methods=["GET", "POST"])
     bp.add_url_rule("/logout", "logout", logout, methods=["POST"])
     bp.add_app_template_global(csrf_token)
+    bp.add_app_template_global(signed_in, "signed_in")
+
+
+def signed_in() -> float | None:
+    """For the templates: when this request's session was opened (None: not signed in)."""
+    return g.get("signed_in_since")
 
 
 def init_app(app: Flask) -> None:

@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl
 
 from receiver.kinds import KINDS
 from receiver.operator.signed import curl_command, replayable
+from receiver.platform.formats import stored_object
 from receiver.storage.events import REPLAYABLE_STATES
 from receiver.webhooks.payloads import UNVERIFIED, DuplicateParameter, json_object
 from receiver.webhooks.routes import KEPT_HEADERS
@@ -62,7 +63,7 @@ class EventPage:
 
 
 def event_page(row) -> EventPage:
-    headers = json.loads(row.headers or "{}")
+    headers = stored_object(row.headers)
     names = KINDS[row.kind].transport.claims
     invalid = None
     if row.state == "invalid" and row.last_error:
@@ -70,7 +71,9 @@ def event_page(row) -> EventPage:
             invalid = json.loads(row.last_error)
         except ValueError:
             invalid = None
-        invalid = invalid if isinstance(invalid, dict) else None
+        # field -> its reasons, as the worker writes them; anything else stored there is shown as text
+        invalid = ({str(field): [str(r) for r in reasons] if isinstance(reasons, list) else [str(reasons)]
+                    for field, reasons in invalid.items()} if isinstance(invalid, dict) else None)
     return EventPage(
         row=row,
         body=pretty_body(row.body) if row.body else "",
@@ -90,15 +93,29 @@ def resigned_curl(row, keyring, config: dict, base_url: str) -> tuple[str | None
         stored = replayable(row)
     except DuplicateParameter as exc:
         return None, f"it has the parameter {exc} twice, so no signature covers it"
-    api_key = stored.api_key or config.get("VONAGE_API_KEY")
+    if not _is_utf8(row.body):
+        return None, "its body is not UTF-8 text, which a shell command line cannot carry"
+    api_key = (stored.api_key if isinstance(stored.api_key, str) else None) or config.get("VONAGE_API_KEY")
     secrets = keyring.secrets_for(api_key) if api_key else []
     if not secrets:
         return None, f"no signature secret is configured for api key {api_key or '(none)'}"
     # A Messages callback is about the configured application when its token named none.
-    application_id = stored.application_id or (config.get("VONAGE_APPLICATION_ID")
-                                               if KINDS[row.kind].transport.signature == "jwt" else None)
-    return curl_command(row.kind, stored.payload, base_url, secrets[0], api_key, config["VONAGE_SIGNATURE_METHOD"],
-                        stored.via, application_id), None
+    application_id = stored.application_id if isinstance(stored.application_id, str) else None
+    application_id = application_id or (config.get("VONAGE_APPLICATION_ID")
+                                        if KINDS[row.kind].transport.signature == "jwt" else None)
+    try:
+        return curl_command(row.kind, stored.payload, base_url, secrets[0], api_key,
+                            config["VONAGE_SIGNATURE_METHOD"], stored.via, application_id), None
+    except UnicodeError:
+        return None, "it holds a lone surrogate, text that UTF-8 cannot carry, so it cannot be signed again as sent"
+
+
+def _is_utf8(body: bytes) -> bool:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -152,8 +169,22 @@ def workflows(status_events: list) -> list[Workflow]:
 
 # -- template filters ------------------------------------------------------------------------------
 def when(epoch: float | None) -> str:
-    """An epoch time as `2026-12-01 08:15:55` (UTC, as every time in the console)."""
-    return "" if epoch is None else datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    """An epoch time as `2026-12-01 08:15:55` (UTC, as every time in the console); a number no calendar
+    holds (a claim's far-past iat, say) as itself."""
+    if epoch is None:
+        return ""
+    try:
+        return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, OSError, ValueError):
+        return f"{epoch} (not a date)"
+
+
+def printable(value):
+    """Every value a template prints: a lone surrogate (JSON can carry one as an escape, UTF-8 cannot)
+    is shown as its escape, so no stored text can make a page that cannot be sent."""
+    if isinstance(value, str) and not value.isascii():
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
 
 
 def duration(seconds: float | None) -> str:

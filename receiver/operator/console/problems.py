@@ -90,7 +90,7 @@ class Group:
     @property
     def key(self) -> str:
         """A short stable name for this group in URLs."""
-        return hashlib.sha256(f"{self.kind}\n{self.problem}\n{self.cause}".encode()).hexdigest()[:16]
+        return hashlib.sha256(f"{self.kind}\n{self.problem}\n{self.cause}".encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 def group_events(rows: list) -> list[Group]:

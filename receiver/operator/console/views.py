@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from dataclasses import fields
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 
 from receiver.operator import traffic
 from receiver.operator.console import auth, health, present, problems
@@ -29,7 +29,7 @@ for name, function in present.FILTERS.items():
 
 @bp.context_processor
 def page_globals():
-    return {"queue_bar": lambda: health.bar(get_storage(current_app)) if session.get("operator") else None,
+    return {"queue_bar": lambda: health.bar(get_storage(current_app)) if auth.signed_in() else None,
             "KINDS": present.FEED_KINDS, "STATES": STATES, "now": time.time()}
 
 
@@ -159,8 +159,12 @@ def replay_group(key: str):
 
 @bp.get("/health")
 def health_page():
-    return render_template("console/health.html", health=health.health(get_storage(current_app)),
-                           keep_days=traffic.KEEP_DAYS)
+    storage = get_storage(current_app)
+    # Without sending credentials, what a handler's reply() queued waits forever: say so here.
+    unsent = None if current_app.extensions["sending_configured"] else len(storage.outbox.listed(state="queued",
+                                                                                                  limit=1000))
+    return render_template("console/health.html", health=health.health(storage), keep_days=traffic.KEEP_DAYS,
+                           unsent=unsent, not_configured=NOT_CONFIGURED)
 
 
 def root():
