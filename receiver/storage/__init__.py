@@ -17,8 +17,9 @@ from receiver.storage import migrate
 from receiver.storage.claims import Outcome
 from receiver.storage.engines import database_url, make_engine, unreachable_reason
 from receiver.storage.events import Callback, Recorded
+from receiver.storage.lookups import Reads, Sessions, Statistics
 from receiver.storage.reconcile import Applied
-from receiver.storage.repositories import Inbox, Outbox, Reads, Sessions, Statistics, StorageUnavailable
+from receiver.storage.repositories import Inbox, Outbox, StorageUnavailable
 from receiver.storage.schema import metadata
 from receiver.storage.stats import Stats
 from receiver.storage.suppressions import OptedOut
