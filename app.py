@@ -5,7 +5,7 @@ Run it with `flask --app app run` or `gunicorn 'app:create_app()'`. Nothing happ
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from receiver import storage
+from receiver import operator, storage
 from receiver.operator import api, cli, console, metrics, tokens
 from receiver.platform import config, logs
 from receiver.sending import delivery as sender
@@ -31,6 +31,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     tokens.init_app(app)  # ADMIN_TOKEN and METRICS_TOKEN: long, varied, no other secret
     sender.init_app(app)
     routes.init_app(app)
+    operator.init_app(app)  # URL converters the API and the console share
     api.init_app(app)
     console.init_app(app)
     metrics.init_app(app)

@@ -82,7 +82,7 @@ def list_messages():
     return jsonify(messages=get_storage(current_app).reads.messages(direction=direction, limit=_limit()))
 
 
-@bp.get("/messages/<path:message_id>")
+@bp.get("/messages/<anyid:message_id>", merge_slashes=False, strict_slashes=False)
 def show_message(message_id: str):
     storage = get_storage(current_app)
     found, sent = storage.reads.message(message_id), storage.outbox.sent_as(message_id)

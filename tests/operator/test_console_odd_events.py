@@ -122,6 +122,21 @@ def test_every_page_of_any_stored_event_answers_200(app, console, engine, event,
         response.get_json()  # JSON a client can parse
 
 
+@pytest.mark.parametrize("message_id", ["/", "//", "a//b/", "x/reply", "/x//reply", "abc/", " ", "%2F", "?q=1#f"])
+def test_a_message_id_of_slashes_or_url_syntax_has_its_pages(app, console, engine, message_id):
+    now = time.time()
+    with engine.begin() as conn:
+        conn.execute(insert(messages).values(message_id=message_id, direction="inbound", status="received",
+                                             status_rank=1, created_at=now, updated_at=now, text="hi"))
+    path = quote(message_id, safe="")
+    assert console.get(f"/ui/messages/{path}").status_code == 200
+    found = console.get(f"/api/messages/{path}", headers=AUTH)
+    assert found.status_code == 200 and found.get_json()["message_id"] == message_id
+    with app.test_request_context():
+        from flask import url_for
+        assert console.get(url_for("console.message", message_id=message_id)).status_code == 200
+
+
 @pytest.mark.parametrize("body", [
     b'{"message_uuid":"m1","to":"447700900001","from":"14155550100","channel":"sms","status":"delivered",'
     b'"timestamp":"2026-12-01T10:00:00Z","x":"\\ud800"}',

@@ -80,7 +80,7 @@ def replay(event_id: int):
     return redirect(url_for("console.event", event_id=event_id))
 
 
-@bp.get("/messages/<path:message_id>")
+@bp.get("/messages/<anyid:message_id>", merge_slashes=False, strict_slashes=False)
 def message(message_id: str):
     storage = get_storage(current_app)
     found = storage.reads.timeline(message_id)
@@ -92,7 +92,7 @@ def message(message_id: str):
                            sent=storage.outbox.sent_as(message_id), can_reply=can_reply)
 
 
-@bp.post("/messages/<path:message_id>/reply")
+@bp.post("/messages/<anyid:message_id>/reply", merge_slashes=False)
 def reply(message_id: str):
     """Answer an inbound message from the console: queued in the outbox like any send."""
     storage = get_storage(current_app)
