@@ -32,6 +32,18 @@ def wait_for(predicate, timeout: float = 10.0):
     raise AssertionError("condition not met in time")
 
 
+def assert_ready(url: str, timeout: float = 20.0) -> None:
+    """/readyz answers 200 within `timeout`: a server that just started is ready once its worker process has
+    written its first heartbeat (within a second or two), not necessarily at its first request."""
+    deadline, answer = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        answer = requests.get(url + "/readyz", timeout=5)
+        if answer.status_code == 200:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"/readyz still answers {answer.status_code}: {answer.text[:300]}")
+
+
 def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
     """Signal the process group `pgid` (a child started in a session of its own, and what it started), if any
     of it is left."""

@@ -21,7 +21,7 @@ from sqlalchemy import inspect
 from receiver.platform import config
 from receiver.storage import engines, migrate, schema
 from tests.conftest import ADMIN_TOKEN, SECRET
-from tests.servers import BIN, ROOT, Child, Server, app_env, free_port, gunicorn, kill_group, wait_for
+from tests.servers import BIN, ROOT, Child, Server, app_env, assert_ready, free_port, gunicorn, kill_group, wait_for
 
 DEPLOY = ROOT / "deploy"
 SITE = DEPLOY / "nginx-vonage-receiver.conf"
@@ -260,7 +260,7 @@ def test_systemd_commands_migrate_then_run_web_without_worker_thread_and_worker_
     port = free_port()
     web = Server(unit_command(UNITS[0], port=port), env, port=port, log_path=tmp_path / "web.log")
     with web:
-        assert requests.get(web.url + "/readyz", timeout=5).status_code == 200
+        assert_ready(web.url)
         time.sleep(2)  # a worker thread would have written its heartbeat by now
         assert worker_names(url) == []
 
@@ -291,4 +291,4 @@ def test_procfile_release_then_web_as_written(empty_database_url, tmp_path):
 
     port = free_port()
     with Server(shlex.split(commands["web"]), dict(env, PORT=str(port)), port=port, log_path=tmp_path / "web.log") as web:
-        assert requests.get(web.url + "/readyz", timeout=5).status_code == 200
+        assert_ready(web.url)

@@ -26,7 +26,7 @@ from receiver.platform.config import ConfigError
 from receiver.webhooks import guard
 from tests import servers
 from tests.conftest import PG_URL, SECRET
-from tests.servers import BIN, ROOT, app_env, free_port, gunicorn, kill_group, wait_for
+from tests.servers import BIN, ROOT, app_env, assert_ready, free_port, gunicorn, kill_group, wait_for
 
 # -- helpers -------------------------------------------------------------------------------------
 # What each process sees: none of this machine's settings, so only the test's own count.
@@ -127,7 +127,7 @@ def test_gunicorns_check_leaves_nothing_open_in_the_master(tmp_path):
     database = tmp_path / "r.sqlite3"
     env = production_env(tmp_path, {"DATABASE_URL": f"sqlite:///{database}"})
     with gunicorn(env, workers=1, log_path=tmp_path / "gunicorn.log") as server:
-        assert requests.get(server.url + "/readyz", timeout=5).status_code == 200
+        assert_ready(server.url)
         assert database.exists()  # the check built the app (and migrated) before the worker did
         master = Path(f"/proc/{server.pid}/fd")
         opened = [os.readlink(fd) for fd in master.iterdir() if fd.name.isdigit()]
