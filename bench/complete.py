@@ -107,7 +107,6 @@ def create_app() -> Flask:
         try:
             stored = conn.execute(sql(STORE), (kind, key, body, now)).rowcount
             if stored:  # a repeat of a stored callback is acknowledged and not processed again
-                status = event.get("status")
                 if kind in ("message-status", "delivery-receipt"):
                     status = event.get("status")
                     moved = conn.execute(sql(MOVE), (message_id, status, RANK.get(status, 0), event.get("channel"),
